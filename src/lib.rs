@@ -1,0 +1,15 @@
+//! corecached: a memcached-compatible cache server, thread-per-core and shared-nothing.
+//!
+//! Crate map (one line per module):
+//! - [`protocol`]: pure wire codecs, bytes <-> protocol-neutral `Command` / `Outcome`; no I/O.
+//! - [`storage`]: one shard's cache (slab arena, index, eviction, TTL, CAS); pure and synchronous.
+//!
+//! Dependency rule: `server` -> `protocol`, `storage`; `client` -> `protocol`; `protocol` and
+//! `storage` depend on nothing of ours. No module reaches upward.
+
+pub mod protocol;
+pub mod storage;
+
+/// The version string reported on the wire: a numeric memcached-style `1.6.N` prefix (libmemcached
+/// parses it and rejects major version 0), then our own name and version.
+pub const VERSION_STRING: &str = concat!("1.6.18-corecached-", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,1 @@
+//! memcached binary protocol (stub, being written).

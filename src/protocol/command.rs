@@ -1,0 +1,302 @@
+//! Protocol-neutral requests and results.
+//!
+//! Every codec decodes into [`Command`] and encodes from [`Outcome`]; the server maps commands onto a
+//! shard's store and store results onto outcomes, knowing nothing of wire formats.
+//!
+//! Both types are generic over how bytes are held: decoding yields `Command<&[u8]>` borrowing the
+//! read buffer; a batch sent to another core maps the byte fields into spans of one owned arena
+//! (see [`Command::map_bytes`]) and maps them back to slices on arrival, so one executor function
+//! serves local and remote requests alike.
+
+/// How a storage command treats an existing or missing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreMode {
+    /// Store unconditionally.
+    Set,
+    /// Store only if the key is missing.
+    Add,
+    /// Store only if the key exists.
+    Replace,
+    /// Add bytes after the existing value (flags and expiry kept).
+    Append,
+    /// Add bytes before the existing value (flags and expiry kept).
+    Prepend,
+}
+
+/// Direction of a counter command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ArithOp {
+    /// Add, wrapping at 2^64.
+    Incr,
+    /// Subtract, flooring at 0.
+    Decr,
+}
+
+/// A decoded request, with its byte fields held as `B` (a slice, or a span into an arena).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<B> {
+    /// Fetch a value; `touch` also sets a new expiry (GAT).
+    Get {
+        /// The key.
+        key: B,
+        /// New exptime (wire value, memcached rules) for get-and-touch.
+        touch: Option<i64>,
+    },
+    /// Set/Add/Replace/Append/Prepend; `cas != 0` turns it into a compare-and-swap.
+    Store {
+        /// Which storage rule applies.
+        mode: StoreMode,
+        /// The key.
+        key: B,
+        /// The data block.
+        value: B,
+        /// Client-opaque flags.
+        flags: u32,
+        /// Wire exptime (memcached rules).
+        exptime: i64,
+        /// Compare value; 0 = no check.
+        cas: u64,
+    },
+    /// Increment or decrement a decimal counter.
+    Arith {
+        /// Incr or decr.
+        op: ArithOp,
+        /// The key.
+        key: B,
+        /// Amount to add or subtract.
+        delta: u64,
+        /// Value created on a miss, with its exptime; `None` = fail if missing.
+        on_miss: Option<(u64, i64)>,
+        /// Compare value; 0 = no check.
+        cas: u64,
+    },
+    /// Remove an item; `cas != 0` must match.
+    Delete {
+        /// The key.
+        key: B,
+        /// Compare value; 0 = no check.
+        cas: u64,
+    },
+    /// Set a new expiry on an existing item.
+    Touch {
+        /// The key.
+        key: B,
+        /// Wire exptime (memcached rules).
+        exptime: i64,
+    },
+    /// Invalidate everything stored up to now, or up to a deadline (`delay` = wire exptime, 0 = now).
+    Flush {
+        /// Wire exptime of the deadline; 0 = immediately.
+        delay: i64,
+    },
+    /// Pipeline barrier; answers with an empty success.
+    Noop,
+    /// Ask for the server version string.
+    Version,
+    /// Close the connection (after replying, unless quiet).
+    Quit,
+    /// Statistics; `group` is empty for the general group.
+    Stats {
+        /// Group name ("", "settings", "items", "slabs", ...).
+        group: B,
+    },
+    /// Set the logging verbosity.
+    Verbosity {
+        /// Requested level.
+        level: u32,
+    },
+    /// SASL: list mechanisms.
+    SaslListMechs,
+    /// SASL: start authentication with `mechanism` and the initial response.
+    SaslAuth {
+        /// Mechanism name, e.g. "PLAIN".
+        mechanism: B,
+        /// Initial client response.
+        data: B,
+    },
+    /// SASL: continue a multi-step authentication.
+    SaslStep {
+        /// Mechanism name.
+        mechanism: B,
+        /// Client response.
+        data: B,
+    },
+}
+
+impl<B> Command<B> {
+    /// Converts every byte field with `f`, in field order (key before value).
+    pub fn map_bytes<C>(self, mut f: impl FnMut(B) -> C) -> Command<C> {
+        match self {
+            Command::Get { key, touch } => Command::Get { key: f(key), touch },
+            Command::Store {
+                mode,
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+            } => {
+                let key = f(key);
+                Command::Store {
+                    mode,
+                    key,
+                    value: f(value),
+                    flags,
+                    exptime,
+                    cas,
+                }
+            }
+            Command::Arith {
+                op,
+                key,
+                delta,
+                on_miss,
+                cas,
+            } => Command::Arith {
+                op,
+                key: f(key),
+                delta,
+                on_miss,
+                cas,
+            },
+            Command::Delete { key, cas } => Command::Delete { key: f(key), cas },
+            Command::Touch { key, exptime } => Command::Touch {
+                key: f(key),
+                exptime,
+            },
+            Command::Flush { delay } => Command::Flush { delay },
+            Command::Noop => Command::Noop,
+            Command::Version => Command::Version,
+            Command::Quit => Command::Quit,
+            Command::Stats { group } => Command::Stats { group: f(group) },
+            Command::Verbosity { level } => Command::Verbosity { level },
+            Command::SaslListMechs => Command::SaslListMechs,
+            Command::SaslAuth { mechanism, data } => {
+                let mechanism = f(mechanism);
+                Command::SaslAuth {
+                    mechanism,
+                    data: f(data),
+                }
+            }
+            Command::SaslStep { mechanism, data } => {
+                let mechanism = f(mechanism);
+                Command::SaslStep {
+                    mechanism,
+                    data: f(data),
+                }
+            }
+        }
+    }
+
+    /// The item key, for commands that address one item (these are routed to the key's shard).
+    pub fn key(&self) -> Option<&B> {
+        match self {
+            Command::Get { key, .. }
+            | Command::Store { key, .. }
+            | Command::Arith { key, .. }
+            | Command::Delete { key, .. }
+            | Command::Touch { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// The result of executing one command, protocol-neutral; values held as `V`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<V> {
+    /// Get/GAT hit.
+    Value {
+        /// Client flags.
+        flags: u32,
+        /// The item's CAS.
+        cas: u64,
+        /// The data block.
+        value: V,
+    },
+    /// A storage command stored the item; `cas` is the new CAS.
+    Stored {
+        /// New CAS of the item.
+        cas: u64,
+    },
+    /// Delete succeeded.
+    Deleted,
+    /// Incr/decr result.
+    Counter {
+        /// The new counter value.
+        value: u64,
+        /// New CAS of the item.
+        cas: u64,
+    },
+    /// Touch succeeded.
+    Touched {
+        /// Client flags of the item.
+        flags: u32,
+        /// The item's CAS.
+        cas: u64,
+    },
+    /// Flush/Noop/Verbosity succeeded (empty reply).
+    Done,
+    /// Version reply.
+    Version(V),
+    /// Statistics as name/value pairs, in the order to send them.
+    Stats(Vec<(String, String)>),
+    /// Unknown stats group.
+    UnknownStatsGroup,
+    /// SASL mechanism list (space separated).
+    SaslMechs(V),
+    /// SASL authentication succeeded.
+    Authenticated,
+    /// SASL needs another step; `V` is the challenge.
+    AuthContinue(V),
+    /// Authentication failed, or the command needs authentication first.
+    AuthError,
+    /// Key missing (or expired / flushed).
+    NotFound,
+    /// CAS mismatch, or Add on an existing key.
+    Exists,
+    /// Append/prepend on a missing key, or a conditional store that did not happen.
+    NotStored,
+    /// Incr/decr on a value that is not a decimal u64.
+    NonNumeric,
+    /// Item larger than the maximum item size.
+    TooLarge,
+    /// No memory could be found for the item.
+    OutOfMemory,
+    /// Malformed request (bad key etc.).
+    InvalidArguments,
+    /// Command the server does not implement.
+    UnknownCommand,
+}
+
+impl<V> Outcome<V> {
+    /// Converts the byte fields with `f`.
+    pub fn map_bytes<W>(self, f: impl FnOnce(V) -> W) -> Outcome<W> {
+        match self {
+            Outcome::Value { flags, cas, value } => Outcome::Value {
+                flags,
+                cas,
+                value: f(value),
+            },
+            Outcome::Stored { cas } => Outcome::Stored { cas },
+            Outcome::Deleted => Outcome::Deleted,
+            Outcome::Counter { value, cas } => Outcome::Counter { value, cas },
+            Outcome::Touched { flags, cas } => Outcome::Touched { flags, cas },
+            Outcome::Done => Outcome::Done,
+            Outcome::Version(v) => Outcome::Version(f(v)),
+            Outcome::Stats(s) => Outcome::Stats(s),
+            Outcome::UnknownStatsGroup => Outcome::UnknownStatsGroup,
+            Outcome::SaslMechs(v) => Outcome::SaslMechs(f(v)),
+            Outcome::Authenticated => Outcome::Authenticated,
+            Outcome::AuthContinue(v) => Outcome::AuthContinue(f(v)),
+            Outcome::AuthError => Outcome::AuthError,
+            Outcome::NotFound => Outcome::NotFound,
+            Outcome::Exists => Outcome::Exists,
+            Outcome::NotStored => Outcome::NotStored,
+            Outcome::NonNumeric => Outcome::NonNumeric,
+            Outcome::TooLarge => Outcome::TooLarge,
+            Outcome::OutOfMemory => Outcome::OutOfMemory,
+            Outcome::InvalidArguments => Outcome::InvalidArguments,
+            Outcome::UnknownCommand => Outcome::UnknownCommand,
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Pure wire codecs: bytes in, [`Command`]s out; [`Outcome`]s in, bytes out. No I/O here.
+//!
+//! The codec contract every protocol follows: decoding looks at the front of the read buffer and
+//! returns one [`Decode`]; the caller consumes `consumed`/`skip` bytes and calls again.
+
+pub mod binary;
+pub mod command;
+
+pub use command::{ArithOp, Command, Outcome, StoreMode};
+
+/// memcached's key length limit (`KEY_MAX_LENGTH`).
+pub const KEY_MAX_LEN: usize = 250;
+
+/// Limits checked from the header, before anything is buffered or allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest accepted key.
+    pub max_key_len: usize,
+    /// Largest accepted item (`-I`); bodies beyond it are skipped, never buffered.
+    pub max_item_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_len: KEY_MAX_LEN,
+            max_item_size: 1024 * 1024,
+        }
+    }
+}
+
+/// What the decoder made of the front of the buffer. `Ctx` is the protocol's per-request reply
+/// context (for binary: opcode, opaque, quiet, key-echo), kept by the connection for encoding.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decode<'a, Ctx> {
+    /// One complete request occupying the first `consumed` bytes.
+    Request {
+        /// The request.
+        command: Command<&'a [u8]>,
+        /// How to answer it.
+        ctx: Ctx,
+        /// Bytes of the buffer this request used.
+        consumed: usize,
+    },
+    /// The buffer holds only part of a request; read more and call again.
+    Incomplete,
+    /// A request refused without execution: answer `outcome` using `ctx`, discard `skip` bytes of
+    /// the stream (this may be more than is buffered: keep discarding as bytes arrive), then
+    /// close the connection if `close`.
+    Reject {
+        /// How to answer it.
+        ctx: Ctx,
+        /// The error to send.
+        outcome: Outcome<&'a [u8]>,
+        /// Bytes of the stream (header included) that belong to the refused request.
+        skip: usize,
+        /// Whether the connection must be closed after the reply.
+        close: bool,
+    },
+    /// Garbage that cannot be answered (e.g. bad magic): close without a reply.
+    Close,
+}
