@@ -343,6 +343,9 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Decode<'a, ReplyCtx> {
     }
     let total = HEADER_LEN + h.bodylen;
     let Some(kind) = Kind::of(h.opcode) else {
+        // Exactly this packet is skipped. (memcached 1.6.18 swallows `bodylen` bytes *after*
+        // the extras and key it already read, so an unknown opcode carrying either leaves it
+        // out of step with the stream; we do not copy that.)
         return Decode::Reject {
             ctx,
             outcome: Outcome::UnknownCommand,
@@ -455,15 +458,18 @@ fn put_packet(
     let body = extras.len() + key.len() + value.len();
     debug_assert!(key.len() <= usize::from(u16::MAX) && extras.len() <= usize::from(u8::MAX));
     debug_assert!(body <= u32::MAX as usize);
+    let mut header = [0u8; HEADER_LEN];
+    header[0] = RESPONSE_MAGIC;
+    header[1] = ctx.opcode;
+    header[2..4].copy_from_slice(&(key.len() as u16).to_be_bytes());
+    header[4] = extras.len() as u8;
+    // header[5], the data type, stays 0: raw bytes.
+    header[6..8].copy_from_slice(&status.to_be_bytes());
+    header[8..12].copy_from_slice(&(body as u32).to_be_bytes());
+    header[12..16].copy_from_slice(&ctx.opaque.to_be_bytes());
+    header[16..24].copy_from_slice(&cas.to_be_bytes());
     out.reserve(HEADER_LEN + body);
-    out.extend_from_slice(&[RESPONSE_MAGIC, ctx.opcode]);
-    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    // extras length, then data type: always raw bytes (0).
-    out.extend_from_slice(&[extras.len() as u8, 0]);
-    out.extend_from_slice(&status.to_be_bytes());
-    out.extend_from_slice(&(body as u32).to_be_bytes());
-    out.extend_from_slice(&ctx.opaque.to_be_bytes());
-    out.extend_from_slice(&cas.to_be_bytes());
+    out.extend_from_slice(&header);
     out.extend_from_slice(extras);
     out.extend_from_slice(key);
     out.extend_from_slice(value);
