@@ -288,10 +288,12 @@ struct ClassCounters {
     expired_unfetched: u64,
     reclaimed: u64,
     outofmemory: u64,
-    /// Page-move window: chunks allocated, hits, evictions (halved after each rebalance attempt).
+    /// Page-move window: chunks allocated, hits, evictions (halved by each `rebalance` call).
     win_allocs: u64,
     win_hits: u64,
     win_evicts: u64,
+    /// Evictions since this class last tried to win a page inline.
+    since_attempt: u64,
 }
 
 /// Outcome of a key lookup that cleans up dead items on the way.
@@ -728,11 +730,11 @@ impl Store {
     pub fn reset_stats(&mut self) {
         self.stats = StoreStats::default();
         for c in &mut self.classes {
-            let (a, h, e) = (c.win_allocs, c.win_hits, c.win_evicts);
             *c = ClassCounters {
-                win_allocs: a,
-                win_hits: h,
-                win_evicts: e,
+                win_allocs: c.win_allocs,
+                win_hits: c.win_hits,
+                win_evicts: c.win_evicts,
+                since_attempt: c.since_attempt,
                 ..ClassCounters::default()
             };
         }
@@ -900,6 +902,7 @@ impl Store {
         let k = &mut self.classes[class];
         k.evicted += 1;
         k.win_evicts += u64::from(pressure);
+        k.since_attempt += u64::from(pressure);
         self.stats.evictions += 1;
         if !item::fetched(self.slab.chunk(id)) {
             k.evicted_unfetched += 1;
@@ -1062,9 +1065,11 @@ impl Store {
             true
         } else if let Some(&id) = cands.first() {
             self.evict_item(id, true);
-            if self.classes[class].win_evicts >= u64::from(self.slab.classes()[class].per_page) {
+            // A page's worth of evictions since the last try: see whether a colder class can
+            // give a page (rate-limited so that pages do not flap between busy classes).
+            if self.classes[class].since_attempt >= u64::from(self.slab.classes()[class].per_page) {
+                self.classes[class].since_attempt = 0;
                 self.rebalance_into(class, false);
-                self.decay_windows();
             }
             true
         } else {
@@ -1104,12 +1109,16 @@ impl Store {
         let chunks = |i: usize| classes[i].pages.len() as u128 * u128::from(classes[i].per_page);
         let activity = |i: usize| u128::from(self.classes[i].win_allocs + self.classes[i].win_hits);
         // Coldest = least activity per chunk; compare a/b < c/d as a*d < c*b.
-        let coldest = (0..classes.len())
-            .filter(|&i| holds(i))
-            .min_by(|&a, &b| (activity(a) * chunks(b)).cmp(&(activity(b) * chunks(a))))?;
+        let coldest_of = |pred: &dyn Fn(usize) -> bool| {
+            (0..classes.len())
+                .filter(|&i| holds(i) && pred(i))
+                .min_by(|&a, &b| (activity(a) * chunks(b)).cmp(&(activity(b) * chunks(a))))
+        };
         if force {
-            return Some(coldest);
+            // Prefer not to strip a class of its last page: that would only pass the need on.
+            return coldest_of(&|i| classes[i].pages.len() > 1).or_else(|| coldest_of(&|_| true));
         }
+        let coldest = coldest_of(&|_| true)?;
         let to_chunks = chunks(to).max(1);
         (activity(coldest) * 2 * to_chunks < activity(to) * chunks(coldest)).then_some(coldest)
     }
@@ -1153,3 +1162,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod model_tests;
