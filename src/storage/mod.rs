@@ -1098,7 +1098,11 @@ impl Store {
 
     fn pick_donor(&self, to: usize, force: bool) -> Option<usize> {
         let classes = self.slab.classes();
-        let holds = |i: usize| i != to && !classes[i].pages.is_empty();
+        let protected_page = (self.protect != NIL).then(|| self.slab.page_index(self.protect));
+        // A donor must have a page it can give: any page but the one holding the protected item.
+        let holds = |i: usize| {
+            i != to && classes[i].pages.iter().any(|&p| Some(p) != protected_page)
+        };
         // A class with a page's worth of free chunks can give a page without evicting anything.
         let roomy = (0..classes.len())
             .filter(|&i| holds(i) && classes[i].free >= classes[i].per_page)
