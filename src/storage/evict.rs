@@ -7,8 +7,12 @@
 //! frequency bits in a policy-owned side table or the header's spare bit) is one more type and one
 //! more [`Policy`] variant, without touching the allocator.
 //!
-//! - LRU: per-class doubly linked list (word 0 = prev, word 1 = next); a hit moves to the head.
-//! - FIFO: the same list, no move on a hit.
+//! - LRU: per-class doubly linked list (word 0 = prev, word 1 = next). A hit only sets an
+//!   "active" mark in the top bit of word 0 (ids fit in 31 bits), touching no other item; the
+//!   victim search gives active items at the tail a second chance by moving them to the head
+//!   (lazy promotion, as memcached's segmented LRU does with `ITEM_ACTIVE`). So a hit costs no
+//!   extra cache misses, and eviction order is LRU at the resolution of one pass over the list.
+//! - FIFO: the same list, no mark on a hit.
 //! - LFU: Redis-style approximate LFU: word 0 holds a logarithmic 8-bit frequency counter that
 //!   decays by one per idle minute; victims are the least frequent of a random sample.
 //! - Random: victims are a random sample of the class.
@@ -37,8 +41,16 @@ pub(crate) trait Evictor {
     fn on_remove(&mut self, slab: &mut Slab, class: usize, id: ItemId);
     /// An item's bytes, header included, were copied from `old` to `new` in the same class.
     fn on_move(&mut self, slab: &mut Slab, class: usize, old: ItemId, new: ItemId);
-    /// Up to `n` victim candidates of a full `class`, the most evictable first.
-    fn candidates(&mut self, slab: &Slab, class: usize, n: usize, now: u32, out: &mut Vec<ItemId>);
+    /// Up to `n` victim candidates of a full `class`, the most evictable first (the policy may
+    /// reorder its own links on the way).
+    fn candidates(
+        &mut self,
+        slab: &mut Slab,
+        class: usize,
+        n: usize,
+        now: u32,
+        out: &mut Vec<ItemId>,
+    );
     /// The item the policy would consider oldest in `class`, when it keeps an order.
     fn oldest(&self, class: usize) -> Option<ItemId>;
 }
@@ -95,7 +107,14 @@ impl Evictor for Policy {
     fn on_move(&mut self, slab: &mut Slab, class: usize, old: ItemId, new: ItemId) {
         dispatch!(self, p => p.on_move(slab, class, old, new))
     }
-    fn candidates(&mut self, slab: &Slab, class: usize, n: usize, now: u32, out: &mut Vec<ItemId>) {
+    fn candidates(
+        &mut self,
+        slab: &mut Slab,
+        class: usize,
+        n: usize,
+        now: u32,
+        out: &mut Vec<ItemId>,
+    ) {
         dispatch!(self, p => p.candidates(slab, class, n, now, out))
     }
     fn oldest(&self, class: usize) -> Option<ItemId> {
@@ -110,40 +129,71 @@ impl Policy {
         let (Policy::Lru(l) | Policy::Fifo(l)) = self else {
             return None;
         };
-        let (mut out, mut prev, mut id) = (Vec::new(), NIL, l.ends[class].0);
+        let (mut out, mut back, mut id) = (Vec::new(), NIL, l.ends[class].0);
         while id != NIL {
-            assert_eq!(item::w0(slab.chunk(id)), prev);
+            assert_eq!(prev(slab.chunk(id)), back);
             out.push(id);
-            prev = id;
-            id = item::w1(slab.chunk(id));
+            back = id;
+            id = next(slab.chunk(id));
         }
-        assert_eq!(l.ends[class].1, prev);
+        assert_eq!(l.ends[class].1, back);
         Some(out)
     }
+}
+
+/// Top bit of word 0: hit since the item was last placed at the head (LRU).
+const ACTIVE: u32 = 1 << 31;
+/// Link bits of word 0.
+const LINK: u32 = !ACTIVE;
+/// Most active items one victim search moves to the head before it takes the tail anyway.
+const MAX_SECOND_CHANCES: usize = 64;
+
+#[inline]
+fn prev(c: &[u8]) -> ItemId {
+    match item::w0(c) & LINK {
+        LINK => NIL,
+        id => id,
+    }
+}
+
+#[inline]
+fn set_prev(c: &mut [u8], id: ItemId) {
+    item::set_w0(c, (item::w0(c) & ACTIVE) | (id & LINK));
+}
+
+#[inline]
+fn next(c: &[u8]) -> ItemId {
+    item::w1(c)
+}
+
+#[inline]
+fn set_next(c: &mut [u8], id: ItemId) {
+    item::set_w1(c, id);
 }
 
 /// Per-class doubly linked lists, most recent at the head (LRU and FIFO).
 pub(crate) struct Lists {
     /// (head, tail) per class.
     ends: Vec<(ItemId, ItemId)>,
-    bump_on_access: bool,
+    mark_on_access: bool,
 }
 
 impl Lists {
-    fn new(classes: usize, bump_on_access: bool) -> Lists {
+    fn new(classes: usize, mark_on_access: bool) -> Lists {
         Lists {
             ends: vec![(NIL, NIL); classes],
-            bump_on_access,
+            mark_on_access,
         }
     }
 
+    /// Links `id` at the head, inactive.
     fn push_head(&mut self, slab: &mut Slab, class: usize, id: ItemId) {
         let head = self.ends[class].0;
         let c = slab.chunk_mut(id);
-        item::set_w0(c, NIL);
-        item::set_w1(c, head);
+        item::set_w0(c, NIL & LINK);
+        set_next(c, head);
         if head != NIL {
-            item::set_w0(slab.chunk_mut(head), id);
+            set_prev(slab.chunk_mut(head), id);
         } else {
             self.ends[class].1 = id;
         }
@@ -152,16 +202,16 @@ impl Lists {
 
     fn unlink(&mut self, slab: &mut Slab, class: usize, id: ItemId) {
         let c = slab.chunk(id);
-        let (prev, next) = (item::w0(c), item::w1(c));
-        if prev == NIL {
-            self.ends[class].0 = next;
+        let (p, n) = (prev(c), next(c));
+        if p == NIL {
+            self.ends[class].0 = n;
         } else {
-            item::set_w1(slab.chunk_mut(prev), next);
+            set_next(slab.chunk_mut(p), n);
         }
-        if next == NIL {
-            self.ends[class].1 = prev;
+        if n == NIL {
+            self.ends[class].1 = p;
         } else {
-            item::set_w0(slab.chunk_mut(next), prev);
+            set_prev(slab.chunk_mut(n), p);
         }
     }
 }
@@ -171,10 +221,14 @@ impl Evictor for Lists {
         self.push_head(slab, class, id);
     }
 
-    fn on_access(&mut self, slab: &mut Slab, class: usize, id: ItemId, _now: u32) {
-        if self.bump_on_access && self.ends[class].0 != id {
-            self.unlink(slab, class, id);
-            self.push_head(slab, class, id);
+    #[inline]
+    fn on_access(&mut self, slab: &mut Slab, _class: usize, id: ItemId, _now: u32) {
+        if self.mark_on_access {
+            let c = slab.chunk_mut(id);
+            let w = item::w0(c);
+            if w & ACTIVE == 0 {
+                item::set_w0(c, w | ACTIVE);
+            }
         }
     }
 
@@ -184,32 +238,42 @@ impl Evictor for Lists {
 
     fn on_move(&mut self, slab: &mut Slab, class: usize, old: ItemId, new: ItemId) {
         let c = slab.chunk(new);
-        let (prev, next) = (item::w0(c), item::w1(c));
-        if prev == NIL {
+        let (p, n) = (prev(c), next(c));
+        if p == NIL {
             self.ends[class].0 = new;
         } else {
-            debug_assert_eq!(item::w1(slab.chunk(prev)), old);
-            item::set_w1(slab.chunk_mut(prev), new);
+            debug_assert_eq!(next(slab.chunk(p)), old);
+            set_next(slab.chunk_mut(p), new);
         }
-        if next == NIL {
+        if n == NIL {
             self.ends[class].1 = new;
         } else {
-            item::set_w0(slab.chunk_mut(next), new);
+            set_prev(slab.chunk_mut(n), new);
         }
     }
 
     fn candidates(
         &mut self,
-        slab: &Slab,
+        slab: &mut Slab,
         class: usize,
         n: usize,
         _now: u32,
         out: &mut Vec<ItemId>,
     ) {
+        let mut chances = 0;
         let mut id = self.ends[class].1;
         while id != NIL && out.len() < n {
-            out.push(id);
-            id = item::w0(slab.chunk(id));
+            let c = slab.chunk(id);
+            let before = prev(c);
+            if item::w0(c) & ACTIVE != 0 && chances < MAX_SECOND_CHANCES {
+                // Hit since it was placed: second chance at the head, mark cleared.
+                chances += 1;
+                self.unlink(slab, class, id);
+                self.push_head(slab, class, id);
+            } else {
+                out.push(id);
+            }
+            id = before;
         }
     }
 
@@ -264,7 +328,7 @@ impl Evictor for Sampler {
     fn on_move(&mut self, _: &mut Slab, _: usize, _: ItemId, _: ItemId) {}
     fn candidates(
         &mut self,
-        slab: &Slab,
+        slab: &mut Slab,
         class: usize,
         n: usize,
         _now: u32,
@@ -302,7 +366,7 @@ impl Evictor for Lfu {
         if counter < 255 {
             let base = u64::from(counter.saturating_sub(LFU_INIT));
             // Increment with probability 1 / (base * factor + 1).
-            if r % (base * LFU_LOG_FACTOR + 1) == 0 {
+            if r.is_multiple_of(base * LFU_LOG_FACTOR + 1) {
                 counter += 1;
             }
         }
@@ -313,7 +377,14 @@ impl Evictor for Lfu {
 
     fn on_move(&mut self, _: &mut Slab, _: usize, _: ItemId, _: ItemId) {}
 
-    fn candidates(&mut self, slab: &Slab, class: usize, n: usize, now: u32, out: &mut Vec<ItemId>) {
+    fn candidates(
+        &mut self,
+        slab: &mut Slab,
+        class: usize,
+        n: usize,
+        now: u32,
+        out: &mut Vec<ItemId>,
+    ) {
         self.sampler.sample(slab, class, n, out);
         out.sort_by_key(|&id| {
             let c = slab.chunk(id);
@@ -356,7 +427,7 @@ mod tests {
         Policy::new(kind, C + 2, 7)
     }
 
-    fn cands(p: &mut Policy, slab: &Slab, n: usize) -> Vec<ItemId> {
+    fn cands(p: &mut Policy, slab: &mut Slab, n: usize) -> Vec<ItemId> {
         let mut out = Vec::new();
         p.candidates(slab, C, n, 100, &mut out);
         out
@@ -369,14 +440,14 @@ mod tests {
         for &id in &ids {
             p.on_insert(&mut slab, C, id);
         }
-        assert_eq!(cands(&mut p, &slab, 2), vec![ids[0], ids[1]]);
+        assert_eq!(cands(&mut p, &mut slab, 2), vec![ids[0], ids[1]]);
         p.on_access(&mut slab, C, ids[0], 1);
         assert_eq!(
-            cands(&mut p, &slab, 4),
+            cands(&mut p, &mut slab, 4),
             vec![ids[1], ids[2], ids[3], ids[0]]
         );
         p.on_remove(&mut slab, C, ids[2]);
-        assert_eq!(cands(&mut p, &slab, 4), vec![ids[1], ids[3], ids[0]]);
+        assert_eq!(cands(&mut p, &mut slab, 4), vec![ids[1], ids[3], ids[0]]);
         assert_eq!(p.oldest(C), Some(ids[1]));
         assert_eq!(p.list(&slab, C).unwrap(), vec![ids[0], ids[3], ids[1]]);
     }
@@ -389,7 +460,7 @@ mod tests {
             p.on_insert(&mut slab, C, id);
         }
         p.on_access(&mut slab, C, ids[0], 1);
-        assert_eq!(cands(&mut p, &slab, 3), ids);
+        assert_eq!(cands(&mut p, &mut slab, 3), ids);
     }
 
     #[test]
@@ -402,12 +473,12 @@ mod tests {
         // Move the middle one into the fourth chunk, then the ends around.
         slab.copy_item(ids[1], ids[3]);
         p.on_move(&mut slab, C, ids[1], ids[3]);
-        assert_eq!(cands(&mut p, &slab, 3), vec![ids[0], ids[3], ids[2]]);
+        assert_eq!(cands(&mut p, &mut slab, 3), vec![ids[0], ids[3], ids[2]]);
         slab.copy_item(ids[0], ids[1]);
         p.on_move(&mut slab, C, ids[0], ids[1]);
         slab.copy_item(ids[2], ids[0]);
         p.on_move(&mut slab, C, ids[2], ids[0]);
-        assert_eq!(cands(&mut p, &slab, 3), vec![ids[1], ids[3], ids[0]]);
+        assert_eq!(cands(&mut p, &mut slab, 3), vec![ids[1], ids[3], ids[0]]);
     }
 
     #[test]
@@ -422,7 +493,7 @@ mod tests {
             p.on_access(&mut slab, C, ids[1], 100);
         }
         assert!(item::w0(slab.chunk(ids[1])) > LFU_INIT);
-        let c = cands(&mut p, &slab, 2);
+        let c = cands(&mut p, &mut slab, 2);
         assert_eq!(c.first(), Some(&ids[0]));
     }
 
@@ -440,12 +511,12 @@ mod tests {
 
     #[test]
     fn random_samples_used_chunks_of_the_class() {
-        let (slab, ids) = slab_with(4);
+        let (mut slab, ids) = slab_with(4);
         let mut p = policy(EvictionPolicy::Random);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..20 {
             let mut out = Vec::new();
-            p.candidates(&slab, C, 2, 0, &mut out);
+            p.candidates(&mut slab, C, 2, 0, &mut out);
             assert!(!out.is_empty());
             assert!(out.iter().all(|id| ids.contains(id)));
             seen.extend(out);

@@ -1051,13 +1051,9 @@ impl Store {
     fn make_room(&mut self, class: usize) -> bool {
         let mut cands = std::mem::take(&mut self.candidates);
         cands.clear();
-        self.policy.candidates(
-            &self.slab,
-            class,
-            SEARCH_DEPTH,
-            self.clock.now(),
-            &mut cands,
-        );
+        let now = self.clock.now();
+        self.policy
+            .candidates(&mut self.slab, class, SEARCH_DEPTH, now, &mut cands);
         cands.retain(|&id| id != self.protect);
         let dead = cands.iter().copied().find(|&id| self.is_dead(id));
         let freed = if let Some(id) = dead {
@@ -1100,9 +1096,8 @@ impl Store {
         let classes = self.slab.classes();
         let protected_page = (self.protect != NIL).then(|| self.slab.page_index(self.protect));
         // A donor must have a page it can give: any page but the one holding the protected item.
-        let holds = |i: usize| {
-            i != to && classes[i].pages.iter().any(|&p| Some(p) != protected_page)
-        };
+        let holds =
+            |i: usize| i != to && classes[i].pages.iter().any(|&p| Some(p) != protected_page);
         // A class with a page's worth of free chunks can give a page without evicting anything.
         let roomy = (0..classes.len())
             .filter(|&i| holds(i) && classes[i].free >= classes[i].per_page)

@@ -402,9 +402,7 @@ impl Harness {
                 && after.total_malloced == after.limit_maxbytes;
             // Only an eviction since the item was written may explain a missing item: replay the
             // op on a model without it.
-            let evicted = item
-                .as_ref()
-                .is_some_and(|i| after.evictions > i.evictions);
+            let evicted = item.as_ref().is_some_and(|i| after.evictions > i.evictions);
             if oom_append && item.is_some() {
                 // Memory full and the item to extend may not be evicted: it stays as it was.
                 expect = answer.clone();
@@ -543,7 +541,7 @@ fn fill_ten_times_the_limit_then_shift_value_size() {
             buf
         );
         assert!(s.stats().total_malloced <= limit as u64);
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             s.rebalance();
         }
         i += 1;
@@ -586,7 +584,7 @@ fn fill_ten_times_the_limit_then_shift_value_size() {
         )
         .unwrap();
         assert!(s.stats().total_malloced <= limit as u64);
-        if j % 50 == 0 {
+        if j.is_multiple_of(50) {
             s.rebalance();
         }
     }

@@ -5,8 +5,9 @@
 //!   [`MAX_CLASSES`] classes (as memcached): a tiny factor stops early and jumps to the page class.
 //! - Page size is `max(1 MiB, max_item_size)`. Pages are allocated lazily, one boxed slice each,
 //!   and never beyond `memory_limit / page_size`; each page belongs to one class at a time.
-//! - An [`ItemId`] is `page << slot_bits | slot`, so links are 4 bytes and a chunk's address is one
-//!   shift, one mask and one multiply away.
+//! - An [`ItemId`] is `page << slot_bits | slot`, below 2^31, so links are 4 bytes with a spare
+//!   bit, and a chunk's address is one shift, one mask and one multiply away. With 1 MiB pages one
+//!   store addresses 128 GiB.
 //! - Free chunks sit on a per-class doubly linked list threaded through the chunks themselves
 //!   (policy words of the header), so a page can be pulled out of its class's free list in
 //!   O(chunks in the page) when it moves to another class.
@@ -93,8 +94,9 @@ impl Slab {
         sizes.push(page_size);
         let max_per_page = page_size / MIN_CHUNK;
         let slot_bits = usize::BITS - (max_per_page - 1).leading_zeros();
-        // The all-ones page number is never used, so NIL is never a valid id.
-        let id_pages = (1usize << (32 - slot_bits)) - 1;
+        // Ids stay below 2^31 (policies may keep a flag in each link's top bit), and the
+        // all-ones page number is never used, so NIL is never a valid id.
+        let id_pages = (1usize << (31 - slot_bits)) - 1;
         let max_pages = memory_limit / page_size;
         if max_pages > id_pages {
             return Err(format!(

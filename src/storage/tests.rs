@@ -753,7 +753,7 @@ fn fill_one_class(s: &mut Store, n: usize) {
 #[test]
 fn lru_evicts_the_least_recently_used() {
     let mut s = store_with(cfg(MIB));
-    let per_page = (MIB / 64) as usize;
+    let per_page = MIB / 64;
     fill_one_class(&mut s, per_page);
     assert_eq!(s.stats().evictions, 0);
     assert!(get(&mut s, b"k000000").is_some());
@@ -1008,7 +1008,7 @@ fn stats_track_items_bytes_and_classes() {
         assert_eq!(c.used_chunks, 1);
         assert_eq!(c.total_chunks, c.chunks_per_page);
         assert_eq!(c.used_chunks + c.free_chunks, c.total_chunks);
-        assert_eq!(c.chunk_size * c.chunks_per_page <= MIB as u64, true);
+        assert!(c.chunk_size * c.chunks_per_page <= MIB as u64);
     }
     assert_eq!(classes[0].class, 1);
     s.reset_stats();
