@@ -3,9 +3,9 @@
 //! The store tells the policy about every item it links, reads, unlinks or relocates, and asks it
 //! for victim candidates of one slab class when that class has no free chunk and no page can be
 //! had. The policy owns the two policy words of each item header and nothing else; it never
-//! allocates or frees chunks. A new policy (S3-FIFO: queue links in the two words, its few
-//! frequency bits in a policy-owned side table or the header's spare bit) is one more type and one
-//! more [`Policy`] variant, without touching the allocator.
+//! allocates or frees chunks. A new policy (S3-FIFO: queue links in the two words, its 2-bit
+//! frequency in their spare top bits, ids being below 2^31) is one more type and one more
+//! [`Policy`] variant, without touching the allocator.
 //!
 //! - LRU: per-class doubly linked list (word 0 = prev, word 1 = next). A hit only sets an
 //!   "active" mark in the top bit of word 0 (ids fit in 31 bits), touching no other item; the
@@ -405,7 +405,7 @@ mod tests {
     /// A slab and `n` items in class `C`, whose pages hold two chunks each, so that a few items
     /// fill the class (sampling policies assume a full class).
     fn slab_with(n: usize) -> (Slab, Vec<ItemId>) {
-        let mut slab = Slab::new(1 << 20, 8 << 20, 1.25).unwrap();
+        let mut slab = Slab::new(1 << 20, 64 << 20, 1.25).unwrap();
         assert_eq!(slab.classes()[C].per_page, 2);
         let ids = (0..n)
             .map(|_| {
@@ -450,6 +450,21 @@ mod tests {
         assert_eq!(cands(&mut p, &mut slab, 4), vec![ids[1], ids[3], ids[0]]);
         assert_eq!(p.oldest(C), Some(ids[1]));
         assert_eq!(p.list(&slab, C).unwrap(), vec![ids[0], ids[3], ids[1]]);
+    }
+
+    #[test]
+    fn second_chances_are_bounded_when_everything_is_active() {
+        let n = MAX_SECOND_CHANCES + 10;
+        let (mut slab, ids) = slab_with(n);
+        let mut p = policy(EvictionPolicy::Lru);
+        for &id in &ids {
+            p.on_insert(&mut slab, C, id);
+            p.on_access(&mut slab, C, id, 1);
+        }
+        // The first MAX_SECOND_CHANCES tail items move to the head; the next one is the victim.
+        assert_eq!(cands(&mut p, &mut slab, 1), vec![ids[MAX_SECOND_CHANCES]]);
+        assert_eq!(p.list(&slab, C).unwrap().len(), n);
+        assert_eq!(p.oldest(C), Some(ids[MAX_SECOND_CHANCES]));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! offset size field
-//!  0     4    policy word 0   LRU/FIFO: prev id; LFU: frequency counter; free chunk: prev free
-//!  4     4    policy word 1   LRU/FIFO: next id;                          free chunk: next free
+//!  0     4    policy word 0   LRU/FIFO: prev id, top bit = LRU "active" mark; LFU: frequency
+//!                             counter; free chunk: prev free
+//!  4     4    policy word 1   LRU/FIFO: next id; free chunk: next free
 //!  8     8    cas << 8 | key_len   56-bit CAS counter, 8-bit key length (0 marks a free chunk)
 //! 16     4    exptime         seconds since the store epoch, 0 = never (see `clock`)
 //! 20     4    atime           last access, seconds since the store epoch
@@ -12,11 +13,12 @@
 //!                             fetched since stored, bit 31 = spare (meta protocol's stale mark)
 //! ```
 //!
-//! Why: links are `u32` chunk ids (not pointers), so two links cost 8 bytes; a key fits in 8 bits
+//! Why: links are `u32` chunk ids (not pointers; ids stay below 2^31, so each policy word has a
+//! spare top bit for the policy), so two links cost 8 bytes; a key fits in 8 bits
 //! (at most 250 bytes), which leaves 56 bits of CAS in one word — 2^56 mutations last 22 years at
 //! 100 million a second on one shard. Times are `u32` seconds relative to the store epoch. The two
 //! policy words belong to the eviction policy (see `evict`), so a new policy such as S3-FIFO reuses
-//! them without a new layout. The key's hash is not stored: the index recomputes it from the key
+//! them without a new layout (S3-FIFO: queue links, and its 2-bit frequency in the two spare bits). The key's hash is not stored: the index recomputes it from the key
 //! on the rare rehash or unlink-by-id.
 //!
 //! Replication (design §9) needs a version comparable across hosts: the CAS counter doubles as the

@@ -1,8 +1,9 @@
 //! One shard's cache, pure and synchronous: knows nothing of sockets, executors or protocols.
 //!
-//! A [`Store`] holds items in a slab arena ([`slab`]) under a hard memory limit, finds them through
-//! a hash index of `u32` chunk ids ([`index`]), evicts by a per-store policy ([`evict`]) and
-//! applies memcached 1.6's rules for expiry ([`clock`]), CAS, flush and arithmetic.
+//! A [`Store`] holds items in a slab arena (`slab.rs`) under a hard memory limit, finds them
+//! through a hash index of `u32` chunk ids (`index.rs`), evicts by a per-store policy
+//! (`evict.rs`) and applies memcached 1.6's rules for expiry (`clock.rs`), CAS, flush and
+//! arithmetic. The item header layout is documented in `item.rs`.
 //!
 //! Memory: pages (1 MiB, or the max item size if larger) are the unit of the limit; the store never
 //! holds more page bytes than `memory_limit`. Outside it: the index (about 5 bytes per slot,
