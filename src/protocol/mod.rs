@@ -56,6 +56,9 @@ pub enum Decode<'a, Ctx> {
         skip: usize,
         /// Whether the connection must be closed after the reply.
         close: bool,
+        /// A key whose stored item must be removed although the request is refused: memcached
+        /// deletes the old item when a Set is refused as too large, so no stale value survives.
+        unlink_key: Option<&'a [u8]>,
     },
     /// Garbage that cannot be answered (e.g. bad magic): close without a reply.
     Close,

@@ -1,1 +1,0 @@
-//! memcached binary protocol (stub, being written).
