@@ -14,10 +14,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use log::debug;
 
-use super::wire_stub as binary;
+use crate::protocol::binary::{self, ReplyCtx};
 use crate::protocol::{Command, Decode, Outcome};
 use crate::storage::key_hash;
-use binary::ReplyCtx;
 
 use super::router::{owner, Reply, ReplyBatch, Request, RequestBatch, Span};
 use super::{Core, REPLY_CAP};
@@ -248,8 +247,8 @@ async fn batch(
                 outcome,
                 skip,
                 close,
+                unlink_key,
             } => {
-                let unlink_key: Option<&[u8]> = None;
                 // A refused Set must not leave the old value behind (memcached deletes it).
                 if let Some(key) = unlink_key {
                     b.route(core, Command::Delete { key, cas: 0 }, None);

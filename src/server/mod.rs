@@ -9,7 +9,6 @@ pub mod conn;
 pub mod router;
 pub mod shard;
 pub mod stats;
-mod wire_stub;
 
 use std::fmt;
 use std::net::SocketAddr;
