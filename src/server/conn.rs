@@ -253,6 +253,9 @@ async fn batch(
                 if let Some(key) = unlink_key {
                     b.route(core, Command::Delete { key, cas: 0 }, None);
                 }
+                if outcome == Outcome::TooLarge {
+                    core.shard.counters().store_too_large += 1;
+                }
                 b.ready(ctx, &[], outcome);
                 let here = skip.min(buf.len() - pos);
                 pos += here;
