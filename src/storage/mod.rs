@@ -1,9 +1,35 @@
 //! One shard's cache, pure and synchronous: knows nothing of sockets, executors or protocols.
 //!
-//! API SKETCH — the storage work replaces every `todo!()` and may extend this API; the public
-//! signatures below are what the server codes against.
+//! A [`Store`] holds items in a slab arena ([`slab`]) under a hard memory limit, finds them through
+//! a hash index of `u32` chunk ids ([`index`]), evicts by a per-store policy ([`evict`]) and
+//! applies memcached 1.6's rules for expiry ([`clock`]), CAS, flush and arithmetic.
+//!
+//! Memory: pages (1 MiB, or the max item size if larger) are the unit of the limit; the store never
+//! holds more page bytes than `memory_limit`. Outside it: the index (about 5 bytes per slot,
+//! 1.15-2.3 slots per item, so under 12 bytes per item), per-page and per-class bookkeeping (tens
+//! of bytes each), and a victim-candidate buffer.
+//!
+//! Time is coarse and driven by the caller ([`Store::set_time`]), so tests control it.
+//!
+//! Flush uses the CAS counter as the clock: `flush` (or the moment `set_time` reaches a delayed
+//! flush's deadline) records the next CAS counter, and every item with an older CAS is invisible.
+//! Items written after that point stay, even within the same second.
+
+mod clock;
+mod evict;
+mod index;
+mod item;
+mod slab;
 
 use std::fmt;
+
+pub use clock::MAX_RELATIVE_EXPTIME;
+
+use clock::Clock;
+use evict::{Evictor, Policy, SEARCH_DEPTH};
+use index::Index;
+use item::{Header, ItemId, CAS_MASK, HEADER_SIZE, NIL};
+use slab::Slab;
 
 /// Eviction policy selectable per store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -133,87 +159,972 @@ pub struct ItemView<'a> {
     pub cas: u64,
 }
 
+
+/// Counters and gauges of one store, with memcached's names and meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Items linked now (including expired ones not yet reclaimed).
+    pub curr_items: u64,
+    /// Items stored since start (or the last reset).
+    pub total_items: u64,
+    /// Bytes of items linked now (header + key + value).
+    pub bytes: u64,
+    /// Live items removed to free memory (including page moves that found no free chunk).
+    pub evictions: u64,
+    /// Evicted items that were never read.
+    pub evicted_unfetched: u64,
+    /// Expired or flushed items reclaimed without ever being read.
+    pub expired_unfetched: u64,
+    /// Expired or flushed items whose memory the store reclaimed itself (allocation, `reclaim`,
+    /// page moves); those found by a lookup count as `get_expired` / `get_flushed` instead.
+    pub reclaimed: u64,
+    /// Lookups that found a live item (get).
+    pub get_hits: u64,
+    /// Lookups that found nothing live (get).
+    pub get_misses: u64,
+    /// Lookups (any command) that found the item expired.
+    pub get_expired: u64,
+    /// Lookups (any command) that found the item flushed.
+    pub get_flushed: u64,
+    /// Deletes that removed an item.
+    pub delete_hits: u64,
+    /// Deletes of a missing key.
+    pub delete_misses: u64,
+    /// Incr on a live item.
+    pub incr_hits: u64,
+    /// Incr on a missing key.
+    pub incr_misses: u64,
+    /// Decr on a live item.
+    pub decr_hits: u64,
+    /// Decr on a missing key.
+    pub decr_misses: u64,
+    /// CAS stores that matched.
+    pub cas_hits: u64,
+    /// CAS stores on a missing key.
+    pub cas_misses: u64,
+    /// CAS stores whose CAS did not match.
+    pub cas_badval: u64,
+    /// Touch / get-and-touch on a live item.
+    pub touch_hits: u64,
+    /// Touch / get-and-touch on a missing key.
+    pub touch_misses: u64,
+    /// Stores refused as too large.
+    pub store_too_large: u64,
+    /// Stores refused for want of memory.
+    pub store_no_memory: u64,
+    /// Pages moved between slab classes.
+    pub slabs_moved: u64,
+    /// Items relocated within their class while their page moved.
+    pub slab_reassign_rescues: u64,
+    /// Items evicted because their page moved and no free chunk was left for them.
+    pub slab_reassign_evictions: u64,
+    /// Bytes held by slab pages.
+    pub total_malloced: u64,
+    /// The memory limit (memcached's `limit_maxbytes`).
+    pub limit_maxbytes: u64,
+    /// Bytes held by the hash index (outside the limit).
+    pub hash_bytes: u64,
+}
+
+/// Slab and item statistics of one slab class (memcached's `stats slabs` / `stats items`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlabClassStats {
+    /// Class number, 1-based as in memcached.
+    pub class: u32,
+    /// Bytes per chunk.
+    pub chunk_size: u64,
+    /// Chunks per page.
+    pub chunks_per_page: u64,
+    /// Pages owned by the class.
+    pub total_pages: u64,
+    /// Chunks in those pages.
+    pub total_chunks: u64,
+    /// Chunks holding items.
+    pub used_chunks: u64,
+    /// Chunks free.
+    pub free_chunks: u64,
+    /// Bytes of the items held (header + key + value).
+    pub mem_requested: u64,
+    /// Items held (`items:<n>:number`).
+    pub number: u64,
+    /// Seconds since the oldest item was last accessed (0 where the policy keeps no order).
+    pub age: u64,
+    /// Items evicted from this class.
+    pub evicted: u64,
+    /// Items evicted from this class never read.
+    pub evicted_unfetched: u64,
+    /// Expired or flushed items of this class reclaimed never read.
+    pub expired_unfetched: u64,
+    /// Expired or flushed items of this class reclaimed by the store.
+    pub reclaimed: u64,
+    /// Allocations in this class that failed for want of memory.
+    pub outofmemory: u64,
+}
+
+/// What the store knows about one item, read without side effects on recency or stats (for the
+/// meta protocol's `me` and `mg` flags `t`, `l`, `h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemInfo {
+    /// Value length in bytes.
+    pub value_len: usize,
+    /// Item size as stored (header + key + value).
+    pub size: usize,
+    /// Seconds left to live; `None` = never expires.
+    pub ttl: Option<u32>,
+    /// Seconds since the last access.
+    pub idle: u32,
+    /// Whether the item was read since it was stored.
+    pub fetched: bool,
+    /// The item's CAS.
+    pub cas: u64,
+    /// Slab class, 1-based.
+    pub class: u32,
+}
+
+/// Per-class counters kept by the store (the slab keeps the gauges).
+#[derive(Debug, Clone, Copy, Default)]
+struct ClassCounters {
+    evicted: u64,
+    evicted_unfetched: u64,
+    expired_unfetched: u64,
+    reclaimed: u64,
+    outofmemory: u64,
+    /// Page-move window: chunks allocated, hits, evictions (halved after each rebalance attempt).
+    win_allocs: u64,
+    win_hits: u64,
+    win_evicts: u64,
+}
+
+/// Outcome of a key lookup that cleans up dead items on the way.
+enum Found {
+    Live(ItemId),
+    Missing,
+}
+
+/// Largest item size accepted in the settings (memcached's `-I` ceiling).
+pub const MAX_ITEM_SIZE_LIMIT: usize = 1 << 30;
+/// Smallest item size accepted in the settings (memcached's `-I` floor).
+pub const MIN_ITEM_SIZE_LIMIT: usize = 1024;
+
 /// The cache of one shard.
 pub struct Store {
-    _private: (),
+    config: StoreConfig,
+    max_item: usize,
+    clock: Clock,
+    slab: Slab,
+    index: Index,
+    policy: Policy,
+    /// Last CAS counter issued.
+    cas_counter: u64,
+    /// Items whose CAS counter is below this are flushed.
+    flush_below: u64,
+    /// Deadline (relative time) of a delayed flush not yet in force.
+    flush_at: Option<u32>,
+    stats: StoreStats,
+    classes: Vec<ClassCounters>,
+    /// Where the next `reclaim` walk starts.
+    reclaim_cursor: ItemId,
+    /// An item that allocation must neither evict nor move (the source of an append).
+    protect: ItemId,
+    /// Reused buffer for victim candidates.
+    candidates: Vec<ItemId>,
+}
+
+/// memcached's `isspace`.
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// Parses a stored counter like memcached's `safe_strtoull`: decimal digits, optionally surrounded
+/// by whitespace; anything else, nothing, or more than `u64::MAX` is refused.
+fn parse_counter(v: &[u8]) -> Option<u64> {
+    let start = v.iter().position(|&b| !is_c_space(b))?;
+    let end = v.iter().rposition(|&b| !is_c_space(b))? + 1;
+    let digits = &v[start..end];
+    let mut n: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// Decimal digits of `n`, written at the end of `buf`; returns the used tail.
+fn format_counter(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+fn check_key(key: &[u8]) -> StoreResult<()> {
+    if key.is_empty() || key.len() > KEY_MAX_LEN {
+        Err(StoreError::BadKey)
+    } else {
+        Ok(())
+    }
 }
 
 impl Store {
     /// Builds a store; refuses settings that cannot work (e.g. a limit below one page).
-    pub fn new(_config: StoreConfig) -> Result<Store, ConfigError> {
-        todo!()
+    pub fn new(config: StoreConfig) -> Result<Store, ConfigError> {
+        let bad = |why: String| Err(ConfigError::Invalid(why));
+        if config.shard_count == 0 || config.shard_id >= config.shard_count {
+            return bad(format!(
+                "shard id {} is not below shard count {}",
+                config.shard_id, config.shard_count
+            ));
+        }
+        if !(MIN_ITEM_SIZE_LIMIT..=MAX_ITEM_SIZE_LIMIT).contains(&config.max_item_size) {
+            return bad(format!(
+                "max item size {} is outside {MIN_ITEM_SIZE_LIMIT}..={MAX_ITEM_SIZE_LIMIT}",
+                config.max_item_size
+            ));
+        }
+        let page_size = config.max_item_size.max(slab::MIN_PAGE);
+        let slab = Slab::new(page_size, config.memory_limit, config.growth_factor)
+            .map_err(ConfigError::Invalid)?;
+        let n = slab.classes().len();
+        Ok(Store {
+            max_item: config.max_item_size.min(slab.largest_chunk()),
+            clock: Clock::new(),
+            policy: Policy::new(config.eviction, n, u64::from(config.shard_id) + 1),
+            slab,
+            index: Index::new(),
+            cas_counter: 0,
+            flush_below: 0,
+            flush_at: None,
+            stats: StoreStats::default(),
+            classes: vec![ClassCounters::default(); n],
+            reclaim_cursor: 0,
+            protect: NIL,
+            candidates: Vec::with_capacity(SEARCH_DEPTH),
+            config,
+        })
     }
 
     /// Advances the coarse clock (Unix seconds); the caller ticks it, so tests control time.
-    pub fn set_time(&mut self, _unix_secs: u64) {
-        todo!()
+    pub fn set_time(&mut self, unix_secs: u64) {
+        self.clock.set(unix_secs);
+        if let Some(deadline) = self.flush_at {
+            if self.clock.now() >= deadline {
+                self.flush_now();
+            }
+        }
+    }
+
+    /// The store's current time as Unix seconds.
+    pub fn now(&self) -> u64 {
+        self.clock.unix_now()
+    }
+
+    /// The settings this store was built with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Largest item (header + key + value) the store accepts.
+    pub fn max_item_size(&self) -> usize {
+        self.max_item
+    }
+
+    /// Per-item bytes counted against the item size besides key and value.
+    pub const ITEM_HEADER_SIZE: usize = HEADER_SIZE;
+
+    /// Items linked now (expired ones not yet reclaimed included).
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no item is linked.
+    pub fn is_empty(&self) -> bool {
+        self.index.len() == 0
     }
 
     /// Looks up a live item.
-    pub fn get(&mut self, _key: &[u8], _hash: u64) -> StoreResult<ItemView<'_>> {
-        todo!()
+    pub fn get(&mut self, key: &[u8], hash: u64) -> StoreResult<ItemView<'_>> {
+        check_key(key)?;
+        match self.lookup(key, hash) {
+            Found::Live(id) => {
+                self.stats.get_hits += 1;
+                self.hit(id);
+                Ok(self.view(id))
+            }
+            Found::Missing => {
+                self.stats.get_misses += 1;
+                Err(StoreError::NotFound)
+            }
+        }
     }
 
     /// Looks up a live item and sets its expiry (wire exptime, memcached rules).
     pub fn get_and_touch(
         &mut self,
-        _key: &[u8],
-        _hash: u64,
-        _exptime: i64,
+        key: &[u8],
+        hash: u64,
+        exptime: i64,
     ) -> StoreResult<ItemView<'_>> {
-        todo!()
+        self.touch(key, hash, exptime)
     }
 
     /// Sets a new expiry on a live item.
-    pub fn touch(&mut self, _key: &[u8], _hash: u64, _exptime: i64) -> StoreResult<ItemView<'_>> {
-        todo!()
+    pub fn touch(&mut self, key: &[u8], hash: u64, exptime: i64) -> StoreResult<ItemView<'_>> {
+        check_key(key)?;
+        match self.lookup(key, hash) {
+            Found::Live(id) => {
+                self.stats.touch_hits += 1;
+                let exp = self.clock.expiry(exptime);
+                item::set_exptime(self.slab.chunk_mut(id), exp);
+                self.hit(id);
+                Ok(self.view(id))
+            }
+            Found::Missing => {
+                self.stats.touch_misses += 1;
+                Err(StoreError::NotFound)
+            }
+        }
     }
 
     /// Set/add/replace/append/prepend, with CAS when `cas != 0`; returns the new CAS.
     #[allow(clippy::too_many_arguments)]
     pub fn store(
         &mut self,
-        _mode: StoreMode,
-        _key: &[u8],
-        _hash: u64,
-        _value: &[u8],
-        _flags: u32,
-        _exptime: i64,
-        _cas: u64,
+        mode: StoreMode,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        flags: u32,
+        exptime: i64,
+        cas: u64,
     ) -> StoreResult<u64> {
-        todo!()
+        check_key(key)?;
+        if item::item_size(key.len(), value.len()) > self.max_item {
+            self.stats.store_too_large += 1;
+            // A failed set must not leave the old value readable (memcached does the same).
+            if mode == StoreMode::Set && cas == 0 {
+                if let Found::Live(old) = self.lookup(key, hash) {
+                    self.unlink(old, Some(hash));
+                }
+            }
+            return Err(StoreError::TooLarge);
+        }
+        let old = match self.lookup(key, hash) {
+            Found::Live(id) => Some(id),
+            Found::Missing => None,
+        };
+        if cas != 0 {
+            match old {
+                None => {
+                    self.stats.cas_misses += 1;
+                    return Err(StoreError::NotFound);
+                }
+                Some(id) if self.wire_cas(item::cas(self.slab.chunk(id))) != cas => {
+                    self.stats.cas_badval += 1;
+                    return Err(StoreError::Exists);
+                }
+                Some(_) => self.stats.cas_hits += 1,
+            }
+        } else {
+            match (mode, old) {
+                (StoreMode::Add, Some(id)) => {
+                    // memcached bumps the existing item on a failed add.
+                    self.touch_recency(id);
+                    return Err(StoreError::Exists);
+                }
+                (StoreMode::Replace, None) => return Err(StoreError::NotFound),
+                (StoreMode::Append | StoreMode::Prepend, None) => {
+                    return Err(StoreError::NotStored)
+                }
+                _ => {}
+            }
+        }
+        let result = match (mode, old) {
+            (StoreMode::Append, Some(id)) => self.concat(id, hash, value, false),
+            (StoreMode::Prepend, Some(id)) => self.concat(id, hash, value, true),
+            _ => {
+                let exp = self.clock.expiry(exptime);
+                self.put(old, key, hash, value, flags, exp)
+            }
+        };
+        result.map(|c| self.wire_cas(c))
     }
 
     /// Incr/decr; `on_miss` = (initial, exptime) creates a missing item. Returns (value, new CAS).
     pub fn arith(
         &mut self,
-        _op: ArithOp,
-        _key: &[u8],
-        _hash: u64,
-        _delta: u64,
-        _on_miss: Option<(u64, i64)>,
-        _cas: u64,
+        op: ArithOp,
+        key: &[u8],
+        hash: u64,
+        delta: u64,
+        on_miss: Option<(u64, i64)>,
+        cas: u64,
     ) -> StoreResult<(u64, u64)> {
-        todo!()
+        check_key(key)?;
+        let id = match self.lookup(key, hash) {
+            Found::Live(id) => id,
+            Found::Missing => {
+                match op {
+                    ArithOp::Incr => self.stats.incr_misses += 1,
+                    ArithOp::Decr => self.stats.decr_misses += 1,
+                }
+                let (initial, exptime) = on_miss.ok_or(StoreError::NotFound)?;
+                let mut buf = [0u8; 20];
+                let digits = format_counter(initial, &mut buf);
+                let exp = self.clock.expiry(exptime);
+                let c = self.put(None, key, hash, digits, 0, exp)?;
+                return Ok((initial, self.wire_cas(c)));
+            }
+        };
+        let chunk = self.slab.chunk(id);
+        if cas != 0 && self.wire_cas(item::cas(chunk)) != cas {
+            return Err(StoreError::Exists);
+        }
+        let h = Header::load(chunk);
+        let vstart = HEADER_SIZE + h.key_len();
+        let current =
+            parse_counter(&chunk[vstart..vstart + h.value_len()]).ok_or(StoreError::NonNumeric)?;
+        let next = match op {
+            ArithOp::Incr => {
+                self.stats.incr_hits += 1;
+                current.wrapping_add(delta)
+            }
+            ArithOp::Decr => {
+                self.stats.decr_hits += 1;
+                current.saturating_sub(delta)
+            }
+        };
+        let mut buf = [0u8; 20];
+        let digits = format_counter(next, &mut buf);
+        let new_size = item::item_size(h.key_len(), digits.len());
+        if new_size <= self.slab.chunk_size_of(id) {
+            // Rewrite in place: same chunk, flags and expiry; new CAS and length.
+            let c = self.next_cas();
+            let class = self.slab.class_of(id);
+            let mut nh = h;
+            nh.cas_klen = (c << 8) | h.key_len() as u64;
+            nh.vlen_bits = digits.len() as u32;
+            nh.atime = self.clock.now();
+            let chunk = self.slab.chunk_mut(id);
+            nh.store(chunk);
+            chunk[vstart..vstart + digits.len()].copy_from_slice(digits);
+            self.slab.account(class, h.total_size(), new_size);
+            self.policy
+                .on_access(&mut self.slab, class, id, self.clock.now());
+            Ok((next, self.wire_cas(c)))
+        } else {
+            let key = item::key(self.slab.chunk(id)).to_vec();
+            let c = self.put(Some(id), &key, hash, digits, h.flags, h.exptime)?;
+            Ok((next, self.wire_cas(c)))
+        }
     }
 
     /// Removes an item; `cas != 0` must match.
-    pub fn delete(&mut self, _key: &[u8], _hash: u64, _cas: u64) -> StoreResult<()> {
-        todo!()
+    pub fn delete(&mut self, key: &[u8], hash: u64, cas: u64) -> StoreResult<()> {
+        check_key(key)?;
+        match self.lookup(key, hash) {
+            Found::Live(id) => {
+                if cas != 0 && self.wire_cas(item::cas(self.slab.chunk(id))) != cas {
+                    return Err(StoreError::Exists);
+                }
+                self.stats.delete_hits += 1;
+                self.unlink(id, Some(hash));
+                Ok(())
+            }
+            Found::Missing => {
+                self.stats.delete_misses += 1;
+                Err(StoreError::NotFound)
+            }
+        }
     }
 
     /// Invalidates items stored up to now, or up to the deadline `delay` (wire exptime; 0 = now).
-    pub fn flush(&mut self, _delay: i64) {
-        todo!()
+    pub fn flush(&mut self, delay: i64) {
+        let deadline = self.clock.expiry(delay);
+        if delay <= 0 || deadline <= self.clock.now() {
+            self.flush_now();
+        } else {
+            // A later flush replaces a pending one, as in memcached.
+            self.flush_at = Some(deadline);
+        }
     }
 
     /// Walks at most `budget` items and frees the expired ones; returns how many were freed.
-    pub fn reclaim(&mut self, _budget: usize) -> usize {
-        todo!()
+    pub fn reclaim(&mut self, budget: usize) -> usize {
+        if self.slab.pages_allocated() == 0 {
+            return 0;
+        }
+        let mut freed = 0;
+        let mut id = self.slab.chunk_at_or_after(self.reclaim_cursor);
+        for _ in 0..budget {
+            if item::key_len(self.slab.chunk(id)) != 0 && self.is_dead(id) {
+                self.reclaim_item(id);
+                freed += 1;
+            }
+            id = self.slab.chunk_at_or_after(id.wrapping_add(1));
+        }
+        self.reclaim_cursor = id;
+        freed
     }
 
     /// One page-reassignment step (slab automove); returns whether a page moved.
+    ///
+    /// The class that evicted most since the last step receives a page from a class holding at
+    /// least a page's worth of free chunks or, failing that, from the coldest class (fewest
+    /// allocations and hits per chunk) if it is at most half as busy as the receiver.
     pub fn rebalance(&mut self) -> bool {
-        todo!()
+        let to = (0..self.classes.len())
+            .filter(|&c| self.classes[c].win_evicts > 0)
+            .max_by_key(|&c| self.classes[c].win_evicts);
+        let moved = match to {
+            Some(to) => self.rebalance_into(to, false),
+            None => false,
+        };
+        self.decay_windows();
+        moved
+    }
+
+    /// Metadata of a live item without touching its recency, fetched mark or hit counters.
+    pub fn peek(&mut self, key: &[u8], hash: u64) -> StoreResult<ItemInfo> {
+        check_key(key)?;
+        let Found::Live(id) = self.lookup(key, hash) else {
+            return Err(StoreError::NotFound);
+        };
+        let h = Header::load(self.slab.chunk(id));
+        Ok(ItemInfo {
+            value_len: h.value_len(),
+            size: h.total_size(),
+            ttl: self.clock.ttl_left(h.exptime),
+            idle: self.clock.now().saturating_sub(h.atime),
+            fetched: h.fetched(),
+            cas: self.wire_cas(h.cas()),
+            class: self.slab.class_of(id) as u32 + 1,
+        })
+    }
+
+    /// Bytes per slab page (the unit of the memory limit).
+    pub fn page_size(&self) -> usize {
+        self.slab.page_size()
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> StoreStats {
+        let mut s = self.stats;
+        s.curr_items = self.index.len() as u64;
+        s.bytes = self.slab.classes().iter().map(|c| c.mem_requested).sum();
+        s.total_malloced = self.slab.bytes_allocated() as u64;
+        s.limit_maxbytes = self.config.memory_limit as u64;
+        s.hash_bytes = self.index.heap_bytes() as u64;
+        s
+    }
+
+    /// Zeroes the counters (memcached's `stats reset`); gauges are left as they are.
+    pub fn reset_stats(&mut self) {
+        self.stats = StoreStats::default();
+        for c in &mut self.classes {
+            let (a, h, e) = (c.win_allocs, c.win_hits, c.win_evicts);
+            *c = ClassCounters {
+                win_allocs: a,
+                win_hits: h,
+                win_evicts: e,
+                ..ClassCounters::default()
+            };
+        }
+    }
+
+    /// Statistics of every slab class, smallest chunk first (classes without pages included).
+    pub fn slab_stats(&self) -> Vec<SlabClassStats> {
+        let now = self.clock.now();
+        self.slab
+            .classes()
+            .iter()
+            .zip(&self.classes)
+            .enumerate()
+            .map(|(i, (c, k))| {
+                let age = self
+                    .policy
+                    .oldest(i)
+                    .map(|id| now.saturating_sub(item::atime(self.slab.chunk(id))))
+                    .unwrap_or(0);
+                let total_chunks = c.pages.len() as u64 * u64::from(c.per_page);
+                SlabClassStats {
+                    class: i as u32 + 1,
+                    chunk_size: u64::from(c.chunk_size),
+                    chunks_per_page: u64::from(c.per_page),
+                    total_pages: c.pages.len() as u64,
+                    total_chunks,
+                    used_chunks: u64::from(c.used),
+                    free_chunks: u64::from(c.free),
+                    mem_requested: c.mem_requested,
+                    number: u64::from(c.used),
+                    age: u64::from(age),
+                    evicted: k.evicted,
+                    evicted_unfetched: k.evicted_unfetched,
+                    expired_unfetched: k.expired_unfetched,
+                    reclaimed: k.reclaimed,
+                    outofmemory: k.outofmemory,
+                }
+            })
+            .collect()
+    }
+
+    // ---- internals ----
+
+    /// The wire CAS of a CAS counter: unique across shards, never 0.
+    #[inline]
+    fn wire_cas(&self, counter: u64) -> u64 {
+        counter
+            .wrapping_mul(u64::from(self.config.shard_count))
+            .wrapping_add(u64::from(self.config.shard_id))
+    }
+
+    /// The next CAS counter (56 bits, never 0).
+    #[inline]
+    fn next_cas(&mut self) -> u64 {
+        self.cas_counter = (self.cas_counter + 1) & CAS_MASK;
+        if self.cas_counter == 0 {
+            self.cas_counter = 1;
+        }
+        self.cas_counter
+    }
+
+    fn flush_now(&mut self) {
+        self.flush_below = self.cas_counter + 1;
+        self.flush_at = None;
+    }
+
+    /// Whether an item is expired or flushed.
+    #[inline]
+    fn is_dead(&self, id: ItemId) -> bool {
+        let c = self.slab.chunk(id);
+        self.clock.is_expired(item::exptime(c)) || item::cas(c) < self.flush_below
+    }
+
+    /// Finds the live item of a key; a dead one found on the way is unlinked.
+    #[inline]
+    fn lookup(&mut self, key: &[u8], hash: u64) -> Found {
+        let Some(id) = self.index.find(&self.slab, key, hash) else {
+            return Found::Missing;
+        };
+        let c = self.slab.chunk(id);
+        if item::cas(c) < self.flush_below {
+            self.stats.get_flushed += 1;
+        } else if self.clock.is_expired(item::exptime(c)) {
+            self.stats.get_expired += 1;
+        } else {
+            return Found::Live(id);
+        }
+        self.unlink(id, Some(hash));
+        Found::Missing
+    }
+
+    /// A read or touch: marks fetched, moves it in the policy, stamps the access time.
+    #[inline]
+    fn hit(&mut self, id: ItemId) {
+        let class = self.slab.class_of(id);
+        self.classes[class].win_hits += 1;
+        item::set_fetched(self.slab.chunk_mut(id));
+        self.touch_recency(id);
+    }
+
+    /// Moves an item in the policy and stamps its access time (no fetched mark).
+    #[inline]
+    fn touch_recency(&mut self, id: ItemId) {
+        let class = self.slab.class_of(id);
+        let now = self.clock.now();
+        self.policy.on_access(&mut self.slab, class, id, now);
+        item::set_atime(self.slab.chunk_mut(id), now);
+    }
+
+    fn view(&self, id: ItemId) -> ItemView<'_> {
+        let c = self.slab.chunk(id);
+        let h = Header::load(c);
+        let start = HEADER_SIZE + h.key_len();
+        ItemView {
+            value: &c[start..start + h.value_len()],
+            flags: h.flags,
+            cas: self.wire_cas(h.cas()),
+        }
+    }
+
+    /// Removes an item from index, policy and arena; `hash` if the caller has it.
+    fn unlink(&mut self, id: ItemId, hash: Option<u64>) {
+        let class = self.slab.class_of(id);
+        let hash = hash.unwrap_or_else(|| key_hash(item::key(self.slab.chunk(id))));
+        let removed = self.index.remove(hash, id);
+        debug_assert!(removed, "linked item missing from the index");
+        self.policy.on_remove(&mut self.slab, class, id);
+        self.slab.free(id);
+    }
+
+    /// Frees a dead item found by the store itself.
+    fn reclaim_item(&mut self, id: ItemId) {
+        let class = self.slab.class_of(id);
+        let k = &mut self.classes[class];
+        k.reclaimed += 1;
+        self.stats.reclaimed += 1;
+        if !item::fetched(self.slab.chunk(id)) {
+            k.expired_unfetched += 1;
+            self.stats.expired_unfetched += 1;
+        }
+        self.unlink(id, None);
+    }
+
+    /// Frees a live item to make room; `pressure` when its own class needed the chunk.
+    fn evict_item(&mut self, id: ItemId, pressure: bool) {
+        let class = self.slab.class_of(id);
+        let k = &mut self.classes[class];
+        k.evicted += 1;
+        k.win_evicts += u64::from(pressure);
+        self.stats.evictions += 1;
+        if !item::fetched(self.slab.chunk(id)) {
+            k.evicted_unfetched += 1;
+            self.stats.evicted_unfetched += 1;
+        }
+        self.unlink(id, None);
+    }
+
+    /// Writes a new item (header, key, value parts) into chunk `id`; returns its CAS counter.
+    fn write_item(
+        &mut self,
+        id: ItemId,
+        key: &[u8],
+        parts: [&[u8]; 2],
+        flags: u32,
+        exp: u32,
+    ) -> u64 {
+        let cas = self.next_cas();
+        let vlen = parts[0].len() + parts[1].len();
+        let mut h = Header::new(cas, key.len(), vlen, flags, exp);
+        h.atime = self.clock.now();
+        let c = self.slab.chunk_mut(id);
+        h.store(c);
+        let mut at = HEADER_SIZE;
+        for p in [key, parts[0], parts[1]] {
+            c[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        cas
+    }
+
+    /// Stores a new item for `key`, replacing `old`; returns the CAS counter.
+    fn put(
+        &mut self,
+        old: Option<ItemId>,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        flags: u32,
+        exp: u32,
+    ) -> StoreResult<u64> {
+        let size = item::item_size(key.len(), value.len());
+        let class = self.slab.class_for(size).ok_or(StoreError::TooLarge)?;
+        if let Some(id) = old {
+            if self.slab.class_of(id) == class {
+                // Same class: overwrite the chunk in place, the index entry stays.
+                let old_size = Header::load(self.slab.chunk(id)).total_size();
+                self.policy.on_remove(&mut self.slab, class, id);
+                let cas = self.write_item(id, key, [value, &[]], flags, exp);
+                self.slab.account(class, old_size, size);
+                self.policy.on_insert(&mut self.slab, class, id);
+                self.stats.total_items += 1;
+                return Ok(cas);
+            }
+            // Free first: the old chunk may serve the new item's class no more, and a failed
+            // store must not leave the old value behind.
+            self.unlink(id, Some(hash));
+        }
+        let id = self.alloc(class)?;
+        let cas = self.write_item(id, key, [value, &[]], flags, exp);
+        self.link(id, class, hash, size);
+        Ok(cas)
+    }
+
+    /// Links a freshly written item into index, policy and accounting.
+    fn link(&mut self, id: ItemId, class: usize, hash: u64, size: usize) {
+        self.slab.account(class, 0, size);
+        self.index.insert(&self.slab, hash, id);
+        self.policy.on_insert(&mut self.slab, class, id);
+        self.stats.total_items += 1;
+    }
+
+    /// Append or prepend `data` to live item `id`; keeps flags and expiry, returns the CAS.
+    fn concat(&mut self, id: ItemId, hash: u64, data: &[u8], prepend: bool) -> StoreResult<u64> {
+        let h = Header::load(self.slab.chunk(id));
+        let (klen, vlen) = (h.key_len(), h.value_len());
+        let size = item::item_size(klen, vlen + data.len());
+        if size > self.max_item {
+            self.stats.store_too_large += 1;
+            return Err(StoreError::TooLarge);
+        }
+        let class = self.slab.class_of(id);
+        if size <= self.slab.chunk_size_of(id) {
+            // Fits the chunk: edit in place.
+            self.policy.on_remove(&mut self.slab, class, id);
+            let cas = self.next_cas();
+            let mut nh = Header::new(cas, klen, vlen + data.len(), h.flags, h.exptime);
+            nh.atime = self.clock.now();
+            let c = self.slab.chunk_mut(id);
+            let v = HEADER_SIZE + klen;
+            if prepend {
+                c.copy_within(v..v + vlen, v + data.len());
+                c[v..v + data.len()].copy_from_slice(data);
+            } else {
+                c[v + vlen..v + vlen + data.len()].copy_from_slice(data);
+            }
+            nh.store(c);
+            self.slab.account(class, h.total_size(), size);
+            self.policy.on_insert(&mut self.slab, class, id);
+            self.stats.total_items += 1;
+            return Ok(cas);
+        }
+        let to_class = self.slab.class_for(size).ok_or(StoreError::TooLarge)?;
+        self.protect = id;
+        let new = self.alloc(to_class);
+        self.protect = NIL;
+        let new = new?;
+        let cas = self.next_cas();
+        let mut nh = Header::new(cas, klen, vlen + data.len(), h.flags, h.exptime);
+        nh.atime = self.clock.now();
+        let (src, dst) = self.slab.chunk_pair(id, new);
+        nh.store(dst);
+        let v = HEADER_SIZE + klen;
+        dst[HEADER_SIZE..v].copy_from_slice(&src[HEADER_SIZE..v]);
+        let old_value = &src[v..v + vlen];
+        if prepend {
+            dst[v..v + data.len()].copy_from_slice(data);
+            dst[v + data.len()..v + data.len() + vlen].copy_from_slice(old_value);
+        } else {
+            dst[v..v + vlen].copy_from_slice(old_value);
+            dst[v + vlen..v + vlen + data.len()].copy_from_slice(data);
+        }
+        self.unlink(id, Some(hash));
+        self.link(new, to_class, hash, size);
+        Ok(cas)
+    }
+
+    /// A chunk of `class`: a free one, a new page, a reclaimed or evicted item, or a moved page.
+    fn alloc(&mut self, class: usize) -> StoreResult<ItemId> {
+        self.classes[class].win_allocs += 1;
+        if let Some(id) = self.slab.pop_free(class) {
+            return Ok(id);
+        }
+        if self.slab.grow(class) || self.make_room(class) || self.rebalance_into(class, true) {
+            if let Some(id) = self.slab.pop_free(class) {
+                return Ok(id);
+            }
+        }
+        self.classes[class].outofmemory += 1;
+        self.stats.store_no_memory += 1;
+        Err(StoreError::OutOfMemory)
+    }
+
+    /// Frees one chunk of a full class: a dead item among the policy's candidates, else the
+    /// policy's victim. Every page's worth of evictions, tries to win a page from another class.
+    fn make_room(&mut self, class: usize) -> bool {
+        let mut cands = std::mem::take(&mut self.candidates);
+        cands.clear();
+        self.policy
+            .candidates(&self.slab, class, SEARCH_DEPTH, self.clock.now(), &mut cands);
+        cands.retain(|&id| id != self.protect);
+        let dead = cands.iter().copied().find(|&id| self.is_dead(id));
+        let freed = if let Some(id) = dead {
+            self.reclaim_item(id);
+            true
+        } else if let Some(&id) = cands.first() {
+            self.evict_item(id, true);
+            if self.classes[class].win_evicts >= u64::from(self.slab.classes()[class].per_page) {
+                self.rebalance_into(class, false);
+                self.decay_windows();
+            }
+            true
+        } else {
+            false
+        };
+        self.candidates = cands;
+        freed
+    }
+
+    fn decay_windows(&mut self) {
+        for k in &mut self.classes {
+            k.win_allocs /= 2;
+            k.win_hits /= 2;
+            k.win_evicts /= 2;
+        }
+    }
+
+    /// Moves one page into class `to` from the best donor; `force` drops the "donor must be
+    /// much colder" rule (used when `to` cannot free anything itself).
+    fn rebalance_into(&mut self, to: usize, force: bool) -> bool {
+        let Some(from) = self.pick_donor(to, force) else {
+            return false;
+        };
+        self.move_page(from, to)
+    }
+
+    fn pick_donor(&self, to: usize, force: bool) -> Option<usize> {
+        let classes = self.slab.classes();
+        let holds = |i: usize| i != to && !classes[i].pages.is_empty();
+        // A class with a page's worth of free chunks can give a page without evicting anything.
+        let roomy = (0..classes.len())
+            .filter(|&i| holds(i) && classes[i].free >= classes[i].per_page)
+            .max_by_key(|&i| classes[i].free / classes[i].per_page);
+        if roomy.is_some() {
+            return roomy;
+        }
+        let chunks = |i: usize| classes[i].pages.len() as u128 * u128::from(classes[i].per_page);
+        let activity = |i: usize| u128::from(self.classes[i].win_allocs + self.classes[i].win_hits);
+        // Coldest = least activity per chunk; compare a/b < c/d as a*d < c*b.
+        let coldest = (0..classes.len())
+            .filter(|&i| holds(i))
+            .min_by(|&a, &b| (activity(a) * chunks(b)).cmp(&(activity(b) * chunks(a))))?;
+        if force {
+            return Some(coldest);
+        }
+        let to_chunks = chunks(to).max(1);
+        (activity(coldest) * 2 * to_chunks < activity(to) * chunks(coldest)).then_some(coldest)
+    }
+
+    /// Empties the emptiest page of `from` (dead items freed, live ones relocated into free
+    /// chunks of `from`, or evicted when none is left) and gives it to `to`.
+    fn move_page(&mut self, from: usize, to: usize) -> bool {
+        let protected_page = (self.protect != NIL).then(|| self.slab.page_index(self.protect));
+        let Some(page) = self.slab.classes()[from]
+            .pages
+            .iter()
+            .copied()
+            .filter(|&p| Some(p) != protected_page)
+            .min_by_key(|&p| self.slab.page_used(p))
+        else {
+            return false;
+        };
+        self.slab.start_drain(page);
+        for id in self.slab.items_in_page(page) {
+            if self.is_dead(id) {
+                self.reclaim_item(id);
+            } else if let Some(new) = self.slab.pop_free(from) {
+                self.slab.copy_item(id, new);
+                self.policy.on_move(&mut self.slab, from, id, new);
+                let c = self.slab.chunk(new);
+                let (hash, size) = (key_hash(item::key(c)), Header::load(c).total_size());
+                self.index.relink(hash, id, new);
+                self.slab.account(from, 0, size);
+                self.slab.free(id);
+                self.stats.slab_reassign_rescues += 1;
+            } else {
+                self.stats.slab_reassign_evictions += 1;
+                self.evict_item(id, false);
+            }
+        }
+        self.slab.finish_drain(page, to);
+        self.stats.slabs_moved += 1;
+        true
     }
 }

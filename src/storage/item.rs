@@ -1,0 +1,308 @@
+//! Item header layout: 32 bytes in front of key and value in every chunk.
+//!
+//! ```text
+//! offset size field
+//!  0     4    policy word 0   LRU/FIFO: prev id; LFU: frequency counter; free chunk: prev free
+//!  4     4    policy word 1   LRU/FIFO: next id;                          free chunk: next free
+//!  8     8    cas << 8 | key_len   56-bit CAS counter, 8-bit key length (0 marks a free chunk)
+//! 16     4    exptime         seconds since the store epoch, 0 = never (see `clock`)
+//! 20     4    atime           last access, seconds since the store epoch
+//! 24     4    flags           the client's opaque flags
+//! 28     4    vlen | bits     value length (30 bits, so values stay under 1 GiB), bit 30 =
+//!                             fetched since stored, bit 31 = spare (meta protocol's stale mark)
+//! ```
+//!
+//! Why: links are `u32` chunk ids (not pointers), so two links cost 8 bytes; a key fits in 8 bits
+//! (at most 250 bytes), which leaves 56 bits of CAS in one word — 2^56 mutations last 22 years at
+//! 100 million a second on one shard. Times are `u32` seconds relative to the store epoch. The two
+//! policy words belong to the eviction policy (see `evict`), so a new policy such as S3-FIFO reuses
+//! them without a new layout. The key's hash is not stored: the index recomputes it from the key
+//! on the rare rehash or unlink-by-id.
+//!
+//! Replication (design §9) needs a version comparable across hosts: the CAS counter doubles as the
+//! local version, and a replicated item can carry the origin's version in the same 56 bits (the
+//! shard-unique wire CAS is derived from it, never stored), so the header needs no new field.
+
+/// Bytes of header in front of key and value.
+pub(crate) const HEADER_SIZE: usize = 32;
+
+/// Largest value length the header can hold.
+pub(crate) const MAX_VALUE_LEN: usize = (1 << 30) - 1;
+
+const VLEN_MASK: u32 = (1 << 30) - 1;
+const FETCHED_BIT: u32 = 1 << 30;
+
+/// Mask of the 56-bit CAS counter.
+pub(crate) const CAS_MASK: u64 = (1 << 56) - 1;
+
+/// Chunk id: page number in the high bits, slot in the page in the low bits (see `slab`).
+pub(crate) type ItemId = u32;
+
+/// The id that means "no item" in links.
+pub(crate) const NIL: ItemId = u32::MAX;
+
+/// The header fields, decoded. Field order and widths mirror the byte layout above.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Header {
+    /// Policy word 0.
+    pub w0: u32,
+    /// Policy word 1.
+    pub w1: u32,
+    /// CAS counter (56 bits) and key length (8 bits).
+    pub cas_klen: u64,
+    /// Relative expiry, 0 = never.
+    pub exptime: u32,
+    /// Relative last-access time.
+    pub atime: u32,
+    /// Client flags.
+    pub flags: u32,
+    /// Value length and status bits.
+    pub vlen_bits: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
+const _: () = assert!(HEADER_SIZE <= 32, "item metadata budget is 32 bytes");
+
+const W0: usize = 0;
+const W1: usize = 4;
+const CAS_KLEN: usize = 8;
+const EXPTIME: usize = 16;
+const ATIME: usize = 20;
+const FLAGS: usize = 24;
+const VLEN: usize = 28;
+
+#[inline]
+fn rd32(c: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(c[at..at + 4].try_into().unwrap())
+}
+
+#[inline]
+fn wr32(c: &mut [u8], at: usize, v: u32) {
+    c[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+#[inline]
+fn rd64(c: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(c[at..at + 8].try_into().unwrap())
+}
+
+#[inline]
+fn wr64(c: &mut [u8], at: usize, v: u64) {
+    c[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+impl Header {
+    /// A header for a new item (links cleared, not fetched).
+    pub(crate) fn new(cas: u64, key_len: usize, value_len: usize, flags: u32, exptime: u32) -> Self {
+        debug_assert!(key_len > 0 && key_len <= 255);
+        debug_assert!(value_len <= MAX_VALUE_LEN);
+        Header {
+            w0: NIL,
+            w1: NIL,
+            cas_klen: ((cas & CAS_MASK) << 8) | key_len as u64,
+            exptime,
+            atime: 0,
+            flags,
+            vlen_bits: value_len as u32,
+        }
+    }
+
+    /// Reads the header at the front of a chunk.
+    #[inline]
+    pub(crate) fn load(c: &[u8]) -> Header {
+        Header {
+            w0: rd32(c, W0),
+            w1: rd32(c, W1),
+            cas_klen: rd64(c, CAS_KLEN),
+            exptime: rd32(c, EXPTIME),
+            atime: rd32(c, ATIME),
+            flags: rd32(c, FLAGS),
+            vlen_bits: rd32(c, VLEN),
+        }
+    }
+
+    /// Writes the header at the front of a chunk.
+    #[inline]
+    pub(crate) fn store(&self, c: &mut [u8]) {
+        wr32(c, W0, self.w0);
+        wr32(c, W1, self.w1);
+        wr64(c, CAS_KLEN, self.cas_klen);
+        wr32(c, EXPTIME, self.exptime);
+        wr32(c, ATIME, self.atime);
+        wr32(c, FLAGS, self.flags);
+        wr32(c, VLEN, self.vlen_bits);
+    }
+
+    /// The CAS counter.
+    #[inline]
+    pub(crate) fn cas(&self) -> u64 {
+        self.cas_klen >> 8
+    }
+
+    /// Key length in bytes (0 for a free chunk).
+    #[inline]
+    pub(crate) fn key_len(&self) -> usize {
+        (self.cas_klen & 0xff) as usize
+    }
+
+    /// Value length in bytes.
+    #[inline]
+    pub(crate) fn value_len(&self) -> usize {
+        (self.vlen_bits & VLEN_MASK) as usize
+    }
+
+    /// Whether the item was read since it was stored.
+    #[inline]
+    pub(crate) fn fetched(&self) -> bool {
+        self.vlen_bits & FETCHED_BIT != 0
+    }
+
+    /// Bytes this item occupies in its chunk (memcached's item size for `bytes`).
+    #[inline]
+    pub(crate) fn total_size(&self) -> usize {
+        HEADER_SIZE + self.key_len() + self.value_len()
+    }
+}
+
+/// Item size for a key and value of these lengths.
+#[inline]
+pub(crate) fn item_size(key_len: usize, value_len: usize) -> usize {
+    HEADER_SIZE + key_len + value_len
+}
+
+// Field accessors on a chunk's bytes, for the hot paths that touch one field.
+
+/// Policy word 0.
+#[inline]
+pub(crate) fn w0(c: &[u8]) -> u32 {
+    rd32(c, W0)
+}
+
+/// Policy word 1.
+#[inline]
+pub(crate) fn w1(c: &[u8]) -> u32 {
+    rd32(c, W1)
+}
+
+/// Sets policy word 0.
+#[inline]
+pub(crate) fn set_w0(c: &mut [u8], v: u32) {
+    wr32(c, W0, v)
+}
+
+/// Sets policy word 1.
+#[inline]
+pub(crate) fn set_w1(c: &mut [u8], v: u32) {
+    wr32(c, W1, v)
+}
+
+/// Key length (0 = free chunk).
+#[inline]
+pub(crate) fn key_len(c: &[u8]) -> usize {
+    c[CAS_KLEN] as usize
+}
+
+/// Marks a chunk free (key length 0).
+#[inline]
+pub(crate) fn mark_free(c: &mut [u8]) {
+    wr64(c, CAS_KLEN, 0);
+}
+
+/// The key bytes.
+#[inline]
+pub(crate) fn key(c: &[u8]) -> &[u8] {
+    &c[HEADER_SIZE..HEADER_SIZE + key_len(c)]
+}
+
+/// Relative expiry.
+#[inline]
+pub(crate) fn exptime(c: &[u8]) -> u32 {
+    rd32(c, EXPTIME)
+}
+
+/// Sets the relative expiry.
+#[inline]
+pub(crate) fn set_exptime(c: &mut [u8], v: u32) {
+    wr32(c, EXPTIME, v)
+}
+
+/// Relative last-access time.
+#[inline]
+pub(crate) fn atime(c: &[u8]) -> u32 {
+    rd32(c, ATIME)
+}
+
+/// Sets the relative last-access time.
+#[inline]
+pub(crate) fn set_atime(c: &mut [u8], v: u32) {
+    wr32(c, ATIME, v)
+}
+
+/// The CAS counter.
+#[inline]
+pub(crate) fn cas(c: &[u8]) -> u64 {
+    rd64(c, CAS_KLEN) >> 8
+}
+
+/// Whether the item was read since it was stored.
+#[inline]
+pub(crate) fn fetched(c: &[u8]) -> bool {
+    rd32(c, VLEN) & FETCHED_BIT != 0
+}
+
+/// Marks the item as read.
+#[inline]
+pub(crate) fn set_fetched(c: &mut [u8]) {
+    let v = rd32(c, VLEN);
+    if v & FETCHED_BIT == 0 {
+        wr32(c, VLEN, v | FETCHED_BIT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_through_bytes() {
+        let mut h = Header::new(CAS_MASK, 250, MAX_VALUE_LEN, 0xdead_beef, 77);
+        h.atime = 5;
+        h.w0 = 1;
+        h.w1 = 2;
+        let mut buf = [0u8; HEADER_SIZE];
+        h.store(&mut buf);
+        let back = Header::load(&buf);
+        assert_eq!(back, h);
+        assert_eq!(back.cas(), CAS_MASK);
+        assert_eq!(back.key_len(), 250);
+        assert_eq!(back.value_len(), MAX_VALUE_LEN);
+        assert!(!back.fetched());
+        assert_eq!(back.total_size(), HEADER_SIZE + 250 + MAX_VALUE_LEN);
+    }
+
+    #[test]
+    fn field_accessors_agree_with_header() {
+        let mut buf = [0u8; 64];
+        Header::new(42, 3, 7, 9, 11).store(&mut buf);
+        buf[HEADER_SIZE..HEADER_SIZE + 3].copy_from_slice(b"abc");
+        assert_eq!(key(&buf), b"abc");
+        assert_eq!(cas(&buf), 42);
+        assert_eq!(exptime(&buf), 11);
+        set_fetched(&mut buf);
+        assert!(fetched(&buf));
+        assert_eq!(Header::load(&buf).value_len(), 7);
+        set_w0(&mut buf, 5);
+        set_w1(&mut buf, 6);
+        assert_eq!((w0(&buf), w1(&buf)), (5, 6));
+        mark_free(&mut buf);
+        assert_eq!(key_len(&buf), 0);
+    }
+
+    #[test]
+    fn cas_counter_is_truncated_to_56_bits() {
+        let h = Header::new(u64::MAX, 1, 0, 0, 0);
+        assert_eq!(h.cas(), CAS_MASK);
+        assert_eq!(h.key_len(), 1);
+    }
+}

@@ -1,0 +1,500 @@
+//! Slab arena: classes of fixed-size chunks carved from equal pages, under a hard page cap.
+//!
+//! - Chunk sizes start at [`MIN_CHUNK`] and grow by the growth factor (8-byte aligned) up to half a
+//!   page; the last class is one whole page, so the largest item is one page. At most
+//!   [`MAX_CLASSES`] classes (as memcached): a tiny factor stops early and jumps to the page class.
+//! - Page size is `max(1 MiB, max_item_size)`. Pages are allocated lazily, one boxed slice each,
+//!   and never beyond `memory_limit / page_size`; each page belongs to one class at a time.
+//! - An [`ItemId`] is `page << slot_bits | slot`, so links are 4 bytes and a chunk's address is one
+//!   shift, one mask and one multiply away.
+//! - Free chunks sit on a per-class doubly linked list threaded through the chunks themselves
+//!   (policy words of the header), so a page can be pulled out of its class's free list in
+//!   O(chunks in the page) when it moves to another class.
+//!
+//! The slab knows nothing of keys, the index or eviction; the store drives page moves.
+
+use super::item::{self, Header, ItemId, NIL};
+
+/// Smallest chunk: the 32-byte header plus a short key and value.
+pub(crate) const MIN_CHUNK: usize = 64;
+
+/// Most slab classes (memcached's `MAX_NUMBER_OF_SLAB_CLASSES`).
+pub(crate) const MAX_CLASSES: usize = 64;
+
+/// Smallest page (memcached's default item size limit).
+pub(crate) const MIN_PAGE: usize = 1024 * 1024;
+
+/// One page of memory and what it is used for.
+struct Page {
+    mem: Box<[u8]>,
+    class: u8,
+    chunk_size: u32,
+    used: u32,
+    /// Being emptied for a move: freed chunks stay off the free list.
+    draining: bool,
+}
+
+/// One slab class: a chunk size and the pages carved into it.
+#[derive(Debug, Clone)]
+pub(crate) struct Class {
+    /// Bytes per chunk.
+    pub chunk_size: u32,
+    /// Chunks per page.
+    pub per_page: u32,
+    /// Pages owned by this class.
+    pub pages: Vec<u32>,
+    free_head: ItemId,
+    /// Chunks on the free list.
+    pub free: u32,
+    /// Chunks holding items.
+    pub used: u32,
+    /// Sum of the sizes of the items held (memcached's `mem_requested`).
+    pub mem_requested: u64,
+}
+
+/// The arena of one store.
+pub(crate) struct Slab {
+    page_size: usize,
+    max_pages: usize,
+    slot_bits: u32,
+    slot_mask: u32,
+    pages: Vec<Page>,
+    classes: Vec<Class>,
+}
+
+fn align8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+impl Slab {
+    /// Builds the class table; pages come later, on demand.
+    pub(crate) fn new(
+        page_size: usize,
+        memory_limit: usize,
+        growth_factor: f64,
+    ) -> Result<Slab, String> {
+        if !(growth_factor.is_finite() && growth_factor > 1.0) {
+            return Err(format!("growth factor {growth_factor} must be a number above 1"));
+        }
+        if memory_limit < page_size {
+            return Err(format!(
+                "memory limit {memory_limit} is smaller than one page ({page_size} bytes)"
+            ));
+        }
+        let mut sizes = Vec::new();
+        let mut size = MIN_CHUNK;
+        while size <= page_size / 2 && sizes.len() < MAX_CLASSES - 1 {
+            sizes.push(size);
+            let grown = (size as f64 * growth_factor).min(page_size as f64) as usize;
+            size = align8(grown).max(size + 8);
+        }
+        sizes.push(page_size);
+        let max_per_page = page_size / MIN_CHUNK;
+        let slot_bits = usize::BITS - (max_per_page - 1).leading_zeros();
+        // The all-ones page number is never used, so NIL is never a valid id.
+        let id_pages = (1usize << (32 - slot_bits)) - 1;
+        let max_pages = memory_limit / page_size;
+        if max_pages > id_pages {
+            return Err(format!(
+                "memory limit {memory_limit} exceeds what one store can address ({} bytes)",
+                id_pages * page_size
+            ));
+        }
+        let classes = sizes
+            .iter()
+            .map(|&s| Class {
+                chunk_size: s as u32,
+                per_page: (page_size / s) as u32,
+                pages: Vec::new(),
+                free_head: NIL,
+                free: 0,
+                used: 0,
+                mem_requested: 0,
+            })
+            .collect();
+        Ok(Slab {
+            page_size,
+            max_pages,
+            slot_bits,
+            slot_mask: (1 << slot_bits) - 1,
+            pages: Vec::new(),
+            classes,
+        })
+    }
+
+    /// Page size in bytes.
+    pub(crate) fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Pages allocated so far.
+    pub(crate) fn pages_allocated(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Bytes held by pages (never above the limit).
+    pub(crate) fn bytes_allocated(&self) -> usize {
+        self.pages.len() * self.page_size
+    }
+
+    /// The classes, smallest chunk first.
+    pub(crate) fn classes(&self) -> &[Class] {
+        &self.classes
+    }
+
+    /// Largest item any chunk can hold.
+    pub(crate) fn largest_chunk(&self) -> usize {
+        self.page_size
+    }
+
+    /// The smallest class whose chunks hold `size` bytes.
+    #[inline]
+    pub(crate) fn class_for(&self, size: usize) -> Option<usize> {
+        let c = self
+            .classes
+            .partition_point(|c| (c.chunk_size as usize) < size);
+        (c < self.classes.len()).then_some(c)
+    }
+
+    #[inline]
+    fn page_of(&self, id: ItemId) -> usize {
+        (id >> self.slot_bits) as usize
+    }
+
+    /// Page number of an item.
+    #[inline]
+    pub(crate) fn page_index(&self, id: ItemId) -> u32 {
+        id >> self.slot_bits
+    }
+
+    /// Class of the page holding `id`.
+    #[inline]
+    pub(crate) fn class_of(&self, id: ItemId) -> usize {
+        self.pages[self.page_of(id)].class as usize
+    }
+
+    #[inline]
+    fn span(&self, id: ItemId) -> (usize, usize, usize) {
+        let page = self.page_of(id);
+        let cs = self.pages[page].chunk_size as usize;
+        let off = (id & self.slot_mask) as usize * cs;
+        (page, off, cs)
+    }
+
+    /// The bytes of a chunk.
+    #[inline]
+    pub(crate) fn chunk(&self, id: ItemId) -> &[u8] {
+        let (page, off, cs) = self.span(id);
+        &self.pages[page].mem[off..off + cs]
+    }
+
+    /// The bytes of a chunk, writable.
+    #[inline]
+    pub(crate) fn chunk_mut(&mut self, id: ItemId) -> &mut [u8] {
+        let (page, off, cs) = self.span(id);
+        &mut self.pages[page].mem[off..off + cs]
+    }
+
+    /// Two distinct chunks at once: `(read, write)`.
+    pub(crate) fn chunk_pair(&mut self, from: ItemId, to: ItemId) -> (&[u8], &mut [u8]) {
+        assert_ne!(from, to);
+        let (pf, of, cf) = self.span(from);
+        let (pt, ot, ct) = self.span(to);
+        if pf == pt {
+            let mem = &mut self.pages[pf].mem;
+            if of < ot {
+                let (a, b) = mem.split_at_mut(ot);
+                (&a[of..of + cf], &mut b[..ct])
+            } else {
+                let (a, b) = mem.split_at_mut(of);
+                (&b[..cf], &mut a[ot..ot + ct])
+            }
+        } else {
+            let [a, b] = self.pages.get_disjoint_mut([pf, pt]).expect("distinct pages");
+            (&a.mem[of..of + cf], &mut b.mem[ot..ot + ct])
+        }
+    }
+
+    /// Takes a free chunk of `class`, if its free list has one.
+    #[inline]
+    pub(crate) fn pop_free(&mut self, class: usize) -> Option<ItemId> {
+        let id = self.classes[class].free_head;
+        if id == NIL {
+            return None;
+        }
+        self.unlink_free(class, id);
+        let page = self.page_of(id);
+        self.pages[page].used += 1;
+        self.classes[class].used += 1;
+        Some(id)
+    }
+
+    /// Returns an item's chunk to its class (its accounting goes with it).
+    pub(crate) fn free(&mut self, id: ItemId) {
+        let page = self.page_of(id);
+        let class = self.pages[page].class as usize;
+        let size = Header::load(self.chunk(id)).total_size() as u64;
+        item::mark_free(self.chunk_mut(id));
+        self.pages[page].used -= 1;
+        let c = &mut self.classes[class];
+        c.used -= 1;
+        c.mem_requested -= size;
+        if !self.pages[page].draining {
+            self.push_free(class, id);
+        }
+    }
+
+    /// Records that an item of `size` bytes now sits in a chunk of `class`.
+    #[inline]
+    pub(crate) fn account(&mut self, class: usize, old_size: usize, new_size: usize) {
+        let c = &mut self.classes[class];
+        c.mem_requested = c.mem_requested + new_size as u64 - old_size as u64;
+    }
+
+    fn push_free(&mut self, class: usize, id: ItemId) {
+        let head = self.classes[class].free_head;
+        let c = self.chunk_mut(id);
+        item::set_w0(c, NIL);
+        item::set_w1(c, head);
+        if head != NIL {
+            item::set_w0(self.chunk_mut(head), id);
+        }
+        let c = &mut self.classes[class];
+        c.free_head = id;
+        c.free += 1;
+    }
+
+    fn unlink_free(&mut self, class: usize, id: ItemId) {
+        let c = self.chunk(id);
+        let (prev, next) = (item::w0(c), item::w1(c));
+        if prev == NIL {
+            self.classes[class].free_head = next;
+        } else {
+            item::set_w1(self.chunk_mut(prev), next);
+        }
+        if next != NIL {
+            item::set_w0(self.chunk_mut(next), prev);
+        }
+        self.classes[class].free -= 1;
+    }
+
+    /// Allocates a new page for `class` if the limit allows; returns whether it did.
+    pub(crate) fn grow(&mut self, class: usize) -> bool {
+        if self.pages.len() >= self.max_pages {
+            return false;
+        }
+        let page = self.pages.len();
+        self.pages.push(Page {
+            mem: vec![0u8; self.page_size].into_boxed_slice(),
+            class: 0,
+            chunk_size: 0,
+            used: 0,
+            draining: false,
+        });
+        self.assign(page, class);
+        true
+    }
+
+    /// Gives an empty page to `class`: carves it and puts every chunk on the free list.
+    fn assign(&mut self, page: usize, class: usize) {
+        let (cs, per_page) = (self.classes[class].chunk_size, self.classes[class].per_page);
+        let p = &mut self.pages[page];
+        debug_assert_eq!(p.used, 0);
+        p.class = class as u8;
+        p.chunk_size = cs;
+        p.draining = false;
+        self.classes[class].pages.push(page as u32);
+        // Pushed in reverse so that allocation walks the page upwards.
+        for slot in (0..per_page).rev() {
+            let id = ((page as u32) << self.slot_bits) | slot;
+            item::mark_free(self.chunk_mut(id));
+            self.push_free(class, id);
+        }
+    }
+
+    /// Items in a page still in use.
+    pub(crate) fn page_used(&self, page: u32) -> u32 {
+        self.pages[page as usize].used
+    }
+
+    /// Starts emptying a page: its free chunks leave the free list, and chunks freed from now on
+    /// stay off it.
+    pub(crate) fn start_drain(&mut self, page: u32) {
+        let p = page as usize;
+        let class = self.pages[p].class as usize;
+        self.pages[p].draining = true;
+        for slot in 0..self.classes[class].per_page {
+            let id = (page << self.slot_bits) | slot;
+            if item::key_len(self.chunk(id)) == 0 {
+                self.unlink_free(class, id);
+            }
+        }
+    }
+
+    /// Ids of the items held in a page.
+    pub(crate) fn items_in_page(&self, page: u32) -> Vec<ItemId> {
+        let class = self.pages[page as usize].class as usize;
+        (0..self.classes[class].per_page)
+            .map(|slot| (page << self.slot_bits) | slot)
+            .filter(|&id| item::key_len(self.chunk(id)) != 0)
+            .collect()
+    }
+
+    /// Hands an emptied (drained) page to another class.
+    pub(crate) fn finish_drain(&mut self, page: u32, to: usize) {
+        let p = page as usize;
+        debug_assert!(self.pages[p].draining && self.pages[p].used == 0);
+        let from = self.pages[p].class as usize;
+        let pages = &mut self.classes[from].pages;
+        let at = pages.iter().position(|&x| x == page).expect("page in its class");
+        pages.swap_remove(at);
+        self.assign(p, to);
+    }
+
+    /// Copies an item into a free chunk of the same class; the copy is not yet accounted.
+    pub(crate) fn copy_item(&mut self, from: ItemId, to: ItemId) {
+        let (src, dst) = self.chunk_pair(from, to);
+        let n = Header::load(src).total_size();
+        dst[..n].copy_from_slice(&src[..n]);
+    }
+
+    /// The first chunk at or after `id` in page order, wrapping to page 0 past the last page.
+    /// Needs at least one page.
+    pub(crate) fn chunk_at_or_after(&self, id: ItemId) -> ItemId {
+        debug_assert!(!self.pages.is_empty());
+        let (mut page, slot) = (self.page_of(id), id & self.slot_mask);
+        if page >= self.pages.len() {
+            return 0;
+        }
+        if slot < self.classes[self.pages[page].class as usize].per_page {
+            return id;
+        }
+        page += 1;
+        if page == self.pages.len() {
+            page = 0;
+        }
+        (page as u32) << self.slot_bits
+    }
+
+    /// Capacity of the chunk holding `id`.
+    #[inline]
+    pub(crate) fn chunk_size_of(&self, id: ItemId) -> usize {
+        self.pages[self.page_of(id)].chunk_size as usize
+    }
+
+    /// A uniformly chosen chunk of `class` (used or not), from a random number.
+    pub(crate) fn random_chunk(&self, class: usize, r: u64) -> Option<ItemId> {
+        let c = &self.classes[class];
+        if c.pages.is_empty() {
+            return None;
+        }
+        let total = c.pages.len() as u64 * u64::from(c.per_page);
+        let n = r % total;
+        let page = c.pages[(n / u64::from(c.per_page)) as usize];
+        let slot = (n % u64::from(c.per_page)) as u32;
+        Some((page << self.slot_bits) | slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn classes_grow_by_factor_up_to_half_a_page_then_one_page() {
+        let s = Slab::new(MIB, 4 * MIB, 1.25).unwrap();
+        let sizes: Vec<u32> = s.classes().iter().map(|c| c.chunk_size).collect();
+        assert_eq!(sizes[0], 64);
+        assert_eq!(sizes[1], 80);
+        assert_eq!(*sizes.last().unwrap() as usize, MIB);
+        assert!(sizes.windows(2).all(|w| w[0] < w[1] && w[0] % 8 == 0));
+        assert!(sizes[sizes.len() - 2] as usize <= MIB / 2);
+        assert!(sizes.len() <= MAX_CLASSES);
+        for c in s.classes() {
+            assert_eq!(c.per_page as usize, MIB / c.chunk_size as usize);
+        }
+    }
+
+    #[test]
+    fn tiny_factor_stops_at_max_classes() {
+        let s = Slab::new(MIB, MIB, 1.0001).unwrap();
+        assert_eq!(s.classes().len(), MAX_CLASSES);
+        assert_eq!(s.classes()[1].chunk_size, 72);
+        assert_eq!(s.classes().last().unwrap().chunk_size as usize, MIB);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(Slab::new(MIB, MIB - 1, 1.25).is_err());
+        assert!(Slab::new(MIB, MIB, 1.0).is_err());
+        assert!(Slab::new(MIB, MIB, f64::NAN).is_err());
+        assert!(Slab::new(MIB, usize::MAX, 1.25).is_err());
+    }
+
+    #[test]
+    fn class_for_picks_the_smallest_fitting_chunk() {
+        let s = Slab::new(MIB, MIB, 1.25).unwrap();
+        assert_eq!(s.class_for(1), Some(0));
+        assert_eq!(s.class_for(64), Some(0));
+        assert_eq!(s.class_for(65), Some(1));
+        assert_eq!(s.class_for(80), Some(1));
+        assert_eq!(s.class_for(MIB), Some(s.classes().len() - 1));
+        assert_eq!(s.class_for(MIB + 1), None);
+    }
+
+    #[test]
+    fn pages_are_capped_and_chunks_recycled() {
+        let mut s = Slab::new(MIB, 2 * MIB, 1.25).unwrap();
+        let big = s.classes().len() - 1;
+        assert!(s.pop_free(big).is_none());
+        assert!(s.grow(big));
+        let a = s.pop_free(big).unwrap();
+        Header::new(1, 1, 10, 0, 0).store(s.chunk_mut(a));
+        assert!(s.grow(big));
+        assert!(!s.grow(big), "limit is two pages");
+        assert_eq!(s.bytes_allocated(), 2 * MIB);
+        let b = s.pop_free(big).unwrap();
+        Header::new(2, 1, 10, 0, 0).store(s.chunk_mut(b));
+        assert!(s.pop_free(big).is_none());
+        s.account(big, 0, 43);
+        s.free(a);
+        assert_eq!(s.pop_free(big), Some(a));
+    }
+
+    #[test]
+    fn drain_moves_a_page_between_classes() {
+        let mut s = Slab::new(MIB, MIB, 1.25).unwrap();
+        assert!(s.grow(0));
+        let per = s.classes()[0].per_page;
+        assert_eq!(s.classes()[0].free, per);
+        let id = s.pop_free(0).unwrap();
+        Header::new(1, 1, 1, 0, 0).store(s.chunk_mut(id));
+        s.start_drain(0);
+        assert_eq!(s.classes()[0].free, 0);
+        assert_eq!(s.items_in_page(0), vec![id]);
+        s.free(id);
+        assert_eq!(s.classes()[0].free, 0, "drained page keeps freed chunks");
+        s.finish_drain(0, 3);
+        assert!(s.classes()[0].pages.is_empty());
+        assert_eq!(s.classes()[3].pages, vec![0]);
+        assert_eq!(s.classes()[3].free, s.classes()[3].per_page);
+        assert_eq!(s.class_of(s.pop_free(3).unwrap()), 3);
+    }
+
+    #[test]
+    fn chunk_pair_reads_one_and_writes_another() {
+        let mut s = Slab::new(MIB, 2 * MIB, 1.25).unwrap();
+        assert!(s.grow(0));
+        let a = s.pop_free(0).unwrap();
+        let b = s.pop_free(0).unwrap();
+        s.chunk_mut(a)[40] = 7;
+        let (src, dst) = s.chunk_pair(a, b);
+        dst[40] = src[40];
+        assert_eq!(s.chunk(b)[40], 7);
+        let (src, dst) = s.chunk_pair(b, a);
+        dst[41] = src[40] + 1;
+        assert_eq!(s.chunk(a)[41], 8);
+    }
+}
