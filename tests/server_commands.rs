@@ -42,11 +42,17 @@ fn get_family_and_quiet_misses() {
     assert_eq!((r.status, r.flags(), r.cas), (status::OK, 42, set_cas));
     assert_eq!((r.value.as_slice(), r.key.len()), (&b"hello"[..], 0));
     let r = c.call(&get(op::GETK, b"g1"));
-    assert_eq!((r.key.as_slice(), r.value.as_slice()), (&b"g1"[..], &b"hello"[..]));
+    assert_eq!(
+        (r.key.as_slice(), r.value.as_slice()),
+        (&b"g1"[..], &b"hello"[..])
+    );
     let r = c.call(&get(op::GET, b"nope"));
     assert_eq!(r.status, status::NOT_FOUND);
     let r = c.call(&get(op::GETK, b"nope"));
-    assert_eq!((r.status, r.key.as_slice()), (status::NOT_FOUND, &b"nope"[..]));
+    assert_eq!(
+        (r.status, r.key.as_slice()),
+        (status::NOT_FOUND, &b"nope"[..])
+    );
 
     // Quiet gets: misses silent, hits answered, in order.
     let mut reqs = vec![get(op::GETQ, b"nope"), get(op::GETKQ, b"g1")];
@@ -67,14 +73,35 @@ fn storage_commands_and_quiet_variants() {
     let mut c = s.client();
     // Add / AddQ.
     assert_eq!(c.call(&store(op::ADD, b"a", b"1", 0, 0)).status, status::OK);
-    assert_eq!(c.call(&store(op::ADD, b"a", b"2", 0, 0)).status, status::EXISTS);
-    let r = pipeline(&mut c, &[store(op::ADDQ, b"a", b"x", 0, 0), store(op::ADDQ, b"a2", b"x", 0, 0)]);
+    assert_eq!(
+        c.call(&store(op::ADD, b"a", b"2", 0, 0)).status,
+        status::EXISTS
+    );
+    let r = pipeline(
+        &mut c,
+        &[
+            store(op::ADDQ, b"a", b"x", 0, 0),
+            store(op::ADDQ, b"a2", b"x", 0, 0),
+        ],
+    );
     assert_eq!(r.len(), 1);
     assert_eq!((r[0].opcode, r[0].status), (op::ADDQ, status::EXISTS));
     // Replace / ReplaceQ.
-    assert_eq!(c.call(&store(op::REPLACE, b"missing", b"1", 0, 0)).status, status::NOT_FOUND);
-    assert_eq!(c.call(&store(op::REPLACE, b"a", b"r", 0, 0)).status, status::OK);
-    let r = pipeline(&mut c, &[store(op::REPLACEQ, b"a", b"rq", 0, 0), store(op::REPLACEQ, b"m", b"", 0, 0)]);
+    assert_eq!(
+        c.call(&store(op::REPLACE, b"missing", b"1", 0, 0)).status,
+        status::NOT_FOUND
+    );
+    assert_eq!(
+        c.call(&store(op::REPLACE, b"a", b"r", 0, 0)).status,
+        status::OK
+    );
+    let r = pipeline(
+        &mut c,
+        &[
+            store(op::REPLACEQ, b"a", b"rq", 0, 0),
+            store(op::REPLACEQ, b"m", b"", 0, 0),
+        ],
+    );
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].status, status::NOT_FOUND);
     assert_eq!(c.get(b"a").unwrap(), b"rq");
@@ -87,20 +114,48 @@ fn storage_commands_and_quiet_variants() {
     req.cas = cas;
     assert_eq!(c.call(&req).status, status::OK);
     // Append / Prepend and their quiet variants.
-    let r = c.call(&Req { opcode: op::APPEND, key: b"s", value: b"-end", ..Req::default() });
+    let r = c.call(&Req {
+        opcode: op::APPEND,
+        key: b"s",
+        value: b"-end",
+        ..Req::default()
+    });
     assert_eq!(r.status, status::OK);
-    let r = c.call(&Req { opcode: op::PREPEND, key: b"s", value: b"start-", ..Req::default() });
+    let r = c.call(&Req {
+        opcode: op::PREPEND,
+        key: b"s",
+        value: b"start-",
+        ..Req::default()
+    });
     assert_eq!(r.status, status::OK);
     let r = pipeline(
         &mut c,
         &[
-            Req { opcode: op::APPENDQ, key: b"s", value: b"!", ..Req::default() },
-            Req { opcode: op::PREPENDQ, key: b"s", value: b"<", ..Req::default() },
-            Req { opcode: op::APPENDQ, key: b"nokey", value: b"!", ..Req::default() },
+            Req {
+                opcode: op::APPENDQ,
+                key: b"s",
+                value: b"!",
+                ..Req::default()
+            },
+            Req {
+                opcode: op::PREPENDQ,
+                key: b"s",
+                value: b"<",
+                ..Req::default()
+            },
+            Req {
+                opcode: op::APPENDQ,
+                key: b"nokey",
+                value: b"!",
+                ..Req::default()
+            },
         ],
     );
     assert_eq!(r.len(), 1);
-    assert_eq!((r[0].opcode, r[0].status), (op::APPENDQ, status::NOT_STORED));
+    assert_eq!(
+        (r[0].opcode, r[0].status),
+        (op::APPENDQ, status::NOT_STORED)
+    );
     assert_eq!(c.get(b"s").unwrap(), b"<start-v2-end!");
     // Delete / DeleteQ.
     let r = c.call(&get(op::DELETE, b"s"));
@@ -125,29 +180,53 @@ fn counters_touch_and_gat() {
     assert_eq!(r.status, status::NOT_FOUND);
     let r = pipeline(
         &mut c,
-        &[arith(op::INCRQ, b"n", 7, 0, 0), arith(op::DECRQ, b"n", 2, 0, 0), arith(op::INCRQ, b"z", 1, 0, 0xffff_ffff)],
+        &[
+            arith(op::INCRQ, b"n", 7, 0, 0),
+            arith(op::DECRQ, b"n", 2, 0, 0),
+            arith(op::INCRQ, b"z", 1, 0, 0xffff_ffff),
+        ],
     );
     assert_eq!(r.len(), 1);
     assert_eq!((r[0].opcode, r[0].status), (op::INCRQ, status::NOT_FOUND));
     assert_eq!(c.get(b"n").unwrap().trim_ascii(), b"5");
     c.set(b"text", b"abc");
-    assert_eq!(c.call(&arith(op::INCR, b"text", 1, 0, 0)).status, status::NON_NUMERIC);
+    assert_eq!(
+        c.call(&arith(op::INCR, b"text", 1, 0, 0)).status,
+        status::NON_NUMERIC
+    );
 
     c.call(&store(op::SET, b"t", b"tv", 7, 0));
     let r = c.call(&touch(op::TOUCH, b"t", 100));
     assert_eq!((r.status, r.flags()), (status::OK, 7));
-    assert_eq!(c.call(&touch(op::TOUCH, b"missing", 100)).status, status::NOT_FOUND);
+    assert_eq!(
+        c.call(&touch(op::TOUCH, b"missing", 100)).status,
+        status::NOT_FOUND
+    );
     let r = c.call(&touch(op::GAT, b"t", 100));
-    assert_eq!((r.status, r.value.as_slice(), r.flags()), (status::OK, &b"tv"[..], 7));
+    assert_eq!(
+        (r.status, r.value.as_slice(), r.flags()),
+        (status::OK, &b"tv"[..], 7)
+    );
     let r = c.call(&touch(op::GATK, b"t", 100));
     assert_eq!(r.key, b"t");
     let r = c.call(&touch(op::GATK, b"gone", 100));
-    assert_eq!((r.status, r.key.as_slice()), (status::NOT_FOUND, &b"gone"[..]));
+    assert_eq!(
+        (r.status, r.key.as_slice()),
+        (status::NOT_FOUND, &b"gone"[..])
+    );
     let r = pipeline(
         &mut c,
-        &[touch(op::GATQ, b"gone", 1), touch(op::GATKQ, b"gone", 1), touch(op::GATQ, b"t", 0), touch(op::GATKQ, b"t", 0)],
+        &[
+            touch(op::GATQ, b"gone", 1),
+            touch(op::GATKQ, b"gone", 1),
+            touch(op::GATQ, b"t", 0),
+            touch(op::GATKQ, b"t", 0),
+        ],
     );
-    assert_eq!(r.iter().map(|r| r.opcode).collect::<Vec<_>>(), vec![op::GATQ, op::GATKQ]);
+    assert_eq!(
+        r.iter().map(|r| r.opcode).collect::<Vec<_>>(),
+        vec![op::GATQ, op::GATKQ]
+    );
 }
 
 #[test]
@@ -164,9 +243,18 @@ fn server_commands_version_noop_quit_sasl_verbosity() {
         if opcode == op::VERBOSITY {
             req.extras = vec![0, 0, 0, 1];
         }
-        assert_eq!(c.call(&req).status, status::UNKNOWN_COMMAND, "opcode {opcode:#x}");
+        assert_eq!(
+            c.call(&req).status,
+            status::UNKNOWN_COMMAND,
+            "opcode {opcode:#x}"
+        );
     }
-    let r = c.call(&Req { opcode: op::SASL_AUTH, key: b"PLAIN", value: b"\0u\0p", ..Req::default() });
+    let r = c.call(&Req {
+        opcode: op::SASL_AUTH,
+        key: b"PLAIN",
+        value: b"\0u\0p",
+        ..Req::default()
+    });
     assert_eq!(r.status, status::UNKNOWN_COMMAND);
     assert_eq!(c.call(&noop()).status, status::OK);
 
@@ -198,7 +286,11 @@ fn flush_now_and_with_delay() {
     for i in 0..16 {
         c.set(format!("d{i}").as_bytes(), b"v");
     }
-    let r = c.call(&Req { opcode: op::FLUSH, extras: 2u32.to_be_bytes().to_vec(), ..Req::default() });
+    let r = c.call(&Req {
+        opcode: op::FLUSH,
+        extras: 2u32.to_be_bytes().to_vec(),
+        ..Req::default()
+    });
     assert_eq!(r.status, status::OK);
     assert!(c.get(b"d0").is_some());
     let gone = common::wait_until(Duration::from_secs(6), || {
@@ -211,8 +303,14 @@ fn flush_now_and_with_delay() {
 fn items_expire() {
     let s = Server::start(&["-t", "2"]);
     let mut c = s.client();
-    assert_eq!(c.call(&store(op::SET, b"ttl", b"v", 0, 2)).status, status::OK);
-    assert_eq!(c.call(&store(op::SET, b"keep", b"v", 0, 0)).status, status::OK);
+    assert_eq!(
+        c.call(&store(op::SET, b"ttl", b"v", 0, 2)).status,
+        status::OK
+    );
+    assert_eq!(
+        c.call(&store(op::SET, b"keep", b"v", 0, 0)).status,
+        status::OK
+    );
     let expired = common::wait_until(Duration::from_secs(6), || c.get(b"ttl").is_none());
     assert!(expired, "a 2 s item outlived 6 s");
     assert!(c.get(b"keep").is_some());
@@ -236,7 +334,10 @@ fn big_values_and_too_large() {
     let s = Server::start(&[]);
     let mut c = s.client();
     let over = vec![b'y'; (1 << 20) + 1];
-    assert_eq!(c.call(&store(op::SET, b"k", &over, 0, 0)).status, status::TOO_LARGE);
+    assert_eq!(
+        c.call(&store(op::SET, b"k", &over, 0, 0)).status,
+        status::TOO_LARGE
+    );
     c.set(b"k", b"small");
     assert_eq!(c.get(b"k").unwrap(), b"small");
     assert_eq!(c.stat("store_too_large"), 1);
@@ -272,12 +373,31 @@ fn stats_groups_follow_memcached() {
     let general = c.stats("");
     let mut last = 0;
     for (name, _) in &general {
-        let at = order.iter().position(|n| n == name).unwrap_or_else(|| panic!("{name} is not a memcached stat"));
+        let at = order
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("{name} is not a memcached stat"));
         assert!(at >= last, "{name} out of memcached's order");
         last = at;
     }
-    let stat = |n: &str| general.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
-    for name in ["pid", "uptime", "time", "version", "curr_connections", "cmd_get", "get_hits", "threads", "limit_maxbytes"] {
+    let stat = |n: &str| {
+        general
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    for name in [
+        "pid",
+        "uptime",
+        "time",
+        "version",
+        "curr_connections",
+        "cmd_get",
+        "get_hits",
+        "threads",
+        "limit_maxbytes",
+    ] {
         assert!(general.iter().any(|(k, _)| k == name), "missing {name}");
     }
     assert_eq!(stat("cmd_get"), "40");
@@ -289,7 +409,14 @@ fn stats_groups_follow_memcached() {
     assert_eq!(stat("pid"), s.pid().to_string());
 
     let settings = c.stats("settings");
-    let setting = |n: &str| settings.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap().to_string();
+    let setting = |n: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(setting("maxconns"), "1024");
     assert_eq!(setting("evictions"), "on");
     assert_eq!(setting("cas_enabled"), "yes");
@@ -299,7 +426,10 @@ fn stats_groups_follow_memcached() {
     assert_eq!(setting("num_threads"), "2");
 
     let latency = c.stats("latency");
-    assert!(latency.iter().any(|(k, v)| k == "get_count" && v == "40"), "{latency:?}");
+    assert!(
+        latency.iter().any(|(k, v)| k == "get_count" && v == "40"),
+        "{latency:?}"
+    );
     assert!(latency.iter().any(|(k, _)| k == "set_p99_us"));
     c.stats("items");
     c.stats("slabs");
@@ -318,7 +448,12 @@ fn protocol_errors() {
     let s = Server::start(&["-t", "2"]);
     // Unknown opcode: answered, body swallowed, connection kept.
     let mut c = s.client();
-    let r = c.call(&Req { opcode: 0x30, key: b"k", value: b"body", ..Req::default() });
+    let r = c.call(&Req {
+        opcode: 0x30,
+        key: b"k",
+        value: b"body",
+        ..Req::default()
+    });
     assert_eq!((r.status, r.opcode), (status::UNKNOWN_COMMAND, 0x30));
     c.set(b"after", b"ok");
     assert_eq!(c.get(b"after").unwrap(), b"ok");

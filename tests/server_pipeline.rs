@@ -35,7 +35,9 @@ fn mixed_pipeline(n: u32, keys: u32) -> (Vec<u8>, Vec<Expect>) {
             2 => {
                 match model.get(&key) {
                     Some(v) => expect.push((opaque, op::GET, status::OK, v.clone())),
-                    None => expect.push((opaque, op::GET, status::NOT_FOUND, b"Not found".to_vec())),
+                    None => {
+                        expect.push((opaque, op::GET, status::NOT_FOUND, b"Not found".to_vec()))
+                    }
                 }
                 get(op::GET, &key).encode()
             }
@@ -46,9 +48,15 @@ fn mixed_pipeline(n: u32, keys: u32) -> (Vec<u8>, Vec<Expect>) {
                 get(op::GETKQ, &key).encode()
             }
             5 => {
-                let opcode = if rng % 3 == 0 { op::DELETE } else { op::DELETEQ };
+                let opcode = if rng % 3 == 0 {
+                    op::DELETE
+                } else {
+                    op::DELETEQ
+                };
                 match model.remove(&key) {
-                    Some(_) if opcode == op::DELETE => expect.push((opaque, opcode, status::OK, Vec::new())),
+                    Some(_) if opcode == op::DELETE => {
+                        expect.push((opaque, opcode, status::OK, Vec::new()))
+                    }
                     Some(_) => {}
                     None => expect.push((opaque, opcode, status::NOT_FOUND, b"Not found".to_vec())),
                 }
@@ -94,7 +102,11 @@ fn check_mixed_pipeline(threads: &str) {
     let got = run_pipeline(&mut c, bytes);
     assert_eq!(got.len(), expect.len());
     for (r, (opaque, opcode, st, value)) in got.iter().zip(&expect) {
-        assert_eq!((r.opaque, r.opcode, r.status), (*opaque, *opcode, *st), "reply {r:?}");
+        assert_eq!(
+            (r.opaque, r.opcode, r.status),
+            (*opaque, *opcode, *st),
+            "reply {r:?}"
+        );
         assert_eq!(&r.value, value, "opaque {opaque}");
     }
     // Every shard holds some of the keys and answers through any connection.
@@ -146,7 +158,12 @@ fn boundary_stream() -> (Vec<u8>, usize) {
         get(op::GETK, b"split"),
         get(op::GETQ, b"split-miss"),
         arith(op::INCR, b"split-n", 1, 5, 0),
-        Req { opcode: op::APPENDQ, key: b"split", value: b"+", ..Req::default() },
+        Req {
+            opcode: op::APPENDQ,
+            key: b"split",
+            value: b"+",
+            ..Req::default()
+        },
         get(op::DELETE, b"split"),
         get(op::NOOP, b""),
     ];
@@ -169,8 +186,10 @@ fn requests_split_at_every_byte() {
         c.send_raw(&bytes[..cut]);
         c.send_raw(&bytes[cut..]);
         let got: Vec<Resp> = (0..replies).map(|_| c.recv()).collect();
-        let shape: Vec<(u8, u16, Vec<u8>, Vec<u8>)> =
-            got.iter().map(|r| (r.opcode, r.status, r.key.clone(), r.value.clone())).collect();
+        let shape: Vec<(u8, u16, Vec<u8>, Vec<u8>)> = got
+            .iter()
+            .map(|r| (r.opcode, r.status, r.key.clone(), r.value.clone()))
+            .collect();
         if cut == 0 {
             reference = shape;
             assert_eq!(reference.len(), replies);
@@ -203,7 +222,10 @@ fn concurrent_connections_see_each_others_writes() {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
                 for i in 0..300 {
-                    c.set(format!("w{w}:{i}").as_bytes(), format!("{w}-{i}").as_bytes());
+                    c.set(
+                        format!("w{w}:{i}").as_bytes(),
+                        format!("{w}-{i}").as_bytes(),
+                    );
                 }
                 barrier.wait();
                 for other in 0..n {
@@ -214,7 +236,10 @@ fn concurrent_connections_see_each_others_writes() {
                 }
                 // Counters shared by everyone.
                 for _ in 0..100 {
-                    assert_eq!(c.call(&arith(op::INCR, b"shared", 1, 1, 0)).status, status::OK);
+                    assert_eq!(
+                        c.call(&arith(op::INCR, b"shared", 1, 1, 0)).status,
+                        status::OK
+                    );
                 }
             })
         })
@@ -232,7 +257,9 @@ fn concurrent_connections_see_each_others_writes() {
 #[test]
 fn parse_helper_handles_partial_buffers() {
     // Guards the harness itself: a response split anywhere parses only once complete.
-    let mut bytes = vec![0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1];
+    let mut bytes = vec![
+        0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1,
+    ];
     bytes.extend_from_slice(b"ok");
     for cut in 0..bytes.len() {
         assert!(parse_response(&bytes[..cut]).is_none());

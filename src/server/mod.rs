@@ -198,8 +198,8 @@ impl Core {
 
     fn report(&self, group: &[u8], total: &Snapshot) -> Vec<(String, String)> {
         match group {
-            b"items" => stats::classes(total, true),
-            b"slabs" => stats::classes(total, false),
+            b"items" => stats::items(total),
+            b"slabs" => stats::slabs(total),
             b"latency" => total.latency.report(),
             _ => {
                 let info = ServerInfo {

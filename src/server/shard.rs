@@ -6,10 +6,10 @@ use std::cell::{Ref, RefCell, RefMut};
 use std::time::Instant;
 
 use crate::protocol::{ArithOp, Command, Outcome, StoreMode};
-use crate::storage::{self, Store, StoreError};
+use crate::storage::{self, ItemView, Store, StoreError};
 
 use super::router::{ReplyBatch, RequestBatch, Span};
-use super::stats::{Counters, Kind, Latencies, Snapshot, StoreTotals};
+use super::stats::{Counters, Kind, Latencies, Snapshot};
 
 /// Items the background reclaimer may examine per tick.
 pub const RECLAIM_BUDGET: usize = 4096;
@@ -67,29 +67,21 @@ impl Shard {
     }
 
     /// Runs one item command (or a flush) against this shard's store. Values of hits are copied
-    /// into `arena`; the outcome refers to them by span.
+    /// into `arena`; the outcome refers to them by span. The store keeps the hit/miss counters;
+    /// this counts the commands and their latency.
     pub fn execute(&self, cmd: Command<&[u8]>, hash: u64, arena: &mut Vec<u8>) -> Outcome<Span> {
         let started = Instant::now();
         let mut store = self.store.borrow_mut();
-        let mut guard = self.counters.borrow_mut();
-        let c = &mut *guard;
+        let mut c = self.counters.borrow_mut();
+        let value = |item: ItemView<'_>, arena: &mut Vec<u8>| Outcome::Value {
+            flags: item.flags,
+            cas: item.cas,
+            value: Span::push(arena, item.value),
+        };
         let (kind, outcome) = match cmd {
             Command::Get { key, touch: None } => {
                 c.cmd_get += 1;
-                let o = match store.get(key, hash) {
-                    Ok(item) => {
-                        c.get_hits += 1;
-                        Outcome::Value {
-                            flags: item.flags,
-                            cas: item.cas,
-                            value: Span::push(arena, item.value),
-                        }
-                    }
-                    Err(e) => {
-                        c.get_misses += 1;
-                        outcome_of(e)
-                    }
-                };
+                let o = store.get(key, hash).map(|item| value(item, arena));
                 (Kind::Get, o)
             }
             Command::Get {
@@ -97,20 +89,9 @@ impl Shard {
                 touch: Some(exptime),
             } => {
                 c.cmd_touch += 1;
-                let o = match store.get_and_touch(key, hash, exptime) {
-                    Ok(item) => {
-                        c.touch_hits += 1;
-                        Outcome::Value {
-                            flags: item.flags,
-                            cas: item.cas,
-                            value: Span::push(arena, item.value),
-                        }
-                    }
-                    Err(e) => {
-                        c.touch_misses += 1;
-                        outcome_of(e)
-                    }
-                };
+                let o = store
+                    .get_and_touch(key, hash, exptime)
+                    .map(|item| value(item, arena));
                 (Kind::Gat, o)
             }
             Command::Store {
@@ -122,26 +103,9 @@ impl Shard {
                 cas,
             } => {
                 c.cmd_set += 1;
-                let r = store.store(store_mode(mode), key, hash, value, flags, exptime, cas);
-                if cas != 0 {
-                    match r {
-                        Ok(_) => c.cas_hits += 1,
-                        Err(StoreError::NotFound) => c.cas_misses += 1,
-                        Err(StoreError::Exists) => c.cas_badval += 1,
-                        Err(_) => {}
-                    }
-                }
-                let o = match r {
-                    Ok(cas) => Outcome::Stored { cas },
-                    Err(e) => {
-                        match e {
-                            StoreError::TooLarge => c.store_too_large += 1,
-                            StoreError::OutOfMemory => c.store_no_memory += 1,
-                            _ => {}
-                        }
-                        outcome_of(e)
-                    }
-                };
+                let o = store
+                    .store(store_mode(mode), key, hash, value, flags, exptime, cas)
+                    .map(|cas| Outcome::Stored { cas });
                 (Kind::Set, o)
             }
             Command::Arith {
@@ -151,58 +115,27 @@ impl Shard {
                 on_miss,
                 cas,
             } => {
-                let sop = match op {
+                let op = match op {
                     ArithOp::Incr => storage::ArithOp::Incr,
                     ArithOp::Decr => storage::ArithOp::Decr,
                 };
-                let r = store.arith(sop, key, hash, delta, on_miss, cas);
-                let (hits, misses) = match op {
-                    ArithOp::Incr => (&mut c.incr_hits, &mut c.incr_misses),
-                    ArithOp::Decr => (&mut c.decr_hits, &mut c.decr_misses),
-                };
-                // A miss that auto-creates the counter is not told apart by the store, so it
-                // counts as a hit; a miss without creation counts as a miss.
-                match r {
-                    Ok(_) => *hits += 1,
-                    Err(StoreError::NotFound) => *misses += 1,
-                    Err(_) => {}
-                }
-                let o = match r {
-                    Ok((value, cas)) => Outcome::Counter { value, cas },
-                    Err(e) => outcome_of(e),
-                };
+                let o = store
+                    .arith(op, key, hash, delta, on_miss, cas)
+                    .map(|(value, cas)| Outcome::Counter { value, cas });
                 (Kind::Arith, o)
             }
             Command::Delete { key, cas } => {
-                let o = match store.delete(key, hash, cas) {
-                    Ok(()) => {
-                        c.delete_hits += 1;
-                        Outcome::Deleted
-                    }
-                    Err(e) => {
-                        if e == StoreError::NotFound {
-                            c.delete_misses += 1;
-                        }
-                        outcome_of(e)
-                    }
-                };
+                let o = store.delete(key, hash, cas).map(|()| Outcome::Deleted);
                 (Kind::Delete, o)
             }
             Command::Touch { key, exptime } => {
                 c.cmd_touch += 1;
-                let o = match store.touch(key, hash, exptime) {
-                    Ok(item) => {
-                        c.touch_hits += 1;
-                        Outcome::Touched {
-                            flags: item.flags,
-                            cas: item.cas,
-                        }
-                    }
-                    Err(e) => {
-                        c.touch_misses += 1;
-                        outcome_of(e)
-                    }
-                };
+                let o = store
+                    .touch(key, hash, exptime)
+                    .map(|item| Outcome::Touched {
+                        flags: item.flags,
+                        cas: item.cas,
+                    });
                 (Kind::Touch, o)
             }
             Command::Flush { delay } => {
@@ -212,9 +145,9 @@ impl Shard {
             // Server-level commands never reach a shard.
             _ => return Outcome::UnknownCommand,
         };
-        drop((store, guard));
+        drop((store, c));
         self.latency.borrow_mut().record(kind, started.elapsed());
-        outcome
+        outcome.unwrap_or_else(outcome_of)
     }
 
     /// Runs a batch from another shard, in order, until its reply holds `cap` bytes of values;
@@ -259,8 +192,8 @@ impl Shard {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             counters: *self.counters.borrow(),
-            store: self.store_totals(),
-            classes: self.class_stats(),
+            store: self.store.borrow().stats(),
+            classes: self.store.borrow().slab_stats(),
             latency: self.latency.borrow().clone(),
         }
     }
@@ -269,13 +202,6 @@ impl Shard {
     pub fn reset_stats(&self) {
         *self.counters.borrow_mut() = Counters::default();
         self.latency.borrow_mut().reset();
-    }
-
-    fn store_totals(&self) -> StoreTotals {
-        StoreTotals::default()
-    }
-
-    fn class_stats(&self) -> Vec<(u32, &'static str, u64)> {
-        Vec::new()
+        self.store.borrow_mut().reset_stats();
     }
 }

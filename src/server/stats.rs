@@ -2,10 +2,11 @@
 //! replies (names, order and meanings of memcached 1.6.18 where a true value exists; names that
 //! would only carry a made-up value are left out).
 
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
+
+use crate::storage::{SlabClassStats, StoreStats};
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
@@ -25,11 +26,11 @@ macro_rules! counters {
 }
 
 counters! {
-    /// Connections accepted (also the refused ones' opposite: see `rejected_connections`).
+    /// Connections accepted.
     total_connections,
     /// Connections refused because of `-c`.
     rejected_connections,
-    /// Get and get-like requests (GAT counts as touch, as in memcached).
+    /// Get requests (GAT counts as touch, as in memcached).
     cmd_get,
     /// Storage requests.
     cmd_set,
@@ -37,36 +38,8 @@ counters! {
     cmd_flush,
     /// Touch and GAT requests.
     cmd_touch,
-    /// Gets that found the key.
-    get_hits,
-    /// Gets that did not.
-    get_misses,
-    /// Deletes of a missing key.
-    delete_misses,
-    /// Deletes that removed an item.
-    delete_hits,
-    /// Incr of a missing key (auto-created or not).
-    incr_misses,
-    /// Incr that changed an item.
-    incr_hits,
-    /// Decr of a missing key.
-    decr_misses,
-    /// Decr that changed an item.
-    decr_hits,
-    /// CAS stores on a missing key.
-    cas_misses,
-    /// CAS stores that matched.
-    cas_hits,
-    /// CAS stores that did not match.
-    cas_badval,
-    /// Touch/GAT that found the key.
-    touch_hits,
-    /// Touch/GAT that did not.
-    touch_misses,
-    /// Stores refused for size.
+    /// Stores refused for size by the codec, before reaching a store.
     store_too_large,
-    /// Stores that found no memory.
-    store_no_memory,
     /// Bytes read from clients.
     bytes_read,
     /// Bytes written to clients.
@@ -178,41 +151,69 @@ fn micros(ns: u64) -> String {
     format!("{}.{:03}", ns / 1000, ns % 1000)
 }
 
-/// What the store of one shard reports about its contents.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct StoreTotals {
-    /// Bytes used by items.
-    pub bytes: u64,
-    /// Items held now.
-    pub curr_items: u64,
-    /// Items ever stored.
-    pub total_items: u64,
-    /// Items evicted to make room.
-    pub evictions: u64,
-    /// Times an expired item's memory was reused.
-    pub reclaimed: u64,
-    /// Expired items never fetched.
-    pub expired_unfetched: u64,
-    /// Evicted items never fetched.
-    pub evicted_unfetched: u64,
-    /// Gets that found an expired item.
-    pub get_expired: u64,
-    /// Gets that found a flushed item.
-    pub get_flushed: u64,
+/// Adds another shard's store statistics (all counters and gauges sum).
+pub fn add_store_stats(a: &mut StoreStats, b: &StoreStats) {
+    macro_rules! sum {
+        ($($f:ident),*) => { $(a.$f += b.$f;)* };
+    }
+    sum!(
+        curr_items,
+        total_items,
+        bytes,
+        evictions,
+        evicted_unfetched,
+        expired_unfetched,
+        reclaimed,
+        get_hits,
+        get_misses,
+        get_expired,
+        get_flushed,
+        delete_hits,
+        delete_misses,
+        incr_hits,
+        incr_misses,
+        decr_hits,
+        decr_misses,
+        cas_hits,
+        cas_misses,
+        cas_badval,
+        touch_hits,
+        touch_misses,
+        store_too_large,
+        store_no_memory,
+        slabs_moved,
+        slab_reassign_rescues,
+        slab_reassign_evictions,
+        total_malloced,
+        limit_maxbytes,
+        hash_bytes
+    );
 }
 
-impl StoreTotals {
-    /// Adds another shard's totals.
-    pub fn add(&mut self, o: &StoreTotals) {
-        self.bytes += o.bytes;
-        self.curr_items += o.curr_items;
-        self.total_items += o.total_items;
-        self.evictions += o.evictions;
-        self.reclaimed += o.reclaimed;
-        self.expired_unfetched += o.expired_unfetched;
-        self.evicted_unfetched += o.evicted_unfetched;
-        self.get_expired += o.get_expired;
-        self.get_flushed += o.get_flushed;
+/// Adds one shard's slab class statistics into the per-class totals.
+pub fn add_class_stats(total: &mut Vec<SlabClassStats>, more: &[SlabClassStats]) {
+    for m in more {
+        let Some(t) = total.iter_mut().find(|t| t.class == m.class) else {
+            total.push(*m);
+            continue;
+        };
+        macro_rules! sum {
+            ($($f:ident),*) => { $(t.$f += m.$f;)* };
+        }
+        sum!(
+            total_pages,
+            total_chunks,
+            used_chunks,
+            free_chunks,
+            mem_requested,
+            number,
+            evicted,
+            evicted_unfetched,
+            expired_unfetched,
+            reclaimed,
+            outofmemory
+        );
+        t.age = t.age.max(m.age);
     }
 }
 
@@ -221,10 +222,10 @@ impl StoreTotals {
 pub struct Snapshot {
     /// Event counters.
     pub counters: Counters,
-    /// Store contents.
-    pub store: StoreTotals,
-    /// Per slab class `(class, field, value)` for `stats slabs` / `stats items`, summed by key.
-    pub classes: Vec<(u32, &'static str, u64)>,
+    /// Store counters and gauges.
+    pub store: StoreStats,
+    /// Per slab class statistics, summed by class.
+    pub classes: Vec<SlabClassStats>,
     /// Latency histograms.
     pub latency: Latencies,
 }
@@ -233,18 +234,9 @@ impl Snapshot {
     /// Merges another shard's snapshot into this one.
     pub fn add(&mut self, o: &Snapshot) {
         self.counters.add(&o.counters);
-        self.store.add(&o.store);
+        add_store_stats(&mut self.store, &o.store);
+        add_class_stats(&mut self.classes, &o.classes);
         self.latency.add(&o.latency);
-        for &(class, field, value) in &o.classes {
-            match self
-                .classes
-                .iter_mut()
-                .find(|(c, f, _)| *c == class && *f == field)
-            {
-                Some(entry) => entry.2 += value,
-                None => self.classes.push((class, field, value)),
-            }
-        }
     }
 }
 
@@ -304,23 +296,26 @@ pub fn general(info: &ServerInfo, s: &Snapshot) -> Vec<(String, String)> {
     put("cmd_set", c.cmd_set.to_string());
     put("cmd_flush", c.cmd_flush.to_string());
     put("cmd_touch", c.cmd_touch.to_string());
-    put("get_hits", c.get_hits.to_string());
-    put("get_misses", c.get_misses.to_string());
+    put("get_hits", st.get_hits.to_string());
+    put("get_misses", st.get_misses.to_string());
     put("get_expired", st.get_expired.to_string());
     put("get_flushed", st.get_flushed.to_string());
-    put("delete_misses", c.delete_misses.to_string());
-    put("delete_hits", c.delete_hits.to_string());
-    put("incr_misses", c.incr_misses.to_string());
-    put("incr_hits", c.incr_hits.to_string());
-    put("decr_misses", c.decr_misses.to_string());
-    put("decr_hits", c.decr_hits.to_string());
-    put("cas_misses", c.cas_misses.to_string());
-    put("cas_hits", c.cas_hits.to_string());
-    put("cas_badval", c.cas_badval.to_string());
-    put("touch_hits", c.touch_hits.to_string());
-    put("touch_misses", c.touch_misses.to_string());
-    put("store_too_large", c.store_too_large.to_string());
-    put("store_no_memory", c.store_no_memory.to_string());
+    put("delete_misses", st.delete_misses.to_string());
+    put("delete_hits", st.delete_hits.to_string());
+    put("incr_misses", st.incr_misses.to_string());
+    put("incr_hits", st.incr_hits.to_string());
+    put("decr_misses", st.decr_misses.to_string());
+    put("decr_hits", st.decr_hits.to_string());
+    put("cas_misses", st.cas_misses.to_string());
+    put("cas_hits", st.cas_hits.to_string());
+    put("cas_badval", st.cas_badval.to_string());
+    put("touch_hits", st.touch_hits.to_string());
+    put("touch_misses", st.touch_misses.to_string());
+    put(
+        "store_too_large",
+        (st.store_too_large + c.store_too_large).to_string(),
+    );
+    put("store_no_memory", st.store_no_memory.to_string());
     // SASL is off: memcached reports zeros then too.
     put("auth_cmds", "0".into());
     put("auth_errors", "0".into());
@@ -329,6 +324,16 @@ pub fn general(info: &ServerInfo, s: &Snapshot) -> Vec<(String, String)> {
     put("limit_maxbytes", info.limit_maxbytes.to_string());
     put("accepting_conns", "1".into());
     put("threads", info.threads.to_string());
+    put("hash_bytes", st.hash_bytes.to_string());
+    put(
+        "slab_reassign_rescues",
+        st.slab_reassign_rescues.to_string(),
+    );
+    put(
+        "slab_reassign_evictions_nomem",
+        st.slab_reassign_evictions.to_string(),
+    );
+    put("slabs_moved", st.slabs_moved.to_string());
     put("bytes", st.bytes.to_string());
     put("curr_items", st.curr_items.to_string());
     put("total_items", st.total_items.to_string());
@@ -388,38 +393,49 @@ pub fn settings(s: &Settings) -> Vec<(String, String)> {
     out
 }
 
-/// The `slabs` group (`<class>:<field>` lines, then `active_slabs`/`total_malloced` when known),
-/// or the `items` group (`items:<class>:<field>`), from the summed per-class values.
-pub fn classes(s: &Snapshot, items: bool) -> Vec<(String, String)> {
-    let mut rows: Vec<(u32, &'static str, u64)> = s
-        .classes
-        .iter()
-        .copied()
-        .filter(|(_, f, _)| f.starts_with("items:") == items)
-        .collect();
-    // Stable sort keeps each class's fields in the order the store gave them.
-    rows.sort_by_key(|r| r.0);
-    let mut out = Vec::with_capacity(rows.len() + 2);
-    let mut active = 0u64;
-    let mut last = None;
-    for (class, field, value) in rows {
-        if last != Some(class) {
-            active += 1;
-            last = Some(class);
+/// The `slabs` group: per class with pages, memcached's field names, then the totals.
+pub fn slabs(s: &Snapshot) -> Vec<(String, String)> {
+    let mut classes: Vec<&SlabClassStats> =
+        s.classes.iter().filter(|c| c.total_pages > 0).collect();
+    classes.sort_by_key(|c| c.class);
+    let mut out = Vec::new();
+    for c in &classes {
+        let n = c.class;
+        for (field, v) in [
+            ("chunk_size", c.chunk_size),
+            ("chunks_per_page", c.chunks_per_page),
+            ("total_pages", c.total_pages),
+            ("total_chunks", c.total_chunks),
+            ("used_chunks", c.used_chunks),
+            ("free_chunks", c.free_chunks),
+        ] {
+            out.push((format!("{n}:{field}"), v.to_string()));
         }
-        let mut key = String::new();
-        match field.strip_prefix("items:") {
-            Some(f) => {
-                let _ = write!(key, "items:{class}:{f}");
-            }
-            None => {
-                let _ = write!(key, "{class}:{field}");
-            }
-        }
-        out.push((key, value.to_string()));
     }
-    if !items {
-        out.push(("active_slabs".into(), active.to_string()));
+    out.push(("active_slabs".into(), classes.len().to_string()));
+    out.push(("total_malloced".into(), s.store.total_malloced.to_string()));
+    out
+}
+
+/// The `items` group: `items:<class>:<field>` for every class holding items.
+pub fn items(s: &Snapshot) -> Vec<(String, String)> {
+    let mut classes: Vec<&SlabClassStats> = s.classes.iter().filter(|c| c.number > 0).collect();
+    classes.sort_by_key(|c| c.class);
+    let mut out = Vec::new();
+    for c in classes {
+        let n = c.class;
+        for (field, v) in [
+            ("number", c.number),
+            ("age", c.age),
+            ("mem_requested", c.mem_requested),
+            ("evicted", c.evicted),
+            ("outofmemory", c.outofmemory),
+            ("reclaimed", c.reclaimed),
+            ("expired_unfetched", c.expired_unfetched),
+            ("evicted_unfetched", c.evicted_unfetched),
+        ] {
+            out.push((format!("items:{n}:{field}"), v.to_string()));
+        }
     }
     out
 }
@@ -432,14 +448,23 @@ mod tests {
     fn snapshots_sum() {
         let mut a = Snapshot::default();
         a.counters.cmd_get = 2;
-        a.classes.push((1, "total_pages", 3));
+        a.classes.push(SlabClassStats {
+            class: 1,
+            total_pages: 3,
+            ..Default::default()
+        });
         let mut b = Snapshot::default();
         b.counters.cmd_get = 5;
-        b.classes.push((1, "total_pages", 1));
+        b.classes.push(SlabClassStats {
+            class: 1,
+            total_pages: 1,
+            ..Default::default()
+        });
         b.latency.record(Kind::Get, Duration::from_micros(3));
         a.add(&b);
         assert_eq!(a.counters.cmd_get, 7);
-        assert_eq!(a.classes, vec![(1, "total_pages", 4)]);
+        assert_eq!(a.classes.len(), 1);
+        assert_eq!(a.classes[0].total_pages, 4);
         let rep = a.latency.report();
         assert_eq!(rep[0], ("get_count".to_string(), "1".to_string()));
     }
