@@ -103,6 +103,25 @@ impl Evictor for Policy {
     }
 }
 
+#[cfg(test)]
+impl Policy {
+    /// Items on a class's list, head to tail, checking the back links (list policies only).
+    pub(crate) fn list(&self, slab: &Slab, class: usize) -> Option<Vec<ItemId>> {
+        let (Policy::Lru(l) | Policy::Fifo(l)) = self else {
+            return None;
+        };
+        let (mut out, mut prev, mut id) = (Vec::new(), NIL, l.ends[class].0);
+        while id != NIL {
+            assert_eq!(item::w0(slab.chunk(id)), prev);
+            out.push(id);
+            prev = id;
+            id = item::w1(slab.chunk(id));
+        }
+        assert_eq!(l.ends[class].1, prev);
+        Some(out)
+    }
+}
+
 /// Per-class doubly linked lists, most recent at the head (LRU and FIFO).
 pub(crate) struct Lists {
     /// (head, tail) per class.
@@ -179,7 +198,14 @@ impl Evictor for Lists {
         }
     }
 
-    fn candidates(&mut self, slab: &Slab, class: usize, n: usize, _now: u32, out: &mut Vec<ItemId>) {
+    fn candidates(
+        &mut self,
+        slab: &Slab,
+        class: usize,
+        n: usize,
+        _now: u32,
+        out: &mut Vec<ItemId>,
+    ) {
         let mut id = self.ends[class].1;
         while id != NIL && out.len() < n {
             out.push(id);
@@ -236,7 +262,14 @@ impl Evictor for Sampler {
     fn on_access(&mut self, _: &mut Slab, _: usize, _: ItemId, _: u32) {}
     fn on_remove(&mut self, _: &mut Slab, _: usize, _: ItemId) {}
     fn on_move(&mut self, _: &mut Slab, _: usize, _: ItemId, _: ItemId) {}
-    fn candidates(&mut self, slab: &Slab, class: usize, n: usize, _now: u32, out: &mut Vec<ItemId>) {
+    fn candidates(
+        &mut self,
+        slab: &Slab,
+        class: usize,
+        n: usize,
+        _now: u32,
+        out: &mut Vec<ItemId>,
+    ) {
         self.sample(slab, class, n, out);
     }
     fn oldest(&self, _: usize) -> Option<ItemId> {
@@ -298,12 +331,17 @@ mod tests {
     use super::*;
     use crate::storage::item::Header;
 
+    /// A slab and `n` items in class `C`, whose pages hold two chunks each, so that a few items
+    /// fill the class (sampling policies assume a full class).
     fn slab_with(n: usize) -> (Slab, Vec<ItemId>) {
-        let mut slab = Slab::new(1 << 20, 1 << 20, 1.25).unwrap();
-        assert!(slab.grow(0));
+        let mut slab = Slab::new(1 << 20, 8 << 20, 1.25).unwrap();
+        assert_eq!(slab.classes()[C].per_page, 2);
         let ids = (0..n)
             .map(|_| {
-                let id = slab.pop_free(0).unwrap();
+                if slab.classes()[C].free == 0 {
+                    assert!(slab.grow(C));
+                }
+                let id = slab.pop_free(C).unwrap();
                 Header::new(1, 1, 0, 0, 0).store(slab.chunk_mut(id));
                 id
             })
@@ -311,66 +349,77 @@ mod tests {
         (slab, ids)
     }
 
+    /// The class of 367 KiB chunks (two per page) with 1.25 growth from 64 bytes.
+    const C: usize = 38;
+
+    fn policy(kind: EvictionPolicy) -> Policy {
+        Policy::new(kind, C + 2, 7)
+    }
+
     fn cands(p: &mut Policy, slab: &Slab, n: usize) -> Vec<ItemId> {
         let mut out = Vec::new();
-        p.candidates(slab, 0, n, 100, &mut out);
+        p.candidates(slab, C, n, 100, &mut out);
         out
     }
 
     #[test]
     fn lru_evicts_least_recent_and_hits_bump() {
         let (mut slab, ids) = slab_with(4);
-        let mut p = Policy::new(EvictionPolicy::Lru, 1, 1);
+        let mut p = policy(EvictionPolicy::Lru);
         for &id in &ids {
-            p.on_insert(&mut slab, 0, id);
+            p.on_insert(&mut slab, C, id);
         }
         assert_eq!(cands(&mut p, &slab, 2), vec![ids[0], ids[1]]);
-        p.on_access(&mut slab, 0, ids[0], 1);
-        assert_eq!(cands(&mut p, &slab, 4), vec![ids[1], ids[2], ids[3], ids[0]]);
-        p.on_remove(&mut slab, 0, ids[2]);
+        p.on_access(&mut slab, C, ids[0], 1);
+        assert_eq!(
+            cands(&mut p, &slab, 4),
+            vec![ids[1], ids[2], ids[3], ids[0]]
+        );
+        p.on_remove(&mut slab, C, ids[2]);
         assert_eq!(cands(&mut p, &slab, 4), vec![ids[1], ids[3], ids[0]]);
-        assert_eq!(p.oldest(0), Some(ids[1]));
+        assert_eq!(p.oldest(C), Some(ids[1]));
+        assert_eq!(p.list(&slab, C).unwrap(), vec![ids[0], ids[3], ids[1]]);
     }
 
     #[test]
     fn fifo_ignores_hits() {
         let (mut slab, ids) = slab_with(3);
-        let mut p = Policy::new(EvictionPolicy::Fifo, 1, 1);
+        let mut p = policy(EvictionPolicy::Fifo);
         for &id in &ids {
-            p.on_insert(&mut slab, 0, id);
+            p.on_insert(&mut slab, C, id);
         }
-        p.on_access(&mut slab, 0, ids[0], 1);
+        p.on_access(&mut slab, C, ids[0], 1);
         assert_eq!(cands(&mut p, &slab, 3), ids);
     }
 
     #[test]
     fn list_follows_a_moved_item() {
         let (mut slab, ids) = slab_with(4);
-        let mut p = Policy::new(EvictionPolicy::Lru, 1, 1);
+        let mut p = policy(EvictionPolicy::Lru);
         for &id in &ids[..3] {
-            p.on_insert(&mut slab, 0, id);
+            p.on_insert(&mut slab, C, id);
         }
-        // Move the middle one into the fourth chunk.
+        // Move the middle one into the fourth chunk, then the ends around.
         slab.copy_item(ids[1], ids[3]);
-        p.on_move(&mut slab, 0, ids[1], ids[3]);
+        p.on_move(&mut slab, C, ids[1], ids[3]);
         assert_eq!(cands(&mut p, &slab, 3), vec![ids[0], ids[3], ids[2]]);
         slab.copy_item(ids[0], ids[1]);
-        p.on_move(&mut slab, 0, ids[0], ids[1]);
+        p.on_move(&mut slab, C, ids[0], ids[1]);
         slab.copy_item(ids[2], ids[0]);
-        p.on_move(&mut slab, 0, ids[2], ids[0]);
+        p.on_move(&mut slab, C, ids[2], ids[0]);
         assert_eq!(cands(&mut p, &slab, 3), vec![ids[1], ids[3], ids[0]]);
     }
 
     #[test]
     fn lfu_prefers_the_least_frequent() {
         let (mut slab, ids) = slab_with(2);
-        let mut p = Policy::new(EvictionPolicy::Lfu, 1, 7);
+        let mut p = policy(EvictionPolicy::Lfu);
         for &id in &ids {
-            p.on_insert(&mut slab, 0, id);
+            p.on_insert(&mut slab, C, id);
             item::set_atime(slab.chunk_mut(id), 100);
         }
         for _ in 0..200 {
-            p.on_access(&mut slab, 0, ids[1], 100);
+            p.on_access(&mut slab, C, ids[1], 100);
         }
         assert!(item::w0(slab.chunk(ids[1])) > LFU_INIT);
         let c = cands(&mut p, &slab, 2);
@@ -380,19 +429,28 @@ mod tests {
     #[test]
     fn lfu_counter_decays_with_idleness() {
         let (mut slab, ids) = slab_with(1);
-        let mut p = Policy::new(EvictionPolicy::Lfu, 1, 7);
-        p.on_insert(&mut slab, 0, ids[0]);
+        let mut p = policy(EvictionPolicy::Lfu);
+        p.on_insert(&mut slab, C, ids[0]);
         item::set_atime(slab.chunk_mut(ids[0]), 0);
-        assert_eq!(lfu_decayed(slab.chunk(ids[0]), 3 * LFU_DECAY_SECS), LFU_INIT - 3);
+        assert_eq!(
+            lfu_decayed(slab.chunk(ids[0]), 3 * LFU_DECAY_SECS),
+            LFU_INIT - 3
+        );
     }
 
     #[test]
     fn random_samples_used_chunks_of_the_class() {
-        let (slab, ids) = slab_with(3);
-        let mut p = Policy::new(EvictionPolicy::Random, 1, 3);
-        let mut out = Vec::new();
-        p.candidates(&slab, 0, 5, 0, &mut out);
-        assert!(out.iter().all(|id| ids.contains(id)));
-        assert_eq!(p.oldest(0), None);
+        let (slab, ids) = slab_with(4);
+        let mut p = policy(EvictionPolicy::Random);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let mut out = Vec::new();
+            p.candidates(&slab, C, 2, 0, &mut out);
+            assert!(!out.is_empty());
+            assert!(out.iter().all(|id| ids.contains(id)));
+            seen.extend(out);
+        }
+        assert_eq!(seen.len(), 4, "every item gets sampled");
+        assert_eq!(p.oldest(C), None);
     }
 }

@@ -101,7 +101,10 @@ mod tests {
         assert_eq!(index.len(), 1000);
         for (i, &id) in ids.iter().enumerate() {
             let key = format!("key{i}");
-            assert_eq!(index.find(&slab, key.as_bytes(), key_hash(key.as_bytes())), Some(id));
+            assert_eq!(
+                index.find(&slab, key.as_bytes(), key_hash(key.as_bytes())),
+                Some(id)
+            );
         }
         assert_eq!(index.find(&slab, b"nope", key_hash(b"nope")), None);
         let h = key_hash(b"key7");

@@ -94,7 +94,13 @@ fn wr64(c: &mut [u8], at: usize, v: u64) {
 
 impl Header {
     /// A header for a new item (links cleared, not fetched).
-    pub(crate) fn new(cas: u64, key_len: usize, value_len: usize, flags: u32, exptime: u32) -> Self {
+    pub(crate) fn new(
+        cas: u64,
+        key_len: usize,
+        value_len: usize,
+        flags: u32,
+        exptime: u32,
+    ) -> Self {
         debug_assert!(key_len > 0 && key_len <= 255);
         debug_assert!(value_len <= MAX_VALUE_LEN);
         Header {

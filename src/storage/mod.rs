@@ -159,7 +159,6 @@ pub struct ItemView<'a> {
     pub cas: u64,
 }
 
-
 /// Counters and gauges of one store, with memcached's names and meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
@@ -777,6 +776,24 @@ impl Store {
 
     // ---- internals ----
 
+    /// Checks every structure against the others (tests only).
+    #[cfg(test)]
+    pub(crate) fn verify(&self) {
+        let used = self.slab.verify();
+        assert_eq!(used.len(), self.index.len(), "index and arena disagree");
+        for &id in &used {
+            let key = item::key(self.slab.chunk(id));
+            assert_eq!(self.index.find(&self.slab, key, key_hash(key)), Some(id));
+        }
+        for class in 0..self.slab.classes().len() {
+            if let Some(list) = self.policy.list(&self.slab, class) {
+                assert_eq!(list.len() as u32, self.slab.classes()[class].used);
+                assert!(list.iter().all(|&id| self.slab.class_of(id) == class));
+            }
+        }
+        assert!(self.slab.bytes_allocated() <= self.config.memory_limit);
+    }
+
     /// The wire CAS of a CAS counter: unique across shards, never 0.
     #[inline]
     fn wire_cas(&self, counter: u64) -> u64 {
@@ -1031,8 +1048,13 @@ impl Store {
     fn make_room(&mut self, class: usize) -> bool {
         let mut cands = std::mem::take(&mut self.candidates);
         cands.clear();
-        self.policy
-            .candidates(&self.slab, class, SEARCH_DEPTH, self.clock.now(), &mut cands);
+        self.policy.candidates(
+            &self.slab,
+            class,
+            SEARCH_DEPTH,
+            self.clock.now(),
+            &mut cands,
+        );
         cands.retain(|&id| id != self.protect);
         let dead = cands.iter().copied().find(|&id| self.is_dead(id));
         let freed = if let Some(id) = dead {
@@ -1128,3 +1150,6 @@ impl Store {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;

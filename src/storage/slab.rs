@@ -74,7 +74,9 @@ impl Slab {
         growth_factor: f64,
     ) -> Result<Slab, String> {
         if !(growth_factor.is_finite() && growth_factor > 1.0) {
-            return Err(format!("growth factor {growth_factor} must be a number above 1"));
+            return Err(format!(
+                "growth factor {growth_factor} must be a number above 1"
+            ));
         }
         if memory_limit < page_size {
             return Err(format!(
@@ -210,7 +212,10 @@ impl Slab {
                 (&b[..cf], &mut a[ot..ot + ct])
             }
         } else {
-            let [a, b] = self.pages.get_disjoint_mut([pf, pt]).expect("distinct pages");
+            let [a, b] = self
+                .pages
+                .get_disjoint_mut([pf, pt])
+                .expect("distinct pages");
             (&a.mem[of..of + cf], &mut b.mem[ot..ot + ct])
         }
     }
@@ -346,7 +351,10 @@ impl Slab {
         debug_assert!(self.pages[p].draining && self.pages[p].used == 0);
         let from = self.pages[p].class as usize;
         let pages = &mut self.classes[from].pages;
-        let at = pages.iter().position(|&x| x == page).expect("page in its class");
+        let at = pages
+            .iter()
+            .position(|&x| x == page)
+            .expect("page in its class");
         pages.swap_remove(at);
         self.assign(p, to);
     }
@@ -393,6 +401,51 @@ impl Slab {
         let page = c.pages[(n / u64::from(c.per_page)) as usize];
         let slot = (n % u64::from(c.per_page)) as u32;
         Some((page << self.slot_bits) | slot)
+    }
+}
+
+#[cfg(test)]
+impl Slab {
+    /// Checks the arena's bookkeeping against its chunks; returns the ids of used chunks.
+    pub(crate) fn verify(&self) -> Vec<ItemId> {
+        let mut used_ids = Vec::new();
+        assert!(self.pages.len() <= self.max_pages);
+        for (ci, c) in self.classes.iter().enumerate() {
+            let (mut used, mut req) = (0u32, 0u64);
+            for &p in &c.pages {
+                let page = &self.pages[p as usize];
+                assert_eq!(page.class as usize, ci);
+                assert!(!page.draining);
+                let mut page_used = 0;
+                for slot in 0..c.per_page {
+                    let id = (p << self.slot_bits) | slot;
+                    let chunk = self.chunk(id);
+                    if item::key_len(chunk) != 0 {
+                        page_used += 1;
+                        req += Header::load(chunk).total_size() as u64;
+                        assert!(Header::load(chunk).total_size() <= c.chunk_size as usize);
+                        used_ids.push(id);
+                    }
+                }
+                assert_eq!(page.used, page_used);
+                used += page_used;
+            }
+            assert_eq!(c.used, used, "class {ci} used");
+            assert_eq!(c.mem_requested, req, "class {ci} mem_requested");
+            let mut free = 0;
+            let (mut prev, mut id) = (NIL, c.free_head);
+            while id != NIL {
+                assert_eq!(self.class_of(id), ci);
+                assert_eq!(item::key_len(self.chunk(id)), 0);
+                assert_eq!(item::w0(self.chunk(id)), prev);
+                free += 1;
+                prev = id;
+                id = item::w1(self.chunk(id));
+            }
+            assert_eq!(c.free, free, "class {ci} free list");
+            assert_eq!(used + free, c.pages.len() as u32 * c.per_page);
+        }
+        used_ids
     }
 }
 
@@ -471,6 +524,7 @@ mod tests {
         assert_eq!(s.classes()[0].free, per);
         let id = s.pop_free(0).unwrap();
         Header::new(1, 1, 1, 0, 0).store(s.chunk_mut(id));
+        s.account(0, 0, 34);
         s.start_drain(0);
         assert_eq!(s.classes()[0].free, 0);
         assert_eq!(s.items_in_page(0), vec![id]);
@@ -480,7 +534,8 @@ mod tests {
         assert!(s.classes()[0].pages.is_empty());
         assert_eq!(s.classes()[3].pages, vec![0]);
         assert_eq!(s.classes()[3].free, s.classes()[3].per_page);
-        assert_eq!(s.class_of(s.pop_free(3).unwrap()), 3);
+        let id = s.pop_free(3).unwrap();
+        assert_eq!(s.class_of(id), 3);
     }
 
     #[test]

@@ -178,13 +178,13 @@ impl ReplyCtx {
     }
 
     /// Whether this request's reply to `outcome` is suppressed (sends nothing): quiet gets drop
-    /// misses, other quiet commands drop success, QuitQ drops everything; errors always go out.
+    /// misses, other quiet commands (QuitQ included) drop success; errors always go out, even
+    /// for QuitQ, as memcached sends a malformed QuitQ its error before closing.
     pub fn suppresses<V>(&self, outcome: &Outcome<V>) -> bool {
         if !self.quiet {
             return false;
         }
         match Kind::of(self.opcode) {
-            Some(Kind::Quit) => true,
             Some(Kind::Get | Kind::GetTouch) => matches!(outcome, Outcome::NotFound),
             _ => matches!(
                 outcome,

@@ -1244,10 +1244,27 @@ fn quit_flush_noop_replies_are_empty_with_zero_cas() {
 }
 
 #[test]
-fn quitq_never_answers() {
-    for outcome in [Outcome::Done, Outcome::InvalidArguments, Outcome::NotFound] {
-        assert!(response(&ctx(0x17), b"", outcome).is_empty());
-    }
+fn quitq_success_is_silent_but_protocol_errors_are_sent() {
+    assert!(response(&ctx(0x17), b"", Outcome::Done).is_empty());
+    // Found by fuzzing, checked on memcached 1.6.18: a malformed QuitQ gets its error.
+    let wire = hex("80 17 0003 00 00 0000 00000002 00000000 0000000000000000 'abc'");
+    let seen = events(&wire);
+    let [Event::Reject {
+        ctx: quitq,
+        outcome,
+        ..
+    }] = &seen.events[..]
+    else {
+        panic!("{seen:?}");
+    };
+    assert_eq!(
+        response(quitq, b"", outcome.as_ref().map_bytes(|v| &v[..])),
+        hex("81 17 0000 00 00 0081 0000000f 00000000 0000000000000000 'Unknown command'")
+    );
+    assert_eq!(
+        response(&ctx(0x17), b"", Outcome::InvalidArguments),
+        hex("81 17 0000 00 00 0004 00000011 00000000 0000000000000000 'Invalid arguments'")
+    );
 }
 
 #[test]
