@@ -267,3 +267,65 @@ fn parse_helper_handles_partial_buffers() {
     let (r, used) = parse_response(&bytes).unwrap();
     assert_eq!((r.value.as_slice(), r.opaque, used), (&b"ok"[..], 9, 26));
 }
+
+/// `n` keys with `prefix` that shard `shard` of `shards` owns.
+fn keys_on_shard(prefix: &str, shard: usize, shards: usize, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|k| {
+            corecached::server::router::owner(corecached::storage::key_hash(k.as_bytes()), shards)
+                == shard
+        })
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn big_replies_from_many_shards_stay_in_order() {
+    // Replies past the per-batch cap are deferred and fetched again; order must hold across
+    // shards, with writes interleaved between the reads. For each shard in turn, all big values
+    // live there: whenever that is not the connection's own shard, its replies are deferred.
+    let s = Server::start(&["-t", "4", "-vv"]);
+    let mut c = s.client();
+    let big = |i: usize| vec![b'a' + (i % 26) as u8; 100_000 + i];
+    for shard in 0..4 {
+        let keys = keys_on_shard(&format!("big{shard}:"), shard, 4, 6);
+        for (i, k) in keys.iter().enumerate() {
+            c.set(k.as_bytes(), &big(i));
+        }
+        let mut bytes = Vec::new();
+        let mut expect: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut opaque = 0u32;
+        for round in 0..4 {
+            for (i, k) in keys.iter().enumerate() {
+                let mut r = get(op::GET, k.as_bytes());
+                r.opaque = opaque;
+                bytes.extend(r.encode());
+                expect.push((opaque, big(i)));
+                let small = format!("small{shard}:{round}:{i}");
+                let mut w = store(op::SET, small.as_bytes(), small.as_bytes(), 0, 0);
+                w.opaque = opaque + 1;
+                bytes.extend(w.encode());
+                expect.push((opaque + 1, Vec::new()));
+                let mut g = get(op::GET, small.as_bytes());
+                g.opaque = opaque + 2;
+                bytes.extend(g.encode());
+                expect.push((opaque + 2, small.into_bytes()));
+                opaque += 3;
+            }
+        }
+        let mut end = get(op::NOOP, b"");
+        end.opaque = u32::MAX;
+        bytes.extend(end.encode());
+        let got = run_pipeline(&mut c, bytes);
+        assert_eq!(got.len(), expect.len() + 1);
+        for (r, (opaque, value)) in got.iter().zip(&expect) {
+            assert_eq!((r.opaque, r.status), (*opaque, status::OK));
+            assert!(r.value == *value, "opaque {opaque}: wrong value");
+        }
+    }
+    let deferred = common::wait_until(std::time::Duration::from_secs(5), || {
+        s.log().contains("batch partly deferred")
+    });
+    assert!(deferred, "the deferral path was not exercised");
+}

@@ -378,6 +378,10 @@ async fn gather(
             return Ok(());
         }
         // Some owner deferred: write what is ready, then ask again for shards fully answered.
+        log::trace!(
+            "batch partly deferred at request {next} of {}",
+            entries.len()
+        );
         write_out(core, stream, out).await?;
         for o in 0..n {
             let answered = replies[o].as_ref().map_or(0, |r| r.outcomes.len());
