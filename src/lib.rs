@@ -3,11 +3,15 @@
 //! Crate map (one line per module):
 //! - [`protocol`]: pure wire codecs, bytes <-> protocol-neutral `Command` / `Outcome`; no I/O.
 //! - [`storage`]: one shard's cache (slab arena, index, eviction, TTL, CAS); pure and synchronous.
+//! - [`server`]: the runtime: one glommio executor per shard, connections, cross-shard batches.
+//! - [`config`]: command-line flags (memcached's names) and their validation.
 //!
 //! Dependency rule: `server` -> `protocol`, `storage`; `client` -> `protocol`; `protocol` and
 //! `storage` depend on nothing of ours. No module reaches upward.
 
+pub mod config;
 pub mod protocol;
+pub mod server;
 pub mod storage;
 
 /// The version string reported on the wire: a numeric memcached-style `1.6.N` prefix (libmemcached

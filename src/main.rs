@@ -1,3 +1,40 @@
-fn main() {
-    let _ = glommio::LocalExecutorBuilder::default();
+//! The `corecached` binary: parse flags, set up logging, run the server.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use corecached::config::Args;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("corecached: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.verbosity);
+    match corecached::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("corecached: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Info by default (lifecycle lines such as the readiness line), `-v` debug (connections),
+/// `-vv` trace; `RUST_LOG` overrides. glommio's own logs stay at warn unless `-vv`.
+fn init_logging(verbosity: u8) {
+    let (ours, theirs) = match verbosity {
+        0 => ("info", "warn"),
+        1 => ("debug", "warn"),
+        _ => ("trace", "debug"),
+    };
+    let default = format!("{ours},glommio={theirs}");
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp_millis()
+        .init();
 }

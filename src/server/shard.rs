@@ -1,0 +1,207 @@
+//! One core's shard: its `Store`, counters and latency histograms. Every command that touches a
+//! store runs through [`Shard::execute`], whether it came from a local connection or over the
+//! mesh — the one place mutations pass (replication will hook in here).
+
+use std::cell::{Ref, RefCell, RefMut};
+use std::time::Instant;
+
+use crate::protocol::{ArithOp, Command, Outcome, StoreMode};
+use crate::storage::{self, ItemView, Store, StoreError};
+
+use super::router::{ReplyBatch, RequestBatch, Span};
+use super::stats::{Counters, Kind, Latencies, Snapshot};
+
+/// Items the background reclaimer may examine per tick.
+pub const RECLAIM_BUDGET: usize = 4096;
+
+/// A core's cache and its statistics. Lives on one executor; never shared across threads.
+pub struct Shard {
+    /// This shard's index.
+    pub id: usize,
+    store: RefCell<Store>,
+    counters: RefCell<Counters>,
+    latency: RefCell<Latencies>,
+}
+
+fn outcome_of(e: StoreError) -> Outcome<Span> {
+    match e {
+        StoreError::NotFound => Outcome::NotFound,
+        StoreError::Exists => Outcome::Exists,
+        StoreError::NotStored => Outcome::NotStored,
+        StoreError::NonNumeric => Outcome::NonNumeric,
+        StoreError::TooLarge => Outcome::TooLarge,
+        StoreError::OutOfMemory => Outcome::OutOfMemory,
+        StoreError::BadKey => Outcome::InvalidArguments,
+    }
+}
+
+fn store_mode(m: StoreMode) -> storage::StoreMode {
+    match m {
+        StoreMode::Set => storage::StoreMode::Set,
+        StoreMode::Add => storage::StoreMode::Add,
+        StoreMode::Replace => storage::StoreMode::Replace,
+        StoreMode::Append => storage::StoreMode::Append,
+        StoreMode::Prepend => storage::StoreMode::Prepend,
+    }
+}
+
+impl Shard {
+    /// Wraps a store as shard `id`.
+    pub fn new(id: usize, store: Store) -> Shard {
+        Shard {
+            id,
+            store: RefCell::new(store),
+            counters: RefCell::new(Counters::default()),
+            latency: RefCell::new(Latencies::default()),
+        }
+    }
+
+    /// The counters, for connection-level events (bytes, connections).
+    pub fn counters(&self) -> RefMut<'_, Counters> {
+        self.counters.borrow_mut()
+    }
+
+    /// The store, read-only (e.g. for statistics).
+    pub fn store(&self) -> Ref<'_, Store> {
+        self.store.borrow()
+    }
+
+    /// Runs one item command (or a flush) against this shard's store. Values of hits are copied
+    /// into `arena`; the outcome refers to them by span. The store keeps the hit/miss counters;
+    /// this counts the commands and their latency.
+    pub fn execute(&self, cmd: Command<&[u8]>, hash: u64, arena: &mut Vec<u8>) -> Outcome<Span> {
+        let started = Instant::now();
+        let mut store = self.store.borrow_mut();
+        let mut c = self.counters.borrow_mut();
+        let value = |item: ItemView<'_>, arena: &mut Vec<u8>| Outcome::Value {
+            flags: item.flags,
+            cas: item.cas,
+            value: Span::push(arena, item.value),
+        };
+        let (kind, outcome) = match cmd {
+            Command::Get { key, touch: None } => {
+                c.cmd_get += 1;
+                let o = store.get(key, hash).map(|item| value(item, arena));
+                (Kind::Get, o)
+            }
+            Command::Get {
+                key,
+                touch: Some(exptime),
+            } => {
+                c.cmd_touch += 1;
+                let o = store
+                    .get_and_touch(key, hash, exptime)
+                    .map(|item| value(item, arena));
+                (Kind::Gat, o)
+            }
+            Command::Store {
+                mode,
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+            } => {
+                c.cmd_set += 1;
+                let o = store
+                    .store(store_mode(mode), key, hash, value, flags, exptime, cas)
+                    .map(|cas| Outcome::Stored { cas });
+                (Kind::Set, o)
+            }
+            Command::Arith {
+                op,
+                key,
+                delta,
+                on_miss,
+                cas,
+            } => {
+                let op = match op {
+                    ArithOp::Incr => storage::ArithOp::Incr,
+                    ArithOp::Decr => storage::ArithOp::Decr,
+                };
+                let o = store
+                    .arith(op, key, hash, delta, on_miss, cas)
+                    .map(|(value, cas)| Outcome::Counter { value, cas });
+                (Kind::Arith, o)
+            }
+            Command::Delete { key, cas } => {
+                let o = store.delete(key, hash, cas).map(|()| Outcome::Deleted);
+                (Kind::Delete, o)
+            }
+            Command::Touch { key, exptime } => {
+                c.cmd_touch += 1;
+                let o = store
+                    .touch(key, hash, exptime)
+                    .map(|item| Outcome::Touched {
+                        flags: item.flags,
+                        cas: item.cas,
+                    });
+                (Kind::Touch, o)
+            }
+            Command::Flush { delay } => {
+                store.flush(delay);
+                return Outcome::Done;
+            }
+            // Server-level commands never reach a shard.
+            _ => return Outcome::UnknownCommand,
+        };
+        drop((store, c));
+        self.latency.borrow_mut().record(kind, started.elapsed());
+        outcome.unwrap_or_else(outcome_of)
+    }
+
+    /// Runs a batch from another shard, in order, until its reply holds `cap` bytes of values;
+    /// what is left goes back unexecuted in [`ReplyBatch::rest`].
+    pub fn execute_batch(&self, mut batch: RequestBatch, cap: usize) -> ReplyBatch {
+        let mut reply = ReplyBatch {
+            outcomes: Vec::with_capacity(batch.len()),
+            arena: Vec::new(),
+            rest: None,
+        };
+        let mut done = 0;
+        for (cmd, hash) in &batch.commands {
+            if reply.arena.len() >= cap {
+                break;
+            }
+            let cmd = cmd.clone().map_bytes(|s| s.get(&batch.arena));
+            reply
+                .outcomes
+                .push(self.execute(cmd, *hash, &mut reply.arena));
+            done += 1;
+        }
+        if done < batch.len() {
+            batch.commands.drain(..done);
+            reply.rest = Some(batch);
+        }
+        reply
+    }
+
+    /// Advances the store's clock to `unix_secs`.
+    pub fn tick(&self, unix_secs: u64) {
+        self.store.borrow_mut().set_time(unix_secs);
+    }
+
+    /// One background housekeeping step: reclaim expired items, move a page if needed.
+    pub fn housekeep(&self) {
+        let mut store = self.store.borrow_mut();
+        store.reclaim(RECLAIM_BUDGET);
+        store.rebalance();
+    }
+
+    /// This shard's contribution to `stats`.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            counters: *self.counters.borrow(),
+            store: self.store.borrow().stats(),
+            classes: self.store.borrow().slab_stats(),
+            latency: self.latency.borrow().clone(),
+        }
+    }
+
+    /// Zeroes the counters and histograms (`stats reset`).
+    pub fn reset_stats(&self) {
+        *self.counters.borrow_mut() = Counters::default();
+        self.latency.borrow_mut().reset();
+        self.store.borrow_mut().reset_stats();
+    }
+}

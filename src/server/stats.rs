@@ -1,0 +1,485 @@
+//! Per-shard counters and latency histograms, and their aggregation into memcached's `stats`
+//! replies (names, order and meanings of memcached 1.6.18 where a true value exists; names that
+//! would only carry a made-up value are left out).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+
+use crate::storage::{SlabClassStats, StoreStats};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Event counters of one shard; summed over shards for `stats`.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Counters {
+            /// Adds another shard's counters to these.
+            pub fn add(&mut self, other: &Counters) {
+                $(self.$name += other.$name;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections accepted.
+    total_connections,
+    /// Connections refused because of `-c`.
+    rejected_connections,
+    /// Get requests (GAT counts as touch, as in memcached).
+    cmd_get,
+    /// Storage requests.
+    cmd_set,
+    /// Flush requests.
+    cmd_flush,
+    /// Touch and GAT requests.
+    cmd_touch,
+    /// Stores refused for size by the codec, before reaching a store.
+    store_too_large,
+    /// Bytes read from clients.
+    bytes_read,
+    /// Bytes written to clients.
+    bytes_written,
+}
+
+/// Command kinds with their own latency histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Get, GetK and their quiet variants.
+    Get,
+    /// Get-and-touch variants.
+    Gat,
+    /// Set/Add/Replace/Append/Prepend.
+    Set,
+    /// Delete.
+    Delete,
+    /// Incr/Decr.
+    Arith,
+    /// Touch.
+    Touch,
+}
+
+impl Kind {
+    /// Every kind, in report order.
+    pub const ALL: [Kind; 6] = [
+        Kind::Get,
+        Kind::Gat,
+        Kind::Set,
+        Kind::Delete,
+        Kind::Arith,
+        Kind::Touch,
+    ];
+
+    /// The kind's name in the `latency` group.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Get => "get",
+            Kind::Gat => "gat",
+            Kind::Set => "set",
+            Kind::Delete => "delete",
+            Kind::Arith => "incr_decr",
+            Kind::Touch => "touch",
+        }
+    }
+}
+
+/// Highest latency the histograms track, in nanoseconds (longer ones are clamped).
+const LATENCY_MAX_NS: u64 = 60_000_000_000;
+
+fn new_histogram() -> Histogram<u64> {
+    // Two significant digits keep each histogram a few tens of KiB.
+    Histogram::new_with_bounds(1, LATENCY_MAX_NS, 2).expect("valid histogram bounds")
+}
+
+/// Execution time of commands on the owning shard, per kind.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    hist: Vec<Histogram<u64>>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies {
+            hist: Kind::ALL.iter().map(|_| new_histogram()).collect(),
+        }
+    }
+}
+
+impl Latencies {
+    /// Records one command's execution time.
+    #[inline]
+    pub fn record(&mut self, kind: Kind, took: Duration) {
+        let ns = (took.as_nanos() as u64).clamp(1, LATENCY_MAX_NS);
+        // Cannot fail: the value is within the bounds.
+        let _ = self.hist[kind as usize].record(ns);
+    }
+
+    /// Adds another shard's histograms.
+    pub fn add(&mut self, other: &Latencies) {
+        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+            // Same bounds on every shard, so adding cannot fail.
+            let _ = a.add(b);
+        }
+    }
+
+    /// Forgets everything recorded.
+    pub fn reset(&mut self) {
+        self.hist.iter_mut().for_each(|h| h.reset());
+    }
+
+    /// The `latency` group: per kind the count and p50/p90/p99/p999/max in microseconds.
+    pub fn report(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for kind in Kind::ALL {
+            let h = &self.hist[kind as usize];
+            let name = kind.name();
+            out.push((format!("{name}_count"), h.len().to_string()));
+            for (label, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
+                out.push((format!("{name}_{label}_us"), micros(h.value_at_quantile(q))));
+            }
+            out.push((format!("{name}_max_us"), micros(h.max())));
+        }
+        out
+    }
+}
+
+fn micros(ns: u64) -> String {
+    format!("{}.{:03}", ns / 1000, ns % 1000)
+}
+
+/// Adds another shard's store statistics (all counters and gauges sum).
+pub fn add_store_stats(a: &mut StoreStats, b: &StoreStats) {
+    macro_rules! sum {
+        ($($f:ident),*) => { $(a.$f += b.$f;)* };
+    }
+    sum!(
+        curr_items,
+        total_items,
+        bytes,
+        evictions,
+        evicted_unfetched,
+        expired_unfetched,
+        reclaimed,
+        get_hits,
+        get_misses,
+        get_expired,
+        get_flushed,
+        delete_hits,
+        delete_misses,
+        incr_hits,
+        incr_misses,
+        decr_hits,
+        decr_misses,
+        cas_hits,
+        cas_misses,
+        cas_badval,
+        touch_hits,
+        touch_misses,
+        store_too_large,
+        store_no_memory,
+        slabs_moved,
+        slab_reassign_rescues,
+        slab_reassign_evictions,
+        total_malloced,
+        limit_maxbytes,
+        hash_bytes
+    );
+}
+
+/// Adds one shard's slab class statistics into the per-class totals.
+pub fn add_class_stats(total: &mut Vec<SlabClassStats>, more: &[SlabClassStats]) {
+    for m in more {
+        let Some(t) = total.iter_mut().find(|t| t.class == m.class) else {
+            total.push(*m);
+            continue;
+        };
+        macro_rules! sum {
+            ($($f:ident),*) => { $(t.$f += m.$f;)* };
+        }
+        sum!(
+            total_pages,
+            total_chunks,
+            used_chunks,
+            free_chunks,
+            mem_requested,
+            number,
+            evicted,
+            evicted_unfetched,
+            expired_unfetched,
+            reclaimed,
+            outofmemory
+        );
+        t.age = t.age.max(m.age);
+    }
+}
+
+/// Everything one shard contributes to a `stats` reply.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Event counters.
+    pub counters: Counters,
+    /// Store counters and gauges.
+    pub store: StoreStats,
+    /// Per slab class statistics, summed by class.
+    pub classes: Vec<SlabClassStats>,
+    /// Latency histograms.
+    pub latency: Latencies,
+}
+
+impl Snapshot {
+    /// Merges another shard's snapshot into this one.
+    pub fn add(&mut self, o: &Snapshot) {
+        self.counters.add(&o.counters);
+        add_store_stats(&mut self.store, &o.store);
+        add_class_stats(&mut self.classes, &o.classes);
+        self.latency.add(&o.latency);
+    }
+}
+
+/// Process-wide facts the general group reports next to the summed snapshot.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// Process start, Unix seconds.
+    pub started: u64,
+    /// Shard count.
+    pub threads: usize,
+    /// `-c`.
+    pub max_connections: usize,
+    /// Open client connections now.
+    pub curr_connections: usize,
+    /// `-m` in bytes.
+    pub limit_maxbytes: usize,
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn rusage() -> (String, String) {
+    // SAFETY: getrusage only writes the zeroed plain-data struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
+    (tv(ru.ru_utime), tv(ru.ru_stime))
+}
+
+/// The general group, in memcached 1.6.18's order.
+pub fn general(info: &ServerInfo, s: &Snapshot) -> Vec<(String, String)> {
+    let now = unix_now();
+    let c = &s.counters;
+    let st = &s.store;
+    let (user, system) = rusage();
+    let mut out: Vec<(String, String)> = Vec::with_capacity(64);
+    let mut put = |k: &str, v: String| out.push((k.to_string(), v));
+    put("pid", std::process::id().to_string());
+    put("uptime", now.saturating_sub(info.started).to_string());
+    put("time", now.to_string());
+    put("version", crate::VERSION_STRING.to_string());
+    put("pointer_size", (usize::BITS).to_string());
+    put("rusage_user", user);
+    put("rusage_system", system);
+    put("max_connections", info.max_connections.to_string());
+    put("curr_connections", info.curr_connections.to_string());
+    put("total_connections", c.total_connections.to_string());
+    put("rejected_connections", c.rejected_connections.to_string());
+    put("cmd_get", c.cmd_get.to_string());
+    put("cmd_set", c.cmd_set.to_string());
+    put("cmd_flush", c.cmd_flush.to_string());
+    put("cmd_touch", c.cmd_touch.to_string());
+    put("get_hits", st.get_hits.to_string());
+    put("get_misses", st.get_misses.to_string());
+    put("get_expired", st.get_expired.to_string());
+    put("get_flushed", st.get_flushed.to_string());
+    put("delete_misses", st.delete_misses.to_string());
+    put("delete_hits", st.delete_hits.to_string());
+    put("incr_misses", st.incr_misses.to_string());
+    put("incr_hits", st.incr_hits.to_string());
+    put("decr_misses", st.decr_misses.to_string());
+    put("decr_hits", st.decr_hits.to_string());
+    put("cas_misses", st.cas_misses.to_string());
+    put("cas_hits", st.cas_hits.to_string());
+    put("cas_badval", st.cas_badval.to_string());
+    put("touch_hits", st.touch_hits.to_string());
+    put("touch_misses", st.touch_misses.to_string());
+    put(
+        "store_too_large",
+        (st.store_too_large + c.store_too_large).to_string(),
+    );
+    put("store_no_memory", st.store_no_memory.to_string());
+    // SASL is off: memcached reports zeros then too.
+    put("auth_cmds", "0".into());
+    put("auth_errors", "0".into());
+    put("bytes_read", c.bytes_read.to_string());
+    put("bytes_written", c.bytes_written.to_string());
+    put("limit_maxbytes", info.limit_maxbytes.to_string());
+    put("accepting_conns", "1".into());
+    put("threads", info.threads.to_string());
+    put("hash_bytes", st.hash_bytes.to_string());
+    put(
+        "slab_reassign_rescues",
+        st.slab_reassign_rescues.to_string(),
+    );
+    put(
+        "slab_reassign_evictions_nomem",
+        st.slab_reassign_evictions.to_string(),
+    );
+    put("slabs_moved", st.slabs_moved.to_string());
+    put("bytes", st.bytes.to_string());
+    put("curr_items", st.curr_items.to_string());
+    put("total_items", st.total_items.to_string());
+    put("expired_unfetched", st.expired_unfetched.to_string());
+    put("evicted_unfetched", st.evicted_unfetched.to_string());
+    put("evictions", st.evictions.to_string());
+    put("reclaimed", st.reclaimed.to_string());
+    out
+}
+
+/// Settings the `settings` group reports.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `-m` in bytes.
+    pub maxbytes: usize,
+    /// `-c`.
+    pub maxconns: usize,
+    /// Bound TCP port.
+    pub tcpport: u16,
+    /// Listen address(es), comma separated.
+    pub inter: String,
+    /// `-v` count.
+    pub verbosity: u8,
+    /// `-f`.
+    pub growth_factor: f64,
+    /// Shards.
+    pub num_threads: usize,
+    /// `-I`.
+    pub item_size_max: usize,
+    /// `--eviction` name.
+    pub eviction: &'static str,
+}
+
+/// The settings group, memcached's names in its order, then ours.
+pub fn settings(s: &Settings) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(24);
+    let mut put = |k: &str, v: String| out.push((k.to_string(), v));
+    put("maxbytes", s.maxbytes.to_string());
+    put("maxconns", s.maxconns.to_string());
+    put("tcpport", s.tcpport.to_string());
+    put("udpport", "0".into());
+    put("inter", s.inter.clone());
+    put("verbosity", s.verbosity.to_string());
+    put("evictions", "on".into());
+    put("domain_socket", "NULL".into());
+    put("growth_factor", format!("{:.2}", s.growth_factor));
+    put("num_threads", s.num_threads.to_string());
+    put("cas_enabled", "yes".into());
+    put("tcp_backlog", "1024".into());
+    put("binding_protocol", "auto-negotiate".into());
+    put("auth_enabled_sasl", "no".into());
+    put("item_size_max", s.item_size_max.to_string());
+    put("slab_reassign", "yes".into());
+    put("flush_enabled", "yes".into());
+    put("hash_algorithm", "xxh3".into());
+    put("eviction_policy", s.eviction.into());
+    out
+}
+
+/// The `slabs` group: per class with pages, memcached's field names, then the totals.
+pub fn slabs(s: &Snapshot) -> Vec<(String, String)> {
+    let mut classes: Vec<&SlabClassStats> =
+        s.classes.iter().filter(|c| c.total_pages > 0).collect();
+    classes.sort_by_key(|c| c.class);
+    let mut out = Vec::new();
+    for c in &classes {
+        let n = c.class;
+        for (field, v) in [
+            ("chunk_size", c.chunk_size),
+            ("chunks_per_page", c.chunks_per_page),
+            ("total_pages", c.total_pages),
+            ("total_chunks", c.total_chunks),
+            ("used_chunks", c.used_chunks),
+            ("free_chunks", c.free_chunks),
+        ] {
+            out.push((format!("{n}:{field}"), v.to_string()));
+        }
+    }
+    out.push(("active_slabs".into(), classes.len().to_string()));
+    out.push(("total_malloced".into(), s.store.total_malloced.to_string()));
+    out
+}
+
+/// The `items` group: `items:<class>:<field>` for every class holding items.
+pub fn items(s: &Snapshot) -> Vec<(String, String)> {
+    let mut classes: Vec<&SlabClassStats> = s.classes.iter().filter(|c| c.number > 0).collect();
+    classes.sort_by_key(|c| c.class);
+    let mut out = Vec::new();
+    for c in classes {
+        let n = c.class;
+        for (field, v) in [
+            ("number", c.number),
+            ("age", c.age),
+            ("mem_requested", c.mem_requested),
+            ("evicted", c.evicted),
+            ("outofmemory", c.outofmemory),
+            ("reclaimed", c.reclaimed),
+            ("expired_unfetched", c.expired_unfetched),
+            ("evicted_unfetched", c.evicted_unfetched),
+        ] {
+            out.push((format!("items:{n}:{field}"), v.to_string()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_sum() {
+        let mut a = Snapshot::default();
+        a.counters.cmd_get = 2;
+        a.classes.push(SlabClassStats {
+            class: 1,
+            total_pages: 3,
+            ..Default::default()
+        });
+        let mut b = Snapshot::default();
+        b.counters.cmd_get = 5;
+        b.classes.push(SlabClassStats {
+            class: 1,
+            total_pages: 1,
+            ..Default::default()
+        });
+        b.latency.record(Kind::Get, Duration::from_micros(3));
+        a.add(&b);
+        assert_eq!(a.counters.cmd_get, 7);
+        assert_eq!(a.classes.len(), 1);
+        assert_eq!(a.classes[0].total_pages, 4);
+        let rep = a.latency.report();
+        assert_eq!(rep[0], ("get_count".to_string(), "1".to_string()));
+    }
+
+    #[test]
+    fn general_starts_like_memcached() {
+        let info = ServerInfo {
+            started: unix_now(),
+            threads: 2,
+            max_connections: 1024,
+            curr_connections: 1,
+            limit_maxbytes: 64 << 20,
+        };
+        let g = general(&info, &Snapshot::default());
+        let names: Vec<&str> = g.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(&names[..4], &["pid", "uptime", "time", "version"]);
+    }
+}
