@@ -24,7 +24,7 @@ fn mixed_pipeline(n: u32, keys: u32) -> (Vec<u8>, Vec<Expect>) {
         let value = format!("v{opaque}").into_bytes();
         let mut req = match rng % 7 {
             0 | 1 => {
-                let quiet = rng % 2 == 0;
+                let quiet = rng.is_multiple_of(2);
                 let opcode = if quiet { op::SETQ } else { op::SET };
                 model.insert(key.clone(), value.clone());
                 if !quiet {
@@ -48,7 +48,7 @@ fn mixed_pipeline(n: u32, keys: u32) -> (Vec<u8>, Vec<Expect>) {
                 get(op::GETKQ, &key).encode()
             }
             5 => {
-                let opcode = if rng % 3 == 0 {
+                let opcode = if rng.is_multiple_of(3) {
                     op::DELETE
                 } else {
                     op::DELETEQ
