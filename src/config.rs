@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(short = 'f', long = "slab-growth-factor", default_value_t = 1.25)]
     pub growth_factor: f64,
 
-    /// More logging: -v info about connections, -vv debug, -vvv trace.
+    /// More logging: -v debug (connections), -vv trace.
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
 
