@@ -42,6 +42,20 @@ pub enum Command<B> {
         /// New exptime (wire value, memcached rules) for get-and-touch.
         touch: Option<i64>,
     },
+    /// Meta get: a lookup that also reports the item's metadata ([`Outcome::Item`]).
+    MetaGet {
+        /// The key.
+        key: B,
+        /// New exptime to set on a hit (wire value, memcached rules).
+        touch: Option<i64>,
+        /// Whether the value is wanted (else only metadata is returned).
+        value: bool,
+    },
+    /// Item metadata without side effects (meta `me`): [`Outcome::Info`].
+    Inspect {
+        /// The key.
+        key: B,
+    },
     /// Set/Add/Replace/Append/Prepend; `cas != 0` turns it into a compare-and-swap.
     Store {
         /// Which storage rule applies.
@@ -128,6 +142,12 @@ impl<B> Command<B> {
     pub fn map_bytes<C>(self, mut f: impl FnMut(B) -> C) -> Command<C> {
         match self {
             Command::Get { key, touch } => Command::Get { key: f(key), touch },
+            Command::MetaGet { key, touch, value } => Command::MetaGet {
+                key: f(key),
+                touch,
+                value,
+            },
+            Command::Inspect { key } => Command::Inspect { key: f(key) },
             Command::Store {
                 mode,
                 key,
@@ -192,6 +212,8 @@ impl<B> Command<B> {
     pub fn key(&self) -> Option<&B> {
         match self {
             Command::Get { key, .. }
+            | Command::MetaGet { key, .. }
+            | Command::Inspect { key }
             | Command::Store { key, .. }
             | Command::Arith { key, .. }
             | Command::Delete { key, .. }
@@ -199,6 +221,25 @@ impl<B> Command<B> {
             _ => None,
         }
     }
+}
+
+/// Item metadata the meta protocol reports (flags `s t l h`, command `me`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ItemMeta {
+    /// Value length in bytes.
+    pub value_len: u32,
+    /// Seconds left to live; -1 = never expires.
+    pub ttl: i64,
+    /// Seconds since the last access (before this request).
+    pub idle: u32,
+    /// Whether the item had been read before this request.
+    pub fetched: bool,
+    /// The item's CAS.
+    pub cas: u64,
+    /// Slab class, 1-based.
+    pub class: u32,
+    /// Item size as stored (header + key + value).
+    pub size: u32,
 }
 
 /// The result of executing one command, protocol-neutral; values held as `V`.
@@ -213,6 +254,19 @@ pub enum Outcome<V> {
         /// The data block.
         value: V,
     },
+    /// A meta get hit: the item and its metadata (read before this access).
+    Item {
+        /// Client flags.
+        flags: u32,
+        /// The item's CAS.
+        cas: u64,
+        /// The data block (empty when not asked for).
+        value: V,
+        /// What the store knows about the item.
+        meta: ItemMeta,
+    },
+    /// Metadata of an item (meta `me`).
+    Info(ItemMeta),
     /// A storage command stored the item; `cas` is the new CAS.
     Stored {
         /// New CAS of the item.
@@ -277,6 +331,18 @@ impl<V> Outcome<V> {
                 cas,
                 value: f(value),
             },
+            Outcome::Item {
+                flags,
+                cas,
+                value,
+                meta,
+            } => Outcome::Item {
+                flags,
+                cas,
+                value: f(value),
+                meta,
+            },
+            Outcome::Info(m) => Outcome::Info(m),
             Outcome::Stored { cas } => Outcome::Stored { cas },
             Outcome::Deleted => Outcome::Deleted,
             Outcome::Counter { value, cas } => Outcome::Counter { value, cas },

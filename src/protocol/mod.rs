@@ -5,8 +5,10 @@
 
 pub mod binary;
 pub mod command;
+pub mod meta;
+pub mod text;
 
-pub use command::{ArithOp, Command, Outcome, StoreMode};
+pub use command::{ArithOp, Command, ItemMeta, Outcome, StoreMode};
 
 /// memcached's key length limit (`KEY_MAX_LENGTH`).
 pub const KEY_MAX_LEN: usize = 250;
@@ -27,6 +29,19 @@ impl Default for Limits {
             max_item_size: 1024 * 1024,
         }
     }
+}
+
+/// A wire protocol as a connection drives it: decode requests from the front of the read
+/// buffer, encode each outcome in request order. A codec may keep state between calls (the text
+/// protocol splits a multi-key `get` into one request per key).
+pub trait Codec {
+    /// What encoding a reply needs beyond the [`Outcome`], kept from decode to encode.
+    type Ctx;
+    /// Decodes the request at the front of `buf` (see [`Decode`]).
+    fn decode<'a>(&mut self, buf: &'a [u8], limits: &Limits) -> Decode<'a, Self::Ctx>;
+    /// Appends the reply to `outcome` (nothing when the protocol suppresses it); `key` is the
+    /// request's key, empty when it has none.
+    fn encode(&mut self, out: &mut Vec<u8>, ctx: &Self::Ctx, key: &[u8], outcome: &Outcome<&[u8]>);
 }
 
 /// What the decoder made of the front of the buffer. `Ctx` is the protocol's per-request reply

@@ -2,6 +2,10 @@
 //! remote ones to their owner shards as one batch each -> gather outcomes in request order ->
 //! encode into one buffer -> one write.
 //!
+//! The first byte fixes the protocol for the connection's life, as in memcached: 0x80 = binary,
+//! anything else = text + meta. Everything below is generic over the [`Codec`], so both protocols
+//! share routing, batching, ordering and back-pressure.
+//!
 //! Memory per connection stays bounded: the read buffer holds at most one request beyond what was
 //! decoded; a batch stops growing once its local replies hold [`REPLY_CAP`] bytes, and an owner
 //! shard defers the rest of a batch once its reply holds that much, so a slow reader with a huge
@@ -14,8 +18,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use log::debug;
 
-use crate::protocol::binary::{self, ReplyCtx};
-use crate::protocol::{Command, Decode, Outcome};
+use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
+use crate::protocol::text::TextCodec;
+use crate::protocol::{Codec, Command, Decode, Outcome};
 use crate::storage::key_hash;
 
 use super::router::{owner, Reply, ReplyBatch, Request, RequestBatch, Span};
@@ -41,7 +46,13 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
         skip: 0,
         out: Vec::new(),
     };
-    match conn.run().await {
+    let result = match conn.fill().await {
+        Ok(false) => Ok(()),
+        Ok(true) if conn.rbuf[0] == REQUEST_MAGIC => conn.run(BinaryCodec).await,
+        Ok(true) => conn.run(TextCodec::default()).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(()) => debug!("connection {peer:?} closed"),
         Err(e) => debug!("connection {peer:?} ended: {e}"),
     }
@@ -68,29 +79,34 @@ struct Step {
 }
 
 impl Conn {
-    async fn run(&mut self) -> io::Result<()> {
+    /// Reads once more into the buffer; false when the peer left or the server stops.
+    async fn fill(&mut self) -> io::Result<bool> {
         let max_buf = self.core.limits.max_item_size + 64 * 1024;
+        self.make_room(max_buf)?;
+        let stop = self.core.stop.clone();
+        let read = futures_lite::future::or(
+            async { Some(self.stream.read(&mut self.rbuf[self.end..]).await) },
+            async {
+                let _ = stop.acquire(1).await;
+                None
+            },
+        )
+        .await;
+        let n = match read {
+            None => return Ok(false),
+            Some(r) => r?,
+        };
+        if n == 0 {
+            return Ok(false);
+        }
+        self.core.shard.counters().bytes_read += n as u64;
+        self.end += n;
+        Ok(true)
+    }
+
+    async fn run<C: Codec>(&mut self, mut codec: C) -> io::Result<()> {
         loop {
-            self.make_room(max_buf)?;
-            let stop = self.core.stop.clone();
-            let read = futures_lite::future::or(
-                async { Some(self.stream.read(&mut self.rbuf[self.end..]).await) },
-                async {
-                    let _ = stop.acquire(1).await;
-                    None
-                },
-            )
-            .await;
-            let n = match read {
-                None => return Ok(()),
-                Some(r) => r?,
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            self.core.shard.counters().bytes_read += n as u64;
-            self.end += n;
-            if !self.process().await? {
+            if !self.process(&mut codec).await? || !self.fill().await? {
                 return Ok(());
             }
         }
@@ -126,7 +142,7 @@ impl Conn {
     }
 
     /// Runs every complete request buffered. Returns false when the connection must close.
-    async fn process(&mut self) -> io::Result<bool> {
+    async fn process<C: Codec>(&mut self, codec: &mut C) -> io::Result<bool> {
         loop {
             let discard = self.skip.min(self.end - self.start);
             self.start += discard;
@@ -136,6 +152,7 @@ impl Conn {
             }
             let step = batch(
                 &self.core,
+                codec,
                 &self.rbuf[self.start..self.end],
                 &mut self.stream,
                 &mut self.out,
@@ -179,23 +196,23 @@ enum Slot {
     Remote { shard: usize, idx: usize },
 }
 
-struct Entry<'a> {
+struct Entry<'a, Ctx> {
     /// How to answer; `None` for internal requests that get no reply.
-    ctx: Option<ReplyCtx>,
+    ctx: Option<Ctx>,
     key: &'a [u8],
     slot: Slot,
 }
 
 /// Per-batch routing state.
-struct Batch<'a> {
-    entries: Vec<Entry<'a>>,
+struct Batch<'a, Ctx> {
+    entries: Vec<Entry<'a, Ctx>>,
     local: Vec<u8>,
     remote: Vec<RequestBatch>,
 }
 
-impl<'a> Batch<'a> {
+impl<'a, Ctx> Batch<'a, Ctx> {
     /// Runs a key command on its owner: at once when local, else queued for its shard.
-    fn route(&mut self, core: &Core, cmd: Command<&'a [u8]>, ctx: Option<ReplyCtx>) {
+    fn route(&mut self, core: &Core, cmd: Command<&'a [u8]>, ctx: Option<Ctx>) {
         let key: &'a [u8] = cmd.key().copied().unwrap_or_default();
         let hash = key_hash(key);
         let o = owner(hash, core.shards);
@@ -209,7 +226,7 @@ impl<'a> Batch<'a> {
         self.entries.push(Entry { ctx, key, slot });
     }
 
-    fn ready(&mut self, ctx: ReplyCtx, key: &'a [u8], outcome: Outcome<&[u8]>) {
+    fn ready(&mut self, ctx: Ctx, key: &'a [u8], outcome: Outcome<&[u8]>) {
         let local = &mut self.local;
         let outcome = outcome.map_bytes(|b| Span::push(local, b));
         self.entries.push(Entry {
@@ -221,8 +238,9 @@ impl<'a> Batch<'a> {
 }
 
 /// Decodes and runs the requests at the front of `buf`, writes their answers in order.
-async fn batch(
+async fn batch<C: Codec>(
     core: &Core,
+    codec: &mut C,
     buf: &[u8],
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
@@ -235,7 +253,7 @@ async fn batch(
     let mut step = Step::default();
     let mut pos = 0;
     while b.entries.len() < MAX_BATCH && b.local.len() < REPLY_CAP {
-        let decoded = binary::decode(&buf[pos..], &core.limits);
+        let decoded = codec.decode(&buf[pos..], &core.limits);
         match decoded {
             Decode::Incomplete => break,
             Decode::Close => {
@@ -276,6 +294,8 @@ async fn batch(
                 pos += consumed;
                 match command {
                     Command::Get { .. }
+                    | Command::MetaGet { .. }
+                    | Command::Inspect { .. }
                     | Command::Store { .. }
                     | Command::Arith { .. }
                     | Command::Delete { .. }
@@ -308,15 +328,16 @@ async fn batch(
         }
     }
     step.consumed = pos;
-    gather(core, b, stream, out).await?;
+    gather(core, codec, b, stream, out).await?;
     Ok(step)
 }
 
 /// Sends the remote parts, then encodes every outcome in request order. When an owner deferred
 /// part of its batch, the answers so far are written before the rest is sent again.
-async fn gather(
+async fn gather<C: Codec>(
     core: &Core,
-    b: Batch<'_>,
+    codec: &mut C,
+    b: Batch<'_, C::Ctx>,
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
 ) -> io::Result<()> {
@@ -370,7 +391,7 @@ async fn gather(
             };
             if let Some(ctx) = &e.ctx {
                 let outcome = outcome.map_bytes(|s| s.get(arena));
-                binary::encode_response(out, ctx, e.key, &outcome);
+                codec.encode(out, ctx, e.key, &outcome);
             }
             next += 1;
         }

@@ -5,8 +5,8 @@
 use std::cell::{Ref, RefCell, RefMut};
 use std::time::Instant;
 
-use crate::protocol::{ArithOp, Command, Outcome, StoreMode};
-use crate::storage::{self, ItemView, Store, StoreError};
+use crate::protocol::{ArithOp, Command, ItemMeta, Outcome, StoreMode};
+use crate::storage::{self, ItemInfo, ItemView, Store, StoreError};
 
 use super::router::{ReplyBatch, RequestBatch, Span};
 use super::stats::{Counters, Kind, Latencies, Snapshot};
@@ -32,6 +32,18 @@ fn outcome_of(e: StoreError) -> Outcome<Span> {
         StoreError::TooLarge => Outcome::TooLarge,
         StoreError::OutOfMemory => Outcome::OutOfMemory,
         StoreError::BadKey => Outcome::InvalidArguments,
+    }
+}
+
+fn item_meta(i: &ItemInfo) -> ItemMeta {
+    ItemMeta {
+        value_len: i.value_len as u32,
+        ttl: i.ttl.map_or(-1, i64::from),
+        idle: i.idle,
+        fetched: i.fetched,
+        cas: i.cas,
+        class: i.class,
+        size: i.size as u32,
     }
 }
 
@@ -93,6 +105,42 @@ impl Shard {
                     .get_and_touch(key, hash, exptime)
                     .map(|item| value(item, arena));
                 (Kind::Gat, o)
+            }
+            Command::MetaGet {
+                key,
+                touch,
+                value: want_value,
+            } => {
+                // Metadata is read before the access, as memcached reports h and l.
+                let o = store.peek(key, hash).and_then(|before| {
+                    let mut meta = item_meta(&before);
+                    let item = match touch {
+                        None => {
+                            c.cmd_get += 1;
+                            store.get(key, hash)?
+                        }
+                        Some(exptime) => {
+                            c.cmd_touch += 1;
+                            store.touch(key, hash, exptime)?
+                        }
+                    };
+                    let (flags, cas) = (item.flags, item.cas);
+                    let value = Span::push(arena, if want_value { item.value } else { &[] });
+                    if touch.is_some() {
+                        meta.ttl = store.peek(key, hash).map_or(-1, |i| item_meta(&i).ttl);
+                    }
+                    Ok(Outcome::Item {
+                        flags,
+                        cas,
+                        value,
+                        meta,
+                    })
+                });
+                (Kind::Get, o)
+            }
+            Command::Inspect { key } => {
+                let o = store.peek(key, hash).map(|i| Outcome::Info(item_meta(&i)));
+                (Kind::Get, o)
             }
             Command::Store {
                 mode,

@@ -198,6 +198,22 @@ impl ReplyCtx {
     }
 }
 
+/// The binary protocol as a [`Codec`](super::Codec); stateless.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BinaryCodec;
+
+impl super::Codec for BinaryCodec {
+    type Ctx = ReplyCtx;
+
+    fn decode<'a>(&mut self, buf: &'a [u8], limits: &Limits) -> Decode<'a, ReplyCtx> {
+        decode(buf, limits)
+    }
+
+    fn encode(&mut self, out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &Outcome<&[u8]>) {
+        encode_response(out, ctx, key, outcome);
+    }
+}
+
 /// The request families, each with memcached's shape rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -588,6 +604,9 @@ pub fn encode_response(out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &
             put_error(out, ctx, status::ENOMEM, out_of_memory_text(ctx.opcode));
         }
         Outcome::InvalidArguments => put_error(out, ctx, status::EINVAL, "Invalid arguments"),
-        Outcome::UnknownCommand => put_error(out, ctx, status::UNKNOWN_COMMAND, "Unknown command"),
+        // Meta-protocol outcomes never answer a binary request.
+        Outcome::UnknownCommand | Outcome::Item { .. } | Outcome::Info(_) => {
+            put_error(out, ctx, status::UNKNOWN_COMMAND, "Unknown command")
+        }
     }
 }

@@ -1,0 +1,681 @@
+//! memcached's ASCII protocol (classic text commands; the meta commands are parsed by
+//! [`super::meta`]), replying byte for byte as memcached 1.6.18 does.
+//!
+//! A request is one line ending in `\n` (a `\r` before it is dropped), split on spaces; storage
+//! commands are followed by a data block of the announced length plus `\r\n`. A multi-key
+//! `get a b c` is decoded into one [`Command::Get`] per key, so keys route to their shards like
+//! any other request; the last key's reply context carries the closing `END`.
+//!
+//! Numbers are read the way memcached's `safe_strto*` helpers read them (C `strtol` semantics,
+//! including the silent truncation of 64-bit results to the 32-bit fields).
+
+use super::meta;
+use super::{ArithOp, Codec, Command, Decode, Limits, Outcome, StoreMode};
+
+/// memcached closes a connection that sends this many bytes without a `\n`, unless the line is a
+/// `get`/`gets` (a big multiget).
+pub const MAX_LINE: usize = 2048;
+
+/// memcached's answer to an unknown command or a wrong number of arguments.
+pub const ERROR: &str = "ERROR";
+/// Bad key, bad number in a storage command.
+pub const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
+/// Data block not followed by `\r\n`.
+pub const BAD_CHUNK: &str = "CLIENT_ERROR bad data chunk";
+/// Bad exptime in touch / gat / flush_all.
+pub const BAD_EXPTIME: &str = "CLIENT_ERROR invalid exptime argument";
+/// Bad delta in incr / decr.
+pub const BAD_DELTA: &str = "CLIENT_ERROR invalid numeric delta argument";
+/// Wrong arguments to delete.
+pub const BAD_DELETE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
+/// Item over the size limit (its data block is swallowed).
+pub const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
+/// No memory for the item.
+pub const OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory storing object";
+/// Incr/decr on a value that is not a number.
+pub const NON_NUMERIC: &str = "CLIENT_ERROR cannot increment or decrement non-numeric value";
+
+/// Which reply a classic text command gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One key of a get/gets/gat/gats; `end` on the last key adds `END`.
+    Get {
+        /// gets/gats: VALUE lines carry the CAS.
+        cas: bool,
+        /// Last key of the line.
+        end: bool,
+    },
+    /// set/add/replace/append/prepend, or cas (`cas` true: EXISTS / NOT_FOUND are reported).
+    Store {
+        /// The `cas` command.
+        cas: bool,
+    },
+    /// delete.
+    Delete,
+    /// incr/decr.
+    Arith,
+    /// touch.
+    Touch,
+    /// flush_all, verbosity: `OK`.
+    Ok,
+    /// version.
+    Version,
+    /// stats; `reset` answers `RESET`.
+    Stats {
+        /// `stats reset`.
+        reset: bool,
+    },
+    /// quit: no reply, the connection closes.
+    Quit,
+    /// A refused line: this exact error text.
+    Error(&'static str),
+}
+
+/// How to answer one request of a text-protocol connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyCtx {
+    /// A classic text command.
+    Text {
+        /// Which reply.
+        kind: Kind,
+        /// `noreply` given: nothing is sent, errors included (as memcached does).
+        noreply: bool,
+    },
+    /// A meta command.
+    Meta(meta::MetaCtx),
+}
+
+impl ReplyCtx {
+    fn text(kind: Kind, noreply: bool) -> ReplyCtx {
+        ReplyCtx::Text { kind, noreply }
+    }
+}
+
+/// The rest of a multi-key get line being handed out one key per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MultiGet {
+    cas: bool,
+    touch: Option<i64>,
+    /// Bytes up to and including the line's `\n`, from the current buffer start.
+    left: usize,
+}
+
+/// The text + meta protocol as a [`Codec`]. Holds the position inside a multi-key get.
+#[derive(Debug, Default)]
+pub struct TextCodec {
+    multi: Option<MultiGet>,
+}
+
+/// The request line at the front of `buf`: its content (without `\r\n`) and its full length.
+pub(crate) fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let nl = memchr::memchr(b'\n', buf)?;
+    let content = &buf[..nl];
+    let content = content.strip_suffix(b"\r").unwrap_or(content);
+    Some((content, nl + 1))
+}
+
+/// Space-separated tokens of a line (memcached splits on spaces only).
+pub(crate) fn tokens(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| b == b' ').filter(|t| !t.is_empty())
+}
+
+/// C `strtoll` over a whole token: optional sign, decimal digits, nothing after; out of range fails.
+fn strtoll(tok: &[u8]) -> Option<i64> {
+    let (neg, digits) = match tok.first()? {
+        b'-' => (true, &tok[1..]),
+        b'+' => (false, &tok[1..]),
+        _ => (false, tok),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for &d in digits {
+        v = v * 10 + i128::from(d - b'0');
+        if v > i128::from(i64::MAX) + 1 {
+            return None;
+        }
+    }
+    let v = if neg { -v } else { v };
+    i64::try_from(v).ok()
+}
+
+/// memcached's `safe_strtoull`: unsigned 64-bit; a `-` sign is refused unless the value is 0.
+pub(crate) fn parse_u64(tok: &[u8]) -> Option<u64> {
+    let (neg, digits) = match tok.first()? {
+        b'-' => (true, &tok[1..]),
+        b'+' => (false, &tok[1..]),
+        _ => (false, tok),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    (!neg || v == 0).then_some(v)
+}
+
+/// memcached's `safe_strtol` into an `int32_t`: parsed as a C long, then truncated.
+pub(crate) fn parse_i32(tok: &[u8]) -> Option<i32> {
+    strtoll(tok).map(|v| v as i32)
+}
+
+/// memcached's `safe_strtoul` into a `uint32_t` (flags, verbosity): negative refused, truncated.
+pub(crate) fn parse_u32(tok: &[u8]) -> Option<u32> {
+    parse_u64(tok).map(|v| v as u32)
+}
+
+/// A line refused with `msg`; its `len` bytes are skipped and the connection kept.
+fn refuse<'a>(msg: &'static str, noreply: bool, len: usize) -> Decode<'a, ReplyCtx> {
+    Decode::Reject {
+        ctx: ReplyCtx::text(Kind::Error(msg), noreply),
+        outcome: Outcome::InvalidArguments,
+        skip: len,
+        close: false,
+        unlink_key: None,
+    }
+}
+
+fn request<'a>(command: Command<&'a [u8]>, ctx: ReplyCtx, consumed: usize) -> Decode<'a, ReplyCtx> {
+    Decode::Request {
+        command,
+        ctx,
+        consumed,
+    }
+}
+
+/// Whether memcached would keep reading a long line without `\n`: a `get`/`gets` after at most
+/// 100 spaces.
+fn looks_like_multiget(buf: &[u8]) -> bool {
+    let spaces = buf.iter().take_while(|&&b| b == b' ').count();
+    let rest = &buf[spaces..];
+    spaces <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
+}
+
+/// The data block of a storage command whose line is `line_len` bytes long: the request, a
+/// refusal (too large: swallowed; bad chunk), or `Incomplete`.
+pub(crate) enum DataBlock<'a> {
+    /// The value and the bytes used by line + block.
+    Ready(&'a [u8], usize),
+    /// Wait for more bytes.
+    Incomplete,
+    /// Not followed by `\r\n`: skip this many bytes.
+    BadChunk(usize),
+    /// Over the item size limit: skip this many bytes without buffering them.
+    TooLarge(usize),
+}
+
+/// Finds the `vlen`-byte data block after a line of `line_len` bytes.
+pub(crate) fn data_block<'a>(
+    buf: &'a [u8],
+    line_len: usize,
+    vlen: usize,
+    limits: &Limits,
+) -> DataBlock<'a> {
+    let total = line_len + vlen + 2;
+    if vlen > limits.max_item_size {
+        return DataBlock::TooLarge(total);
+    }
+    let Some(block) = buf.get(line_len..total) else {
+        return DataBlock::Incomplete;
+    };
+    if &block[vlen..] != b"\r\n" {
+        return DataBlock::BadChunk(total);
+    }
+    DataBlock::Ready(&block[..vlen], total)
+}
+
+impl TextCodec {
+    /// Hands out the next key of the multi-get in progress.
+    fn next_key<'a>(&mut self, buf: &'a [u8], m: MultiGet) -> Decode<'a, ReplyCtx> {
+        let rest = &buf[..m.left];
+        let content = rest.strip_suffix(b"\n").unwrap_or(rest);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        let start = content
+            .iter()
+            .position(|&b| b != b' ')
+            .unwrap_or(content.len());
+        let len = content[start..]
+            .iter()
+            .position(|&b| b == b' ')
+            .unwrap_or(content.len() - start);
+        let key = &content[start..start + len];
+        let after = start + len;
+        let last = content[after..].iter().all(|&b| b == b' ');
+        let consumed = if last { m.left } else { after };
+        self.multi = if last {
+            None
+        } else {
+            Some(MultiGet {
+                left: m.left - after,
+                ..m
+            })
+        };
+        let ctx = ReplyCtx::text(
+            Kind::Get {
+                cas: m.cas,
+                end: last,
+            },
+            false,
+        );
+        request(
+            Command::Get {
+                key,
+                touch: m.touch,
+            },
+            ctx,
+            consumed,
+        )
+    }
+
+    /// Starts a get/gets/gat/gats line: checks every key first (memcached answers a bad key with
+    /// one error and no values), then hands out the first key.
+    fn start_get<'a>(
+        &mut self,
+        buf: &'a [u8],
+        content: &'a [u8],
+        line_len: usize,
+        cas: bool,
+        touch: bool,
+        limits: &Limits,
+    ) -> Decode<'a, ReplyCtx> {
+        let mut words = tokens(content);
+        words.next();
+        let touch = if touch {
+            match words.next() {
+                Some(t) => match parse_i32(t) {
+                    Some(t) => Some(i64::from(t)),
+                    None => return refuse(BAD_EXPTIME, false, line_len),
+                },
+                None => return refuse(ERROR, false, line_len),
+            }
+        } else {
+            None
+        };
+        let mut keys = 0;
+        for key in words {
+            if key.len() > limits.max_key_len {
+                return refuse(BAD_FORMAT, false, line_len);
+            }
+            keys += 1;
+        }
+        if keys == 0 {
+            // memcached: `gat <exptime>` alone is an empty answer; `get` alone is an error.
+            return if touch.is_some() {
+                Decode::Reject {
+                    ctx: ReplyCtx::text(Kind::Error("END"), false),
+                    outcome: Outcome::NotFound,
+                    skip: line_len,
+                    close: false,
+                    unlink_key: None,
+                }
+            } else {
+                refuse(ERROR, false, line_len)
+            };
+        }
+        // Position just after the command word (and exptime): keys start there.
+        let mut at = 0;
+        let skip_words = if touch.is_some() { 2 } else { 1 };
+        for _ in 0..skip_words {
+            while content[at] == b' ' {
+                at += 1;
+            }
+            while at < content.len() && content[at] != b' ' {
+                at += 1;
+            }
+        }
+        let m = MultiGet {
+            cas,
+            touch,
+            left: line_len - at,
+        };
+        let first = self.next_key(&buf[at..], m);
+        match first {
+            Decode::Request {
+                command,
+                ctx,
+                consumed,
+            } => request(command, ctx, consumed + at),
+            other => other,
+        }
+    }
+}
+
+impl Codec for TextCodec {
+    type Ctx = ReplyCtx;
+
+    fn decode<'a>(&mut self, buf: &'a [u8], limits: &Limits) -> Decode<'a, ReplyCtx> {
+        if let Some(m) = self.multi {
+            return self.next_key(buf, m);
+        }
+        if buf.is_empty() {
+            return Decode::Incomplete;
+        }
+        let Some((content, line_len)) = line(buf) else {
+            if buf.len() > MAX_LINE && !looks_like_multiget(buf) {
+                return Decode::Close;
+            }
+            return Decode::Incomplete;
+        };
+        let mut words = [&[][..]; 9];
+        let mut n = 0;
+        for t in tokens(content) {
+            if n == words.len() {
+                n += 1;
+                break;
+            }
+            words[n] = t;
+            n += 1;
+        }
+        let Some(&cmd) = words.first().filter(|_| n > 0) else {
+            return refuse(ERROR, false, line_len);
+        };
+        if cmd.len() == 2 && cmd[0] == b'm' {
+            return meta::decode(buf, content, line_len, limits);
+        }
+        let args = &words[1..n.min(words.len())];
+        let noreply = args.last() == Some(&&b"noreply"[..]);
+        let key_ok = |k: &[u8]| k.len() <= limits.max_key_len;
+        match cmd {
+            b"get" => self.start_get(buf, content, line_len, false, false, limits),
+            b"gets" => self.start_get(buf, content, line_len, true, false, limits),
+            b"gat" => self.start_get(buf, content, line_len, false, true, limits),
+            b"gats" => self.start_get(buf, content, line_len, true, true, limits),
+            b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
+                let cas_cmd = cmd == b"cas";
+                let want = if cas_cmd { 5 } else { 4 };
+                if args.len() != want && args.len() != want + 1 {
+                    return refuse(ERROR, false, line_len);
+                }
+                let mode = match cmd {
+                    b"add" => StoreMode::Add,
+                    b"replace" => StoreMode::Replace,
+                    b"append" => StoreMode::Append,
+                    b"prepend" => StoreMode::Prepend,
+                    _ => StoreMode::Set,
+                };
+                let key = args[0];
+                if !key_ok(key) {
+                    return refuse(BAD_FORMAT, noreply, line_len);
+                }
+                let (Some(flags), Some(exptime), Some(vlen)) =
+                    (parse_u32(args[1]), parse_i32(args[2]), parse_i32(args[3]))
+                else {
+                    return refuse(BAD_FORMAT, noreply, line_len);
+                };
+                let cas = if cas_cmd {
+                    match parse_u64(args[4]) {
+                        Some(c) => c,
+                        None => return refuse(BAD_FORMAT, noreply, line_len),
+                    }
+                } else {
+                    0
+                };
+                let Ok(vlen) = usize::try_from(vlen) else {
+                    return refuse(BAD_FORMAT, noreply, line_len);
+                };
+                match data_block(buf, line_len, vlen, limits) {
+                    DataBlock::Incomplete => Decode::Incomplete,
+                    DataBlock::BadChunk(skip) => refuse(BAD_CHUNK, noreply, skip),
+                    DataBlock::TooLarge(skip) => Decode::Reject {
+                        ctx: ReplyCtx::text(Kind::Error(TOO_LARGE), noreply),
+                        outcome: Outcome::TooLarge,
+                        skip,
+                        close: false,
+                        // memcached unlinks the old item so a failed set leaves no stale value.
+                        unlink_key: (mode == StoreMode::Set).then_some(key),
+                    },
+                    DataBlock::Ready(value, consumed) => request(
+                        Command::Store {
+                            mode,
+                            key,
+                            value,
+                            flags,
+                            exptime: i64::from(exptime),
+                            cas,
+                        },
+                        ReplyCtx::text(Kind::Store { cas: cas_cmd }, noreply),
+                        consumed,
+                    ),
+                }
+            }
+            b"incr" | b"decr" => {
+                if args.len() != 2 && args.len() != 3 {
+                    return refuse(ERROR, false, line_len);
+                }
+                if !key_ok(args[0]) {
+                    return refuse(BAD_FORMAT, noreply, line_len);
+                }
+                let Some(delta) = parse_u64(args[1]) else {
+                    return refuse(BAD_DELTA, noreply, line_len);
+                };
+                let op = if cmd == b"incr" {
+                    ArithOp::Incr
+                } else {
+                    ArithOp::Decr
+                };
+                request(
+                    Command::Arith {
+                        op,
+                        key: args[0],
+                        delta,
+                        on_miss: None,
+                        cas: 0,
+                    },
+                    ReplyCtx::text(Kind::Arith, noreply),
+                    line_len,
+                )
+            }
+            b"delete" => {
+                if args.is_empty() || args.len() > 3 {
+                    return refuse(ERROR, false, line_len);
+                }
+                if args.len() > 1 {
+                    // Only the legacy `delete <key> 0` and `noreply` are tolerated.
+                    let hold_zero = args[1] == b"0";
+                    let valid = (args.len() == 2 && (hold_zero || noreply))
+                        || (args.len() == 3 && hold_zero && noreply);
+                    if !valid {
+                        return refuse(BAD_DELETE, noreply, line_len);
+                    }
+                }
+                if !key_ok(args[0]) {
+                    return refuse(BAD_FORMAT, noreply, line_len);
+                }
+                request(
+                    Command::Delete {
+                        key: args[0],
+                        cas: 0,
+                    },
+                    ReplyCtx::text(Kind::Delete, noreply),
+                    line_len,
+                )
+            }
+            b"touch" => {
+                if args.len() != 2 && args.len() != 3 {
+                    return refuse(ERROR, false, line_len);
+                }
+                if !key_ok(args[0]) {
+                    return refuse(BAD_FORMAT, noreply, line_len);
+                }
+                let Some(exptime) = parse_i32(args[1]) else {
+                    return refuse(BAD_EXPTIME, noreply, line_len);
+                };
+                request(
+                    Command::Touch {
+                        key: args[0],
+                        exptime: i64::from(exptime),
+                    },
+                    ReplyCtx::text(Kind::Touch, noreply),
+                    line_len,
+                )
+            }
+            b"flush_all" => {
+                if args.len() > 2 {
+                    return refuse(ERROR, false, line_len);
+                }
+                let delay = if args.len() == usize::from(noreply) {
+                    0
+                } else {
+                    match parse_i32(args[0]) {
+                        Some(d) => i64::from(d),
+                        None => return refuse(BAD_EXPTIME, noreply, line_len),
+                    }
+                };
+                request(
+                    Command::Flush { delay },
+                    ReplyCtx::text(Kind::Ok, noreply),
+                    line_len,
+                )
+            }
+            b"verbosity" => {
+                if args.len() != 1 && args.len() != 2 {
+                    return refuse(ERROR, false, line_len);
+                }
+                let Some(level) = parse_u32(args[0]) else {
+                    return refuse(BAD_FORMAT, noreply, line_len);
+                };
+                request(
+                    Command::Verbosity { level },
+                    ReplyCtx::text(Kind::Ok, noreply),
+                    line_len,
+                )
+            }
+            b"version" => request(
+                Command::Version,
+                ReplyCtx::text(Kind::Version, false),
+                line_len,
+            ),
+            b"quit" => request(Command::Quit, ReplyCtx::text(Kind::Quit, false), line_len),
+            b"stats" => {
+                let group = args.first().copied().unwrap_or_default();
+                // `stats detail on|off|dump` and `stats sizes` have fixed answers here.
+                let fixed = match group {
+                    b"detail" => Some(match args.get(1).copied() {
+                        Some(b"on" | b"off") => "OK",
+                        Some(b"dump") => "END",
+                        _ => "CLIENT_ERROR usage: stats detail on|off|dump",
+                    }),
+                    b"sizes" => Some("STAT sizes_status disabled\r\nEND"),
+                    _ => None,
+                };
+                if let Some(text) = fixed {
+                    return Decode::Reject {
+                        ctx: ReplyCtx::text(Kind::Error(text), false),
+                        outcome: Outcome::Done,
+                        skip: line_len,
+                        close: false,
+                        unlink_key: None,
+                    };
+                }
+                request(
+                    Command::Stats { group },
+                    ReplyCtx::text(
+                        Kind::Stats {
+                            reset: group == b"reset",
+                        },
+                        false,
+                    ),
+                    line_len,
+                )
+            }
+            _ => refuse(ERROR, false, line_len),
+        }
+    }
+
+    fn encode(&mut self, out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &Outcome<&[u8]>) {
+        match ctx {
+            ReplyCtx::Text { kind, noreply } => {
+                if !*noreply {
+                    encode_text(out, *kind, key, outcome);
+                }
+            }
+            ReplyCtx::Meta(m) => meta::encode(out, m, key, outcome),
+        }
+    }
+}
+
+fn line_out(out: &mut Vec<u8>, text: &[u8]) {
+    out.extend_from_slice(text);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The text reply to `outcome` for a command of `kind`.
+fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8]>) {
+    let error = |out: &mut Vec<u8>, o: &Outcome<&[u8]>| match o {
+        Outcome::TooLarge => line_out(out, TOO_LARGE.as_bytes()),
+        Outcome::OutOfMemory => line_out(out, OUT_OF_MEMORY.as_bytes()),
+        Outcome::NonNumeric => line_out(out, NON_NUMERIC.as_bytes()),
+        Outcome::InvalidArguments => line_out(out, BAD_FORMAT.as_bytes()),
+        _ => line_out(out, ERROR.as_bytes()),
+    };
+    match kind {
+        Kind::Get { cas: with_cas, end } => {
+            if let Outcome::Value { flags, cas, value } = outcome {
+                let mut head = Vec::with_capacity(key.len() + 48);
+                head.extend_from_slice(b"VALUE ");
+                head.extend_from_slice(key);
+                let nums = if with_cas {
+                    format!(" {flags} {} {cas}", value.len())
+                } else {
+                    format!(" {flags} {}", value.len())
+                };
+                head.extend_from_slice(nums.as_bytes());
+                line_out(out, &head);
+                line_out(out, value);
+            }
+            if end {
+                line_out(out, b"END");
+            }
+        }
+        Kind::Store { cas } => match outcome {
+            Outcome::Stored { .. } => line_out(out, b"STORED"),
+            Outcome::Exists if cas => line_out(out, b"EXISTS"),
+            Outcome::NotFound if cas => line_out(out, b"NOT_FOUND"),
+            Outcome::Exists | Outcome::NotFound | Outcome::NotStored => {
+                line_out(out, b"NOT_STORED")
+            }
+            o => error(out, o),
+        },
+        Kind::Delete => match outcome {
+            Outcome::Deleted => line_out(out, b"DELETED"),
+            Outcome::NotFound => line_out(out, b"NOT_FOUND"),
+            o => error(out, o),
+        },
+        Kind::Arith => match outcome {
+            Outcome::Counter { value, .. } => line_out(out, value.to_string().as_bytes()),
+            Outcome::NotFound => line_out(out, b"NOT_FOUND"),
+            Outcome::OutOfMemory => line_out(out, b"SERVER_ERROR out of memory"),
+            o => error(out, o),
+        },
+        Kind::Touch => match outcome {
+            Outcome::Touched { .. } => line_out(out, b"TOUCHED"),
+            Outcome::NotFound => line_out(out, b"NOT_FOUND"),
+            o => error(out, o),
+        },
+        Kind::Ok => line_out(out, b"OK"),
+        Kind::Version => {
+            if let Outcome::Version(v) = outcome {
+                out.extend_from_slice(b"VERSION ");
+                line_out(out, v);
+            }
+        }
+        Kind::Stats { reset } => match outcome {
+            Outcome::Stats(_) if reset => line_out(out, b"RESET"),
+            Outcome::Stats(pairs) => {
+                for (name, value) in pairs {
+                    out.extend_from_slice(b"STAT ");
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(b' ');
+                    line_out(out, value.as_bytes());
+                }
+                line_out(out, b"END");
+            }
+            _ => line_out(out, ERROR.as_bytes()),
+        },
+        Kind::Quit => {}
+        Kind::Error(text) => line_out(out, text.as_bytes()),
+    }
+}
