@@ -3,6 +3,8 @@
 //! The codec contract every protocol follows: decoding looks at the front of the read buffer and
 //! returns one [`Decode`]; the caller consumes `consumed`/`skip` bytes and calls again.
 
+use std::borrow::Cow;
+
 pub mod binary;
 pub mod command;
 pub mod meta;
@@ -42,6 +44,11 @@ pub trait Codec {
     /// Appends the reply to `outcome` (nothing when the protocol suppresses it); `key` is the
     /// request's key, empty when it has none.
     fn encode(&mut self, out: &mut Vec<u8>, ctx: &Self::Ctx, key: &[u8], outcome: &Outcome<&[u8]>);
+    /// The item key that a request's key names: the wire key itself, except where the protocol
+    /// encodes keys (meta `b`: base64). Replies echo the wire key.
+    fn item_key<'k>(&self, _ctx: &Self::Ctx, wire_key: &'k [u8]) -> Cow<'k, [u8]> {
+        Cow::Borrowed(wire_key)
+    }
 }
 
 /// What the decoder made of the front of the buffer. `Ctx` is the protocol's per-request reply

@@ -9,6 +9,8 @@
 //! Numbers are read the way memcached's `safe_strto*` helpers read them (C `strtol` semantics,
 //! including the silent truncation of 64-bit results to the 32-bit fields).
 
+use std::borrow::Cow;
+
 use super::meta;
 use super::{ArithOp, Codec, Command, Decode, Limits, Outcome, StoreMode};
 
@@ -593,6 +595,16 @@ impl Codec for TextCodec {
                 }
             }
             ReplyCtx::Meta(m) => meta::encode(out, m, key, outcome),
+        }
+    }
+
+    fn item_key<'k>(&self, ctx: &ReplyCtx, wire_key: &'k [u8]) -> Cow<'k, [u8]> {
+        match ctx {
+            // Checked when decoded, so the decoding cannot fail here.
+            ReplyCtx::Meta(m) if m.base64 => {
+                Cow::Owned(meta::base64_decode(wire_key).unwrap_or_default())
+            }
+            _ => Cow::Borrowed(wire_key),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! shard defers the rest of a batch once its reply holds that much, so a slow reader with a huge
 //! pipeline of big gets makes the server block on write (and stop reading) rather than buffer.
 
+use std::borrow::Cow;
 use std::io;
 use std::rc::Rc;
 
@@ -211,9 +212,10 @@ struct Batch<'a, Ctx> {
 }
 
 impl<'a, Ctx> Batch<'a, Ctx> {
-    /// Runs a key command on its owner: at once when local, else queued for its shard.
-    fn route(&mut self, core: &Core, cmd: Command<&'a [u8]>, ctx: Option<Ctx>) {
-        let key: &'a [u8] = cmd.key().copied().unwrap_or_default();
+    /// Runs a key command on its owner: at once when local, else queued for its shard. The
+    /// command is used (run or copied) before this returns; `echo` is the key the reply names.
+    fn route(&mut self, core: &Core, cmd: Command<&[u8]>, echo: &'a [u8], ctx: Option<Ctx>) {
+        let key = cmd.key().copied().unwrap_or_default();
         let hash = key_hash(key);
         let o = owner(hash, core.shards);
         let slot = if o == core.shard.id {
@@ -223,7 +225,11 @@ impl<'a, Ctx> Batch<'a, Ctx> {
             self.remote[o].push(cmd, hash);
             Slot::Remote { shard: o, idx }
         };
-        self.entries.push(Entry { ctx, key, slot });
+        self.entries.push(Entry {
+            ctx,
+            key: echo,
+            slot,
+        });
     }
 
     fn ready(&mut self, ctx: Ctx, key: &'a [u8], outcome: Outcome<&[u8]>) {
@@ -269,7 +275,7 @@ async fn batch<C: Codec>(
             } => {
                 // A refused Set must not leave the old value behind (memcached deletes it).
                 if let Some(key) = unlink_key {
-                    b.route(core, Command::Delete { key, cas: 0 }, None);
+                    b.route(core, Command::Delete { key, cas: 0 }, key, None);
                 }
                 if outcome == Outcome::TooLarge {
                     core.shard.counters().store_too_large += 1;
@@ -299,7 +305,24 @@ async fn batch<C: Codec>(
                     | Command::Store { .. }
                     | Command::Arith { .. }
                     | Command::Delete { .. }
-                    | Command::Touch { .. } => b.route(core, command, Some(ctx)),
+                    | Command::Touch { .. } => {
+                        let wire_key = command.key().copied().unwrap_or_default();
+                        match codec.item_key(&ctx, wire_key) {
+                            Cow::Borrowed(_) => b.route(core, command, wire_key, Some(ctx)),
+                            Cow::Owned(item_key) => {
+                                // Key fields come first in `map_bytes`: only the key changes.
+                                let mut first = true;
+                                let command = command.map_bytes(|bytes| {
+                                    if std::mem::take(&mut first) {
+                                        &item_key[..]
+                                    } else {
+                                        bytes
+                                    }
+                                });
+                                b.route(core, command, wire_key, Some(ctx));
+                            }
+                        }
+                    }
                     Command::Noop | Command::Verbosity { .. } => b.ready(ctx, &[], Outcome::Done),
                     Command::Version => {
                         b.ready(ctx, &[], Outcome::Version(crate::VERSION_STRING.as_bytes()))

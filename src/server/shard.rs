@@ -111,9 +111,9 @@ impl Shard {
                 touch,
                 value: want_value,
             } => {
-                // Metadata is read before the access, as memcached reports h and l.
+                // Metadata is read before the access: memcached reports h, l and t as they were.
                 let o = store.peek(key, hash).and_then(|before| {
-                    let mut meta = item_meta(&before);
+                    let meta = item_meta(&before);
                     let item = match touch {
                         None => {
                             c.cmd_get += 1;
@@ -126,9 +126,6 @@ impl Shard {
                     };
                     let (flags, cas) = (item.flags, item.cas);
                     let value = Span::push(arena, if want_value { item.value } else { &[] });
-                    if touch.is_some() {
-                        meta.ttl = store.peek(key, hash).map_or(-1, |i| item_meta(&i).ttl);
-                    }
                     Ok(Outcome::Item {
                         flags,
                         cas,
