@@ -297,7 +297,7 @@ fn twemproxy_ketama_pool_of_three_places_each_key_on_exactly_one_server() {
         1,
         "{ctr:?}"
     );
-    for s in 0..3 {
-        assert_eq!(ask(&mut direct[s], "get tw0\r\n", get_done), "END\r\n");
+    for conn in &mut direct {
+        assert_eq!(ask(conn, "get tw0\r\n", get_done), "END\r\n");
     }
 }

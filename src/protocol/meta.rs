@@ -79,7 +79,7 @@ impl MetaCtx {
 
 /// Standard base64 (with padding) decoded, as memcached's `b` flag expects; `None` if invalid.
 pub fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
-    if text.is_empty() || text.len() % 4 != 0 {
+    if text.is_empty() || !text.len().is_multiple_of(4) {
         return None;
     }
     let val = |c: u8| -> Option<u32> {

@@ -691,3 +691,176 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
         Kind::Error(text) => line_out(out, text.as_bytes()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one decode step produced, owned, for comparing whole streams.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Step {
+        Request(String, String),
+        Reject(String, usize, bool),
+        Close,
+    }
+
+    /// Decodes a stream delivered in pieces of `chunk` bytes (0 = all at once), as the
+    /// connection does: decode while possible, else wait for more bytes; skips honoured.
+    fn run(stream: &[u8], chunk: usize) -> Vec<Step> {
+        let limits = Limits {
+            max_key_len: 250,
+            max_item_size: 1024,
+        };
+        let mut codec = TextCodec::default();
+        let mut steps = Vec::new();
+        let (mut start, mut avail, mut skip) = (0usize, 0usize, 0usize);
+        while avail < stream.len() || start < avail {
+            avail = if chunk == 0 {
+                stream.len()
+            } else {
+                (avail + chunk).min(stream.len())
+            };
+            loop {
+                let d = skip.min(avail - start);
+                start += d;
+                skip -= d;
+                if skip > 0 || start == avail {
+                    break;
+                }
+                match codec.decode(&stream[start..avail], &limits) {
+                    Decode::Incomplete => break,
+                    Decode::Close => {
+                        steps.push(Step::Close);
+                        return steps;
+                    }
+                    Decode::Request {
+                        command,
+                        ctx,
+                        consumed,
+                    } => {
+                        steps.push(Step::Request(format!("{command:?}"), format!("{ctx:?}")));
+                        start += consumed;
+                    }
+                    Decode::Reject {
+                        ctx,
+                        skip: s,
+                        close,
+                        ..
+                    } => {
+                        steps.push(Step::Reject(format!("{ctx:?}"), s, close));
+                        skip = s;
+                    }
+                }
+            }
+            if avail == stream.len() && (start == avail || skip > 0) {
+                break;
+            }
+            if avail == stream.len() {
+                break;
+            }
+        }
+        steps
+    }
+
+    /// Every input gives the same steps whole and in fragments of 1, 2, 5, 10, 100 bytes.
+    fn same_in_fragments(stream: &[u8]) -> Vec<Step> {
+        let whole = run(stream, 0);
+        for chunk in [1, 2, 5, 10, 100] {
+            assert_eq!(run(stream, chunk), whole, "chunk {chunk}");
+        }
+        whole
+    }
+
+    fn get_key(step: &Step) -> String {
+        match step {
+            Step::Request(c, _) => c.clone(),
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn multi_get_yields_one_request_per_key_and_end_on_the_last() {
+        let steps = same_in_fragments(b"get a bb  ccc\r\ngets x\r\n");
+        assert_eq!(steps.len(), 4);
+        assert!(get_key(&steps[0]).contains("[97]"));
+        assert!(get_key(&steps[2]).contains("[99, 99, 99]"));
+        let ends: Vec<bool> = steps
+            .iter()
+            .map(|s| matches!(s, Step::Request(_, c) if c.contains("end: true")))
+            .collect();
+        assert_eq!(ends, [false, false, true, true]);
+        assert!(matches!(&steps[3], Step::Request(_, c) if c.contains("cas: true")));
+    }
+
+    #[test]
+    fn storage_commands_wait_for_the_data_block() {
+        let steps = same_in_fragments(b"set k 5 -1 3 noreply\r\nabc\r\ncas k 0 0 1 77\r\nx\r\n");
+        assert_eq!(steps.len(), 2);
+        let Step::Request(cmd, ctx) = &steps[0] else {
+            panic!()
+        };
+        assert!(
+            cmd.contains("flags: 5") && cmd.contains("exptime: -1"),
+            "{cmd}"
+        );
+        assert!(ctx.contains("noreply: true"), "{ctx}");
+        assert!(get_key(&steps[1]).contains("cas: 77"));
+    }
+
+    #[test]
+    fn bad_chunk_and_too_large_skip_the_block() {
+        let mut stream = b"set k 0 0 2\r\nabc\r\nset k 0 0 2000\r\n".to_vec();
+        stream.extend(std::iter::repeat_n(b'x', 2002));
+        stream.extend_from_slice(b"version\r\n");
+        let steps = same_in_fragments(&stream);
+        assert_eq!(steps.len(), 4, "{steps:?}");
+        assert!(matches!(&steps[0], Step::Reject(c, 17, false) if c.contains("bad data chunk")));
+        // The rest of the first block ("c\r\n" -> "\n" after "c\r") is an empty line.
+        assert!(matches!(&steps[1], Step::Reject(c, 1, false) if c.contains("\"ERROR\"")));
+        assert!(matches!(&steps[2], Step::Reject(c, 2018, false) if c.contains("too large")));
+        assert!(matches!(&steps[3], Step::Request(c, _) if c == "Version"));
+    }
+
+    #[test]
+    fn a_long_line_without_newline_closes_unless_it_is_a_get() {
+        let steps = same_in_fragments(&[b'x'; 3000]);
+        assert_eq!(steps, [Step::Close]);
+        let mut get = b"get".to_vec();
+        for _ in 0..1000 {
+            get.extend_from_slice(b" k");
+        }
+        get.extend_from_slice(b"\r\n");
+        assert_eq!(same_in_fragments(&get).len(), 1000);
+    }
+
+    #[test]
+    fn numbers_follow_memcacheds_strtol_rules() {
+        assert_eq!(parse_i32(b"4294967297"), Some(1));
+        assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
+        assert_eq!(parse_i32(b"+5"), Some(5));
+        assert_eq!(parse_i32(b"5x"), None);
+        assert_eq!(parse_u64(b"-1"), None);
+        assert_eq!(parse_u64(b"-0"), Some(0));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u32(b"4294967296"), Some(0));
+    }
+
+    #[test]
+    fn meta_requests_decode_in_fragments() {
+        let steps = same_in_fragments(
+            b"mg foo v k O1 q\r\nms Zm9v 2 b T5 F3 MA\r\nhi\r\nmd foo C9\r\nma n N0 J4 D2 MD\r\nmn\r\nme foo\r\n",
+        );
+        assert_eq!(steps.len(), 6, "{steps:?}");
+        assert!(get_key(&steps[0]).contains("MetaGet"));
+        let ms = get_key(&steps[1]);
+        assert!(ms.contains("Append") && ms.contains("flags: 3"), "{ms}");
+        assert!(get_key(&steps[2]).contains("cas: 9"));
+        let ma = get_key(&steps[3]);
+        assert!(ma.contains("Decr") && ma.contains("Some((4, 0))"), "{ma}");
+        assert_eq!(get_key(&steps[4]), "Noop");
+        assert!(get_key(&steps[5]).contains("Inspect"));
+        assert_eq!(meta::base64_decode(b"Zm9v").as_deref(), Some(&b"foo"[..]));
+        assert_eq!(meta::base64_decode(b"Zm8="), Some(b"fo".to_vec()));
+        assert_eq!(meta::base64_decode(b"!"), None);
+    }
+}
