@@ -80,7 +80,11 @@ fn run_with_input(program: &Path, args: &[&str], input: &[u8], limit: Duration) 
     writer.join().unwrap();
     let out = out.join().unwrap();
     let err = err.join().unwrap();
-    assert!(status.success(), "{} {args:?} failed: {err}", program.display());
+    assert!(
+        status.success(),
+        "{} {args:?} failed: {err}",
+        program.display()
+    );
     out
 }
 
@@ -92,7 +96,11 @@ fn mcring(distribution: &str, servers: &str, keys: &[Vec<u8>]) -> Vec<String> {
         &input,
         Duration::from_secs(60),
     );
-    String::from_utf8(out).unwrap().lines().map(str::to_owned).collect()
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn join_lines(keys: &[Vec<u8>]) -> Vec<u8> {
@@ -122,14 +130,18 @@ fn general_keys(n_ascii: usize, n_other: usize) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = (0..n_ascii)
         .map(|i| format!("key:{i}").into_bytes())
         .collect();
-    keys.extend(["user:42", "a", "ä", "日本語キー", "emoji:🦀", "Z"].map(|k| k.as_bytes().to_vec()));
+    keys.extend(
+        ["user:42", "a", "ä", "日本語キー", "emoji:🦀", "Z"].map(|k| k.as_bytes().to_vec()),
+    );
     let alphabet = ["a", "Q", "7", ":", "-", "é", "ü", "€", "中", "🦀", "ß"];
     let mut rng = Rng(0x243f_6a88_85a3_08d3);
     for i in 0..n_other {
         let len = 1 + (rng.next() % 24) as usize;
         let mut key = Vec::new();
         for _ in 0..len {
-            key.extend_from_slice(alphabet[(rng.next() % alphabet.len() as u64) as usize].as_bytes());
+            key.extend_from_slice(
+                alphabet[(rng.next() % alphabet.len() as u64) as usize].as_bytes(),
+            );
         }
         if i % 4 == 0 {
             // Raw high bytes, not valid UTF-8: signed-char hashing matters here.
@@ -226,18 +238,36 @@ fn mcring_matches_libmemcached_in_every_libmemcached_mode() {
     let exe = build_lmvectors(&dir.0);
     let general = general_keys(2000, 600);
     let mut total = 0;
-    for mode in ["ketama", "libmemcached", "libmemcached-md5", "libmemcached-spy"] {
+    for mode in [
+        "ketama",
+        "libmemcached",
+        "libmemcached-md5",
+        "libmemcached-spy",
+    ] {
         let distribution: Distribution = mode.parse().unwrap();
         for list in libmemcached_lists() {
             let nodes = Node::parse_list(&list).unwrap();
             let mut keys = general.clone();
             keys.extend(exact_hit_keys(&nodes));
             keys.extend(wrap_keys(distribution, &nodes, 20));
-            let want = run_with_input(&exe, &[mode, &list], &join_lines(&keys), Duration::from_secs(60));
+            let want = run_with_input(
+                &exe,
+                &[mode, &list],
+                &join_lines(&keys),
+                Duration::from_secs(60),
+            );
             let want: Vec<&str> = std::str::from_utf8(&want).unwrap().lines().collect();
             let got = mcring(mode, &list, &keys);
-            assert_eq!(want.len(), keys.len(), "{mode} [{list}]: libmemcached answered too few keys");
-            assert_eq!(got.len(), keys.len(), "{mode} [{list}]: mcring answered too few keys");
+            assert_eq!(
+                want.len(),
+                keys.len(),
+                "{mode} [{list}]: libmemcached answered too few keys"
+            );
+            assert_eq!(
+                got.len(),
+                keys.len(),
+                "{mode} [{list}]: mcring answered too few keys"
+            );
             let wrong: Vec<String> = (0..keys.len())
                 .filter(|&i| want[i] != got[i])
                 .take(10)
@@ -254,7 +284,10 @@ fn mcring_matches_libmemcached_in_every_libmemcached_mode() {
             total += keys.len();
         }
     }
-    eprintln!("libmemcached vectors: {total} keys agree across 4 modes x {} lists", libmemcached_lists().len());
+    eprintln!(
+        "libmemcached vectors: {total} keys agree across 4 modes x {} lists",
+        libmemcached_lists().len()
+    );
 }
 
 /// A fake memcached backend for nutcracker: answers every text `get` with END and records which
@@ -301,7 +334,11 @@ fn fake_backend(listener: TcpListener, index: usize, seen: Arc<Mutex<HashMap<Vec
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Nutcracker(Child);
@@ -339,7 +376,10 @@ fn start_nutcracker(dir: &Path, servers: &[String]) -> (Nutcracker, SocketAddr) 
     let nc = Nutcracker(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(listen).is_err() {
-        assert!(Instant::now() < deadline, "nutcracker did not listen on {listen}");
+        assert!(
+            Instant::now() < deadline,
+            "nutcracker did not listen on {listen}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     (nc, listen)
@@ -347,9 +387,14 @@ fn start_nutcracker(dir: &Path, servers: &[String]) -> (Nutcracker, SocketAddr) 
 
 /// Asks nutcracker for every key (pipelined text gets in bounded batches) and returns the
 /// backend index each one reached.
-fn route_through(listen: SocketAddr, keys: &[Vec<u8>], seen: &Mutex<HashMap<Vec<u8>, usize>>) -> Vec<usize> {
+fn route_through(
+    listen: SocketAddr,
+    keys: &[Vec<u8>],
+    seen: &Mutex<HashMap<Vec<u8>, usize>>,
+) -> Vec<usize> {
     let conn = TcpStream::connect(listen).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut writer = conn.try_clone().unwrap();
     let mut reader = BufReader::new(conn);
     let mut line = Vec::new();
@@ -364,20 +409,32 @@ fn route_through(listen: SocketAddr, keys: &[Vec<u8>], seen: &Mutex<HashMap<Vec<
         for key in batch {
             line.clear();
             reader.read_until(b'\n', &mut line).unwrap();
-            assert_eq!(line, b"END\r\n", "nutcracker answered {:?} for {:?}", String::from_utf8_lossy(&line), String::from_utf8_lossy(key));
+            assert_eq!(
+                line,
+                b"END\r\n",
+                "nutcracker answered {:?} for {:?}",
+                String::from_utf8_lossy(&line),
+                String::from_utf8_lossy(key)
+            );
         }
     }
     let seen = seen.lock().unwrap();
     keys.iter()
-        .map(|k| *seen.get(k).unwrap_or_else(|| panic!("no backend saw {:?}", String::from_utf8_lossy(k))))
+        .map(|k| {
+            *seen
+                .get(k)
+                .unwrap_or_else(|| panic!("no backend saw {:?}", String::from_utf8_lossy(k)))
+        })
         .collect()
 }
+
+/// (label, number of backends, weight of backend i).
+type Shape = (&'static str, usize, fn(usize) -> u32);
 
 #[test]
 fn mcring_matches_nutcracker_default_pool() {
     let dir = TempDir::new("nutcracker");
-    // (label, number of backends, weight of backend i)
-    let shapes: [(&str, usize, fn(usize) -> u32); 4] = [
+    let shapes: [Shape; 4] = [
         ("3 equal", 3, |_| 1),
         ("4 unequal", 4, |i| [1, 3, 2, 5][i]),
         ("25 equal", 25, |_| 1),
@@ -404,7 +461,14 @@ fn mcring_matches_nutcracker_default_pool() {
         let wrong: Vec<String> = (0..keys.len())
             .filter(|&i| nodes[reached[i]].addr() != got[i])
             .take(10)
-            .map(|i| format!("{:?}: nutcracker {} mcring {}", String::from_utf8_lossy(&keys[i]), nodes[reached[i]].addr(), got[i]))
+            .map(|i| {
+                format!(
+                    "{:?}: nutcracker {} mcring {}",
+                    String::from_utf8_lossy(&keys[i]),
+                    nodes[reached[i]].addr(),
+                    got[i]
+                )
+            })
             .collect();
         assert!(wrong.is_empty(), "twemproxy {label}: {wrong:#?}");
         total += keys.len();
@@ -435,7 +499,9 @@ fn mcring_matches_nutcracker_on_the_default_port() {
     keys.extend(exact_hit_keys(&nodes).into_iter().take(300));
     let reached = route_through(listen, &keys, &seen);
     let got = mcring("twemproxy", &servers.join(","), &keys);
-    let wrong = (0..keys.len()).filter(|&i| nodes[reached[i]].addr() != got[i]).count();
+    let wrong = (0..keys.len())
+        .filter(|&i| nodes[reached[i]].addr() != got[i])
+        .count();
     assert_eq!(wrong, 0, "{wrong} of {} keys differ", keys.len());
 }
 
@@ -447,7 +513,11 @@ fn mcring_is_fast_and_keeps_its_interface() {
     let servers = "10.0.0.1:11211,10.0.0.2:11212:2,cache.example:11211";
     let start = Instant::now();
     let out = mcring("ketama", servers, &keys);
-    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
     assert_eq!(out.len(), keys.len());
     let allowed = ["10.0.0.1:11211", "10.0.0.2:11212", "cache.example:11211"];
     assert!(out.iter().all(|s| allowed.contains(&s.as_str())));

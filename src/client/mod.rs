@@ -136,6 +136,12 @@ impl Error {
     }
 }
 
+/// One server's statistics: (name, value) in the server's order.
+pub type ServerStats = Vec<(String, String)>;
+
+/// Hits of one server's multi-get pipeline.
+type Hits = Vec<(Vec<u8>, Value)>;
+
 /// Result of client operations.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -286,7 +292,7 @@ impl Client {
     fn exchange(&self, index: usize, op: &'static str, command: &Command<&[u8]>) -> Result<Packet> {
         let server = &self.servers[index];
         let result = server
-            .with_conn(op, |conn| conn.request(command))
+            .with_conn(|conn| conn.request(command))
             .map_err(|e| self.io_error(index, op, e));
         self.record(index, !matches!(&result, Err(e) if e.is_io()));
         result
@@ -410,7 +416,7 @@ impl Client {
             let index = ring.server_for(key).ok_or(Error::NoServers { op })?;
             per_server[index].push(key);
         }
-        let results: Vec<(usize, Result<Vec<(Vec<u8>, Value)>>)> = std::thread::scope(|s| {
+        let results: Vec<(usize, Result<Hits>)> = std::thread::scope(|s| {
             let handles: Vec<_> = per_server
                 .iter()
                 .enumerate()
@@ -418,7 +424,7 @@ impl Client {
                 .map(|(index, keys)| {
                     s.spawn(move || {
                         let r = self.servers[index]
-                            .with_conn(op, |conn| conn.get_pipelined(keys))
+                            .with_conn(|conn| conn.get_pipelined(keys))
                             .map_err(|e| self.io_error(index, op, e));
                         self.record(index, !matches!(&r, Err(e) if e.is_io()));
                         (index, r)
@@ -449,23 +455,10 @@ impl Client {
         }
     }
 
-    fn store(
-        &self,
-        op: &'static str,
-        mode: StoreMode,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        exptime: i64,
-        cas: u64,
-    ) -> Result<Outcome<Vec<u8>>> {
-        let command = Command::Store {
-            mode,
-            key,
-            value,
-            flags,
-            exptime,
-            cas,
+    /// Runs a Store command (its key is the command's).
+    fn store(&self, op: &'static str, command: Command<&[u8]>) -> Result<Outcome<Vec<u8>>> {
+        let Command::Store { key, .. } = command else {
+            unreachable!("store() takes Store commands")
         };
         let (index, packet) = self.keyed(op, key, &command)?;
         match self.outcome(index, op, &packet)? {
@@ -479,7 +472,17 @@ impl Client {
 
     /// Stores `value` unconditionally; returns the new CAS.
     pub fn set(&self, key: &[u8], value: &[u8], flags: u32, exptime: i64) -> Result<u64> {
-        match self.store("set", StoreMode::Set, key, value, flags, exptime, 0)? {
+        match self.store(
+            "set",
+            Command::Store {
+                mode: StoreMode::Set,
+                key,
+                value,
+                flags,
+                exptime,
+                cas: 0,
+            },
+        )? {
             Outcome::Stored { cas } => Ok(cas),
             o => Err(Error::Server {
                 server: self.owner_name(key),
@@ -497,25 +500,65 @@ impl Client {
 
     /// Stores only if absent; `false` when the key exists.
     pub fn add(&self, key: &[u8], value: &[u8], flags: u32, exptime: i64) -> Result<bool> {
-        let o = self.store("add", StoreMode::Add, key, value, flags, exptime, 0)?;
+        let o = self.store(
+            "add",
+            Command::Store {
+                mode: StoreMode::Add,
+                key,
+                value,
+                flags,
+                exptime,
+                cas: 0,
+            },
+        )?;
         Ok(matches!(o, Outcome::Stored { .. }))
     }
 
     /// Stores only if present; `false` when the key is missing.
     pub fn replace(&self, key: &[u8], value: &[u8], flags: u32, exptime: i64) -> Result<bool> {
-        let o = self.store("replace", StoreMode::Replace, key, value, flags, exptime, 0)?;
+        let o = self.store(
+            "replace",
+            Command::Store {
+                mode: StoreMode::Replace,
+                key,
+                value,
+                flags,
+                exptime,
+                cas: 0,
+            },
+        )?;
         Ok(matches!(o, Outcome::Stored { .. }))
     }
 
     /// Appends to an existing value; `false` when the key is missing.
     pub fn append(&self, key: &[u8], value: &[u8]) -> Result<bool> {
-        let o = self.store("append", StoreMode::Append, key, value, 0, 0, 0)?;
+        let o = self.store(
+            "append",
+            Command::Store {
+                mode: StoreMode::Append,
+                key,
+                value,
+                flags: 0,
+                exptime: 0,
+                cas: 0,
+            },
+        )?;
         Ok(matches!(o, Outcome::Stored { .. }))
     }
 
     /// Prepends to an existing value; `false` when the key is missing.
     pub fn prepend(&self, key: &[u8], value: &[u8]) -> Result<bool> {
-        let o = self.store("prepend", StoreMode::Prepend, key, value, 0, 0, 0)?;
+        let o = self.store(
+            "prepend",
+            Command::Store {
+                mode: StoreMode::Prepend,
+                key,
+                value,
+                flags: 0,
+                exptime: 0,
+                cas: 0,
+            },
+        )?;
         Ok(matches!(o, Outcome::Stored { .. }))
     }
 
@@ -529,7 +572,17 @@ impl Client {
         cas: u64,
     ) -> Result<CasResult> {
         Ok(
-            match self.store("cas", StoreMode::Set, key, value, flags, exptime, cas)? {
+            match self.store(
+                "cas",
+                Command::Store {
+                    mode: StoreMode::Set,
+                    key,
+                    value,
+                    flags,
+                    exptime,
+                    cas,
+                },
+            )? {
                 Outcome::Stored { cas } => CasResult::Stored(cas),
                 Outcome::NotFound => CasResult::NotFound,
                 _ => CasResult::Exists,
@@ -610,7 +663,7 @@ impl Client {
     }
 
     /// `stats GROUP` ("" = general) of every live server: `(host:port, [(name, value)])`.
-    pub fn stats(&self, group: &str) -> Result<Vec<(String, Vec<(String, String)>)>> {
+    pub fn stats(&self, group: &str) -> Result<Vec<(String, ServerStats)>> {
         let op = "stats";
         let mut out = Vec::new();
         for index in 0..self.nodes.len() {
@@ -618,7 +671,7 @@ impl Client {
                 continue;
             }
             let r = self.servers[index]
-                .with_conn(op, |conn| conn.stats(group.as_bytes()))
+                .with_conn(|conn| conn.stats(group.as_bytes()))
                 .map_err(|e| self.io_error(index, op, e));
             self.record(index, !matches!(&r, Err(e) if e.is_io()));
             out.push((self.nodes[index].addr(), r?));

@@ -221,27 +221,18 @@ impl Conn {
                 if p.opcode == opcode::NOOP {
                     break;
                 }
-                match p.outcome() {
-                    Some(Outcome::Value { flags, cas, value }) => {
-                        let key = if p.key.is_empty() {
-                            chunk
-                                .get(p.opaque as usize)
-                                .map(|k| k.to_vec())
-                                .unwrap_or_default()
-                        } else {
-                            p.key
-                        };
-                        hits.push((
-                            key,
-                            Value {
-                                data: value,
-                                flags,
-                                cas,
-                            },
-                        ));
-                    }
-                    // A quiet get reports errors other than a miss; treat them as misses.
-                    _ => {}
+                // A quiet get reports errors other than a miss; they read as misses.
+                if let Some(Outcome::Value { flags, cas, value }) = p.outcome() {
+                    let key = if p.key.is_empty() {
+                        chunk
+                            .get(p.opaque as usize)
+                            .map(|k| k.to_vec())
+                            .unwrap_or_default()
+                    } else {
+                        p.key
+                    };
+                    let data = value;
+                    hits.push((key, Value { data, flags, cas }));
                 }
             }
         }
@@ -299,27 +290,42 @@ impl ServerPool {
     }
 
     /// Runs `f` on a pooled (or new) connection; the connection goes back to the pool only when
-    /// `f` succeeded (after an error its state is unknown).
+    /// `f` succeeded (after an error its state is unknown). A pooled connection the server has
+    /// closed meanwhile (a restarted or idle-timed-out server: EOF, reset, broken pipe) is
+    /// dropped and `f` runs once more on a fresh connection.
     pub fn with_conn<T>(
         &self,
-        _op: &'static str,
-        f: impl FnOnce(&mut Conn) -> Result<T, ConnError>,
+        mut f: impl FnMut(&mut Conn) -> Result<T, ConnError>,
     ) -> Result<T, ConnError> {
         let pooled = self.idle.lock().unwrap().pop();
+        let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
             None => Conn::connect(&self.addr, self.connect_timeout, self.io_timeout)?,
         };
-        let r = f(&mut conn);
-        match &r {
-            Ok(_) | Err(ConnError::Encode(_)) => {
-                let mut idle = self.idle.lock().unwrap();
-                if idle.len() < self.max_idle {
-                    idle.push(conn);
-                }
+        let mut r = f(&mut conn);
+        if reused && matches!(&r, Err(ConnError::Io(e)) if is_stale(e)) {
+            self.clear();
+            conn = Conn::connect(&self.addr, self.connect_timeout, self.io_timeout)?;
+            r = f(&mut conn);
+        }
+        if matches!(&r, Ok(_) | Err(ConnError::Encode(_))) {
+            let mut idle = self.idle.lock().unwrap();
+            if idle.len() < self.max_idle {
+                idle.push(conn);
             }
-            Err(_) => {}
         }
         r
     }
+}
+
+/// Errors that mean the server closed a connection while it sat in the pool.
+fn is_stale(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
 }
