@@ -61,14 +61,17 @@ impl Server {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
+                    // Log first, then announce: a test that sees the address also sees the line.
+                    {
+                        let mut log = log.lock().unwrap();
+                        if log.len() < 1 << 20 {
+                            log.push_str(&line);
+                            log.push('\n');
+                        }
+                    }
                     if let Some(rest) = line.split(READY_MARK).nth(1) {
                         let addr = rest.split([',', ' ']).next().unwrap_or_default();
                         let _ = tx.send(addr.parse::<SocketAddr>().ok());
-                    }
-                    let mut log = log.lock().unwrap();
-                    if log.len() < 1 << 20 {
-                        log.push_str(&line);
-                        log.push('\n');
                     }
                 }
             });
