@@ -1189,10 +1189,7 @@ fn explicit_cas_is_kept_until_the_next_change_and_survives_nothing_flush_kills()
     assert_eq!(gets(&mut s, b"k").unwrap().2, 12345);
     assert_eq!(s.peek(b"k", h).unwrap().size, item::item_size(1, 1) + 8);
     // Compare against the explicit value.
-    assert_eq!(
-        put(&mut s, StoreMode::Append, b"k", b"w", 12345).unwrap() != 12345,
-        true
-    );
+    assert_ne!(put(&mut s, StoreMode::Append, b"k", b"w", 12345), Ok(12345));
     assert_eq!(get(&mut s, b"k").unwrap(), b"vw");
     // Arith and invalidate with and without explicit CAS; append in place keeps the value intact.
     set(&mut s, b"n", b"5");
