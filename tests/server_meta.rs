@@ -33,8 +33,8 @@ const CASES: &[(&str, &str)] = &[
      "HD\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nHD\r\nMN\r\n"),
     ("me\r\nmn foo\r\nms foo -1\r\nms foo 4294967297\r\nx\r\nms foo 3\r\nhi\r\nmn\r\n",
      "CLIENT_ERROR bad command line format\r\nMN\r\nCLIENT_ERROR bad command line format\r\nHD\r\nCLIENT_ERROR bad data chunk\r\nERROR\r\n"),
-    ("ms foo 2 S2\r\nhi\r\nms foo 2 MS\r\nhi\r\nms foo 2 MP\r\nhi\r\nmg foo v\r\nms newk 2 MR\r\nhi\r\nms newk 2 ME T0\r\nhi\r\nmd nope q\r\nmg k2 E5 v\r\n",
-     "CLIENT_ERROR invalid flag\r\nHD\r\nHD\r\nVA 4\r\nhihi\r\nNS\r\nHD\r\nNF\r\nCLIENT_ERROR invalid flag\r\n"),
+    ("ms foo 2 S2\r\nhi\r\nms foo 2 MS\r\nhi\r\nms foo 2 MP\r\nhi\r\nmg foo v\r\nms newk 2 MR\r\nhi\r\nms newk 2 ME T0\r\nhi\r\nmd nope q\r\nmg k2 E0 v\r\n",
+     "CLIENT_ERROR invalid flag\r\nHD\r\nHD\r\nVA 4\r\nhihi\r\nNS\r\nHD\r\nNF\r\nCLIENT_ERROR bad token in command line format\r\n"),
     ("ms foo 2 T100\r\nhi\r\nmg foo t v T50\r\nmg foo t\r\nset n 0 0 1\r\n5\r\nma n v MD D9\r\nma n q v\r\nma n MD q\r\nma foo\r\nmn\r\n",
      "HD\r\nVA 2 t100\r\nhi\r\nHD t50\r\nSTORED\r\nVA 1\r\n0\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nMN\r\n"),
 ];
@@ -109,4 +109,163 @@ fn quiet_meta_pipeline_across_shards_answers_only_misses_and_the_noop() {
     req += "mn\r\n";
     expect += "MN\r\n";
     exchange(&mut s, &req, &expect);
+}
+
+/// Stampede protection: each request and its reply copied from memcached 1.6.18 (CAS values
+/// left out of the requests, since the numbers differ).
+const STAMPEDE: &[(&str, &str)] = &[
+    // N: the first client wins the empty placeholder, later ones see Z; the winner's set clears it.
+    ("mg a N30 v t s\r\nmg a N30 v t s\r\nmg a v\r\nms a 2 T60\r\nhi\r\nmg a v t\r\nmn\r\n",
+     "VA 0 t30 s0 W\r\n\r\nVA 0 t30 s0 Z\r\n\r\nVA 0 Z\r\n\r\nHD\r\nVA 2 t60\r\nhi\r\nMN\r\n"),
+    // R: a TTL below the token wins once (strictly below), then Z.
+    ("ms b 2 T100\r\nhi\r\nmg b R30 v t\r\nmg b R200 v t\r\nmg b R200 v t\r\nmg b v\r\nmn\r\n",
+     "HD\r\nVA 2 t100\r\nhi\r\nVA 2 t100 W\r\nhi\r\nVA 2 t100 Z\r\nhi\r\nVA 2 Z\r\nhi\r\nMN\r\n"),
+    // md I T: stale with a new TTL, X W to the first reader, Z X after; a plain set clears it.
+    ("ms c 2 T100\r\nhi\r\nmd c I T30\r\nmg c v t\r\nmg c v t\r\nmg c v\r\nms c 2\r\nyo\r\nmg c v t\r\nmn\r\n",
+     "HD\r\nHD\r\nVA 2 t30 X W\r\nhi\r\nVA 2 t30 Z X\r\nhi\r\nVA 2 Z X\r\nhi\r\nHD\r\nVA 2 t-1\r\nyo\r\nMN\r\n"),
+    // ms I with an older CAS stores the value but keeps it stale (and the token handed out).
+    ("ms d 2 T0\r\nhi\r\nmd d I\r\nmg d t v\r\nms d 2 I C1\r\nxx\r\nmg d v\r\nmn\r\n",
+     "HD\r\nHD\r\nVA 2 t-1 X W\r\nhi\r\nHD\r\nVA 2 Z X\r\nxx\r\nMN\r\n"),
+    // q never hides a vivified hit; only the miss without N is a miss.
+    ("mg x N30\r\nmg x N30 k O1\r\nmg x2 N30 q\r\nmg x2 q k\r\nmg y v\r\nmg y N0 s t v\r\nmn\r\n",
+     "HD W\r\nHD kx O1 Z\r\nHD W\r\nHD kx2 Z\r\nEN\r\nVA 0 s0 t-1 W\r\n\r\nMN\r\n"),
+    // ms I on a fresh item with an older CAS: stale, TTL kept; a newer CAS is EX; failures echo c0.
+    ("ms e 2 T100\r\nhi\r\nms e 2 I C1\r\nzz\r\nmg e v t\r\nms e 2 I C99999999999 c\r\nqq\r\nms e 2 C99999999999 c k\r\nqq\r\nms nope 2 C1 c\r\nzz\r\nms e 2 ME c\r\nzz\r\nmn\r\n",
+     "HD\r\nHD\r\nVA 2 t100 X W\r\nzz\r\nEX c0\r\nEX c0 ke\r\nNF c0\r\nNS c0\r\nMN\r\n"),
+    // md I re-arms the win even after a token went out; T-1 expires it; a missing key is NF.
+    ("ms f 2 T100\r\nhi\r\nmg f R200\r\nmd f I\r\nmg f\r\nmg f\r\nmd f I q\r\nmg f t\r\nmd f I T-1\r\nmg f\r\nmd zz I\r\nmn\r\n",
+     "HD\r\nHD W\r\nHD\r\nHD X W\r\nHD Z X\r\nHD t100 X W\r\nHD\r\nEN\r\nNF\r\nMN\r\n"),
+    // ma t / T: T sets the TTL on a hit and on creation (over N's), t reports it.
+    ("ma n N0 J5 T30 t v\r\nma n t v\r\nma n T99 t\r\nma n t v\r\nma n2 N50 J1 t\r\nma n2 t\r\nma n3 N50 J1 T20 t\r\nma n4 N0 J1 t\r\nma n4 t v T0\r\nmn\r\n",
+     "VA 1 t30\r\n5\r\nVA 1 t30\r\n6\r\nHD t99\r\nVA 1 t99\r\n8\r\nHD t50\r\nHD t50\r\nHD t20\r\nHD t-1\r\nVA 1 t-1\r\n2\r\nMN\r\n"),
+    // N and R on a stale hit change nothing; a failed ma leaves the marks.
+    ("ms st 2 T100\r\nhi\r\nmd st I\r\nmg st N30 v\r\nmg st R500 v\r\nma st\r\nmn\r\n",
+     "HD\r\nHD\r\nVA 2 X W\r\nhi\r\nVA 2 Z X\r\nhi\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nMN\r\n"),
+    // An in-place incr keeps the stale mark; an append makes a fresh item.
+    ("ms st2 1 T100\r\n5\r\nmd st2 I\r\nma st2 v\r\nmg st2 v\r\nms st2 1 MA\r\n6\r\nmg st2 v\r\nmn\r\n",
+     "HD\r\nHD\r\nVA 1\r\n6\r\nVA 1 X W\r\n6\r\nHD\r\nVA 2\r\n66\r\nMN\r\n"),
+    // Items that never expire are never recache candidates; md I T0 keeps "never".
+    ("ms v1 2 T0\r\nhi\r\nmg v1 R30 v t\r\nmg v1 N30 R30 t\r\nmd v1 I T0\r\nmg v1 t\r\nmn\r\n",
+     "HD\r\nVA 2 t-1\r\nhi\r\nHD t-1\r\nHD\r\nHD t-1 X W\r\nMN\r\n"),
+    // N with T: the placeholder takes T's TTL.
+    ("mg vq N30 q v\r\nmg vq k q\r\nmd vq\r\nmg vq N30 T10 t\r\nmg vq t\r\nmn\r\n",
+     "VA 0 W\r\n\r\nHD kvq Z\r\nHD\r\nHD t10 W\r\nHD t10 Z\r\nMN\r\n"),
+    // md accepts c but does not echo it; md I with a wrong CAS is EX.
+    ("ms h 2\r\nhi\r\nmd h c k\r\nms h 2\r\nhi\r\nmd h I c k\r\nmg h\r\nmd h I C1\r\nmd h I q k\r\nmn\r\n",
+     "HD\r\nHD kh\r\nHD\r\nHD kh\r\nHD X W\r\nEX\r\nMN\r\n"),
+];
+
+#[test]
+fn stampede_protection_answers_as_memcached() {
+    let server = Server::start(&["-t", "2"]);
+    for (send, expect) in STAMPEDE {
+        let mut s = TcpStream::connect(server.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        exchange(&mut s, "flush_all\r\n", "OK\r\n");
+        exchange(&mut s, send, expect);
+    }
+}
+
+/// Reads one reply line.
+fn line(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\r\n") {
+        s.read_exact(&mut b).unwrap();
+        out.push(b[0]);
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn two_clients_stampede_and_the_winner_recaches_with_its_cas() {
+    let server = Server::start(&["-t", "4"]);
+    let mut a = TcpStream::connect(server.addr()).unwrap();
+    let mut b = TcpStream::connect(server.addr()).unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    a.write_all(b"mg hot N30 c\r\n").unwrap();
+    let won = line(&mut a);
+    assert!(won.starts_with("HD c") && won.ends_with(" W\r\n"), "{won}");
+    let cas: u64 = won[4..won.len() - 4].parse().unwrap();
+    exchange(&mut b, "mg hot N30 v\r\n", "VA 0 Z\r\n\r\n");
+    // The winner stores with its CAS; everyone then sees the fresh value without marks.
+    exchange(&mut a, &format!("ms hot 3 C{cas} T60\r\nnew\r\n"), "HD\r\n");
+    exchange(&mut b, "mg hot v\r\n", "VA 3\r\nnew\r\n");
+    // Invalidate: the next reader (b) wins, a gets Z X; b's late set with the old CAS under I
+    // stays stale, its matching set clears it.
+    exchange(&mut a, "md hot I\r\n", "HD\r\n");
+    b.write_all(b"mg hot c v\r\n").unwrap();
+    let hit = line(&mut b);
+    assert!(hit.ends_with(" X W\r\n"), "{hit}");
+    let stale_cas: u64 = hit[6..hit.len() - 6].parse().unwrap();
+    line(&mut b);
+    exchange(&mut a, "mg hot v\r\n", "VA 3 Z X\r\nnew\r\n");
+    exchange(
+        &mut b,
+        &format!("ms hot 3 C{stale_cas}\r\nnow\r\nmg hot v\r\n"),
+        "HD\r\nVA 3\r\nnow\r\n",
+    );
+}
+
+#[test]
+fn explicit_cas_e_sets_the_cas_of_ms_md_ma_and_vivified_mg() {
+    let server = Server::start(&["-t", "4"]);
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    exchange(
+        &mut s,
+        "ms k 2 E500 c\r\nhi\r\nmg k c v\r\n",
+        "HD c500\r\nVA 2 c500\r\nhi\r\n",
+    );
+    exchange(&mut s, "ms k 2 C500 E600 c\r\nho\r\n", "HD c600\r\n");
+    exchange(&mut s, "ms k 2 C500\r\nxx\r\n", "EX\r\n");
+    exchange(&mut s, "md k I E700\r\nmg k c\r\n", "HD\r\nHD c700 X W\r\n");
+    exchange(
+        &mut s,
+        "ma n N0 J1 E42 c v\r\nma n E43 c\r\n",
+        "VA 1 c42\r\n1\r\nHD c43\r\n",
+    );
+    exchange(
+        &mut s,
+        "mg p N0 E77 c\r\nmg p c\r\n",
+        "HD c77 W\r\nHD c77 Z\r\n",
+    );
+    exchange(
+        &mut s,
+        "ms k 2 E0\r\nhi\r\nmn\r\n",
+        "CLIENT_ERROR bad token in command line format\r\nMN\r\n",
+    );
+    // A flush removes explicit-CAS items like any other.
+    exchange(
+        &mut s,
+        "flush_all\r\nmg k v\r\nmg n v\r\n",
+        "OK\r\nEN\r\nEN\r\n",
+    );
+}
+
+#[test]
+fn meta_get_hits_and_misses_are_counted_as_memcached_does() {
+    let server = Server::start(&["-t", "2"]);
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // memcached 1.6.18: cmd_get 6, get_hits 5 (vivified placeholders count as hits), get_misses 1.
+    exchange(
+        &mut s,
+        "mg x N30\r\nmg x N30 k O1\r\nmg x2 N30 q\r\nmg x2 q k\r\nmg y v\r\nmg y N0 s t v\r\nmn\r\n",
+        "HD W\r\nHD kx O1 Z\r\nHD W\r\nHD kx2 Z\r\nEN\r\nVA 0 s0 t-1 W\r\n\r\nMN\r\n",
+    );
+    s.write_all(b"stats\r\n").unwrap();
+    let mut stats = String::new();
+    while !stats.ends_with("END\r\n") {
+        stats += &line(&mut s);
+    }
+    for want in [
+        "STAT cmd_get 6\r\n",
+        "STAT get_hits 5\r\n",
+        "STAT get_misses 1\r\n",
+    ] {
+        assert!(stats.contains(want), "{want} in {stats}");
+    }
 }

@@ -50,6 +50,59 @@ pub enum Command<B> {
         touch: Option<i64>,
         /// Whether the value is wanted (else only metadata is returned).
         value: bool,
+        /// On a miss, create an empty placeholder with this exptime and win it (meta `N`).
+        vivify: Option<i64>,
+        /// Win the recompute if fewer seconds than this are left to live (meta `R`).
+        recache: Option<i64>,
+        /// Explicit CAS for a created placeholder (meta `E`; 0 = generated).
+        new_cas: u64,
+    },
+    /// Meta set with invalidation mode or an explicit CAS (plain sets use [`Command::Store`]).
+    MetaStore {
+        /// How an existing or missing item is treated.
+        mode: StoreMode,
+        /// The key.
+        key: B,
+        /// The data block.
+        value: B,
+        /// Client flags.
+        flags: u32,
+        /// Wire exptime.
+        exptime: i64,
+        /// Compare CAS (0 = none).
+        cas: u64,
+        /// Meta `I`: a `cas` older than the item's stores the value as stale.
+        invalidate: bool,
+        /// Meta `E`: the new item's CAS (0 = generated).
+        new_cas: u64,
+    },
+    /// Mark an item stale instead of deleting it (meta `md I`): [`Outcome::Deleted`].
+    Invalidate {
+        /// The key.
+        key: B,
+        /// Compare CAS (0 = none).
+        cas: u64,
+        /// New exptime (meta `T`).
+        exptime: Option<i64>,
+        /// Meta `E`: the item's new CAS (0 = generated).
+        new_cas: u64,
+    },
+    /// Meta arithmetic: [`Outcome::MetaCounter`], which also carries the TTL.
+    MetaArith {
+        /// Direction.
+        op: ArithOp,
+        /// The key.
+        key: B,
+        /// Amount.
+        delta: u64,
+        /// (initial value, exptime) to create a missing item.
+        on_miss: Option<(u64, i64)>,
+        /// Compare CAS (0 = none).
+        cas: u64,
+        /// New exptime, also for a created item (meta `T`).
+        touch: Option<i64>,
+        /// Meta `E`: the result's CAS (0 = generated).
+        new_cas: u64,
     },
     /// Item metadata without side effects (meta `me`): [`Outcome::Info`].
     Inspect {
@@ -142,10 +195,70 @@ impl<B> Command<B> {
     pub fn map_bytes<C>(self, mut f: impl FnMut(B) -> C) -> Command<C> {
         match self {
             Command::Get { key, touch } => Command::Get { key: f(key), touch },
-            Command::MetaGet { key, touch, value } => Command::MetaGet {
+            Command::MetaGet {
+                key,
+                touch,
+                value,
+                vivify,
+                recache,
+                new_cas,
+            } => Command::MetaGet {
                 key: f(key),
                 touch,
                 value,
+                vivify,
+                recache,
+                new_cas,
+            },
+            Command::MetaStore {
+                mode,
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+                invalidate,
+                new_cas,
+            } => {
+                let key = f(key);
+                Command::MetaStore {
+                    mode,
+                    key,
+                    value: f(value),
+                    flags,
+                    exptime,
+                    cas,
+                    invalidate,
+                    new_cas,
+                }
+            }
+            Command::Invalidate {
+                key,
+                cas,
+                exptime,
+                new_cas,
+            } => Command::Invalidate {
+                key: f(key),
+                cas,
+                exptime,
+                new_cas,
+            },
+            Command::MetaArith {
+                op,
+                key,
+                delta,
+                on_miss,
+                cas,
+                touch,
+                new_cas,
+            } => Command::MetaArith {
+                op,
+                key: f(key),
+                delta,
+                on_miss,
+                cas,
+                touch,
+                new_cas,
             },
             Command::Inspect { key } => Command::Inspect { key: f(key) },
             Command::Store {
@@ -214,6 +327,9 @@ impl<B> Command<B> {
             Command::Get { key, .. }
             | Command::MetaGet { key, .. }
             | Command::Inspect { key }
+            | Command::MetaStore { key, .. }
+            | Command::Invalidate { key, .. }
+            | Command::MetaArith { key, .. }
             | Command::Store { key, .. }
             | Command::Arith { key, .. }
             | Command::Delete { key, .. }
@@ -240,6 +356,12 @@ pub struct ItemMeta {
     pub class: u32,
     /// Item size as stored (header + key + value).
     pub size: u32,
+    /// Invalidated, still served (meta `X`).
+    pub stale: bool,
+    /// A win token had already been handed out (meta `Z`).
+    pub token_sent: bool,
+    /// This request won the recompute (meta `W`).
+    pub won: bool,
 }
 
 /// The result of executing one command, protocol-neutral; values held as `V`.
@@ -280,6 +402,15 @@ pub enum Outcome<V> {
         value: u64,
         /// New CAS of the item.
         cas: u64,
+    },
+    /// A meta arithmetic result.
+    MetaCounter {
+        /// The new counter value.
+        value: u64,
+        /// New CAS of the item.
+        cas: u64,
+        /// Seconds left to live; -1 = never expires.
+        ttl: i64,
     },
     /// Touch succeeded.
     Touched {
@@ -346,6 +477,7 @@ impl<V> Outcome<V> {
             Outcome::Stored { cas } => Outcome::Stored { cas },
             Outcome::Deleted => Outcome::Deleted,
             Outcome::Counter { value, cas } => Outcome::Counter { value, cas },
+            Outcome::MetaCounter { value, cas, ttl } => Outcome::MetaCounter { value, cas, ttl },
             Outcome::Touched { flags, cas } => Outcome::Touched { flags, cas },
             Outcome::Done => Outcome::Done,
             Outcome::Version(v) => Outcome::Version(f(v)),

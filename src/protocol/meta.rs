@@ -2,9 +2,11 @@
 //! 1.6.18 does: `<code> <flags>*`, return flags echoed in request order, `q` hiding the
 //! uninteresting reply, `O` opaque and `k` key for pipelining, `b` base64 keys.
 //!
-//! Not supported (the store keeps no win/stale marks): `N` (vivify), `R` (recache) and `I`
-//! (invalidate) are accepted and ignored, so a miss is a plain miss and an invalidation a plain
-//! delete or CAS store; `W`, `X`, `Z` are never sent. `ma`'s `t` and `T` are accepted and ignored.
+//! Stampede protection as in memcached: `mg N` vivifies a miss into an empty placeholder and
+//! `mg R` wins a recompute when the TTL is short; `md I` / `ms I` mark items stale; a hit then
+//! carries `Z` (a win token was handed out before), `X` (stale) and `W` (this client won), in
+//! that order after the return flags. `E` (explicit CAS, newer than 1.6.18, which refuses it)
+//! follows memcached's later documentation.
 
 use super::text::{self, data_block, parse_i32, parse_u32, parse_u64, DataBlock, Kind, ReplyCtx};
 use super::{ArithOp, Command, Decode, Limits, Outcome, StoreMode};
@@ -133,6 +135,9 @@ struct Flags {
     delta: Option<u64>,
     initial: u64,
     vivify: Option<i64>,
+    recache: Option<i64>,
+    invalidate: bool,
+    new_cas: u64,
     mode: Option<u8>,
     value: bool,
 }
@@ -148,20 +153,20 @@ const BAD_KEY: &str = "CLIENT_ERROR error decoding key";
 fn accepts(cmd: &[u8], f: u8) -> bool {
     let ok: &[u8] = match cmd {
         b"mg" => b"bcfhklOqstuvNRTPLE",
-        b"ms" => b"bcCFIkOqTMPLNstfv",
-        b"md" => b"bCIkOqTPLv",
-        b"ma" => b"bCNJDTMOqtcvkPL",
+        b"ms" => b"bcCFIkOqTMPLNstfvE",
+        b"md" => b"bcCIkOqTPLvE",
+        b"ma" => b"bCNJDTMOqtcvkPLE",
         _ => b"",
     };
-    // E (explicit CAS) arrived after memcached 1.6.18, which refuses it.
-    f != b'E' && ok.contains(&f)
+    // E (explicit CAS) arrived after memcached 1.6.18, which refuses it; issue 7 wants it.
+    ok.contains(&f)
 }
 
 fn returned(cmd: &[u8], f: u8) -> bool {
     let ret: &[u8] = match cmd {
         b"mg" => b"cfhklOst",
         b"ms" | b"md" => b"ckO",
-        b"ma" => b"ckO",
+        b"ma" => b"ctkO",
         _ => b"",
     };
     ret.contains(&f)
@@ -207,9 +212,10 @@ fn parse_flags<'t>(
             }
             b'T' => f.ttl = Some(num_i()?),
             b'N' => f.vivify = Some(num_i()?),
-            b'R' => {
-                num_i()?;
-            }
+            b'R' => f.recache = Some(num_i()?),
+            b'I' => f.invalidate = true,
+            // 0 is "no CAS" everywhere, so it cannot be an explicit one.
+            b'E' => f.new_cas = num_u().ok().filter(|&c| c != 0).ok_or(bad_token)?,
             b'C' => f.cas = num_u()?,
             b'D' => f.delta = Some(num_u()?),
             b'J' => f.initial = num_u()?,
@@ -301,6 +307,9 @@ pub(crate) fn decode<'a>(
                 key,
                 touch: f.ttl,
                 value: f.value,
+                vivify: f.vivify,
+                recache: f.recache,
+                new_cas: f.new_cas,
             }
         }
         b"ms" => {
@@ -315,18 +324,41 @@ pub(crate) fn decode<'a>(
             ctx.cmd = MetaCmd::Set {
                 compare: f.cas != 0,
             };
-            Command::Store {
-                mode,
-                key,
-                value,
-                flags: f.flags,
-                exptime: f.ttl.unwrap_or(0),
-                cas: f.cas,
+            if f.invalidate || f.new_cas != 0 {
+                Command::MetaStore {
+                    mode,
+                    key,
+                    value,
+                    flags: f.flags,
+                    exptime: f.ttl.unwrap_or(0),
+                    cas: f.cas,
+                    invalidate: f.invalidate,
+                    new_cas: f.new_cas,
+                }
+            } else {
+                Command::Store {
+                    mode,
+                    key,
+                    value,
+                    flags: f.flags,
+                    exptime: f.ttl.unwrap_or(0),
+                    cas: f.cas,
+                }
             }
         }
         b"md" => {
             ctx.cmd = MetaCmd::Delete;
-            Command::Delete { key, cas: f.cas }
+            if f.invalidate {
+                Command::Invalidate {
+                    key,
+                    cas: f.cas,
+                    exptime: f.ttl,
+                    new_cas: f.new_cas,
+                }
+            } else {
+                // memcached only applies T (and an explicit CAS) when the item is kept.
+                Command::Delete { key, cas: f.cas }
+            }
         }
         _ => {
             let op = match f.mode {
@@ -335,12 +367,14 @@ pub(crate) fn decode<'a>(
                 Some(_) => return refuse("CLIENT_ERROR invalid mode for ma M token", consumed),
             };
             ctx.cmd = MetaCmd::Arith { value: f.value };
-            Command::Arith {
+            Command::MetaArith {
                 op,
                 key,
                 delta: f.delta.unwrap_or(1),
                 on_miss: f.vivify.map(|ttl| (f.initial, ttl)),
                 cas: f.cas,
+                touch: f.ttl,
+                new_cas: f.new_cas,
             }
         }
     };
@@ -390,6 +424,19 @@ fn put_code(out: &mut Vec<u8>, code: &[u8], ctx: &MetaCtx, key: &[u8]) {
     put(out, b"\r\n");
 }
 
+/// A failed ms: memcached 1.6.18 also echoes `c` there, as `c0`.
+fn put_set_failure(out: &mut Vec<u8>, code: &[u8], ctx: &MetaCtx, key: &[u8]) {
+    put(out, code);
+    put_flags(
+        out,
+        ctx,
+        key,
+        |f| matches!(f, b'k' | b'O' | b'c'),
+        |_, out| put(out, b"0"),
+    );
+    put(out, b"\r\n");
+}
+
 fn put_num(out: &mut Vec<u8>, n: impl std::fmt::Display) {
     put(out, n.to_string().as_bytes());
 }
@@ -432,6 +479,16 @@ pub(crate) fn encode(out: &mut Vec<u8>, ctx: &MetaCtx, key: &[u8], outcome: &Out
                     _ => {}
                 },
             );
+            // memcached's order: Z (token handed out before), X (stale), W (won now).
+            if meta.token_sent && !meta.won {
+                put(out, b" Z");
+            }
+            if meta.stale {
+                put(out, b" X");
+            }
+            if meta.won {
+                put(out, b" W");
+            }
             put(out, b"\r\n");
             if with_value {
                 put(out, value);
@@ -450,10 +507,12 @@ pub(crate) fn encode(out: &mut Vec<u8>, ctx: &MetaCtx, key: &[u8], outcome: &Out
                 put(out, b"\r\n");
             }
         }
-        (MetaCmd::Set { compare: true }, Outcome::Exists) => put_code(out, b"EX", ctx, key),
-        (MetaCmd::Set { compare: true }, Outcome::NotFound) => put_code(out, b"NF", ctx, key),
+        (MetaCmd::Set { compare: true }, Outcome::Exists) => put_set_failure(out, b"EX", ctx, key),
+        (MetaCmd::Set { compare: true }, Outcome::NotFound) => {
+            put_set_failure(out, b"NF", ctx, key)
+        }
         (MetaCmd::Set { .. }, Outcome::Exists | Outcome::NotFound | Outcome::NotStored) => {
-            put_code(out, b"NS", ctx, key)
+            put_set_failure(out, b"NS", ctx, key)
         }
         (MetaCmd::Delete, Outcome::Deleted) => {
             if !ctx.quiet {
@@ -466,7 +525,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, ctx: &MetaCtx, key: &[u8], outcome: &Out
         (MetaCmd::Delete | MetaCmd::Arith { .. }, Outcome::Exists) => {
             put_code(out, b"EX", ctx, key)
         }
-        (MetaCmd::Arith { value: with_value }, Outcome::Counter { value, cas }) => {
+        (MetaCmd::Arith { value: with_value }, Outcome::MetaCounter { value, cas, ttl }) => {
             let digits = value.to_string();
             if ctx.quiet {
                 // memcached hides a successful ma under q, value included.
@@ -478,7 +537,16 @@ pub(crate) fn encode(out: &mut Vec<u8>, ctx: &MetaCtx, key: &[u8], outcome: &Out
             } else {
                 put(out, b"HD");
             }
-            put_flags(out, ctx, key, |_| true, |_, out| put_num(out, cas));
+            put_flags(
+                out,
+                ctx,
+                key,
+                |_| true,
+                |f, out| match f {
+                    b't' => put_num(out, ttl),
+                    _ => put_num(out, cas),
+                },
+            );
             put(out, b"\r\n");
             if with_value {
                 put(out, digits.as_bytes());

@@ -303,6 +303,9 @@ async fn batch<C: Codec>(
                     | Command::MetaGet { .. }
                     | Command::Inspect { .. }
                     | Command::Store { .. }
+                    | Command::MetaStore { .. }
+                    | Command::Invalidate { .. }
+                    | Command::MetaArith { .. }
                     | Command::Arith { .. }
                     | Command::Delete { .. }
                     | Command::Touch { .. } => {

@@ -6,7 +6,9 @@ use std::cell::{Ref, RefCell, RefMut};
 use std::time::Instant;
 
 use crate::protocol::{ArithOp, Command, ItemMeta, Outcome, StoreMode};
-use crate::storage::{self, ItemInfo, ItemView, Store, StoreError};
+use crate::storage::{
+    self, ArithOptions, FetchOptions, ItemInfo, ItemView, Store, StoreError, StoreOptions,
+};
 
 use super::router::{ReplyBatch, RequestBatch, Span};
 use super::stats::{Counters, Kind, Latencies, Snapshot};
@@ -44,6 +46,16 @@ fn item_meta(i: &ItemInfo) -> ItemMeta {
         cas: i.cas,
         class: i.class,
         size: i.size as u32,
+        stale: i.stale,
+        token_sent: i.token_sent,
+        won: false,
+    }
+}
+
+fn arith_op(op: ArithOp) -> storage::ArithOp {
+    match op {
+        ArithOp::Incr => storage::ArithOp::Incr,
+        ArithOp::Decr => storage::ArithOp::Decr,
     }
 }
 
@@ -110,30 +122,91 @@ impl Shard {
                 key,
                 touch,
                 value: want_value,
+                vivify,
+                recache,
+                new_cas,
             } => {
+                match touch {
+                    None => c.cmd_get += 1,
+                    Some(_) => c.cmd_touch += 1,
+                }
+                let opts = FetchOptions {
+                    touch,
+                    vivify,
+                    recache_below: recache,
+                    new_cas,
+                };
                 // Metadata is read before the access: memcached reports h, l and t as they were.
-                let o = store.peek(key, hash).and_then(|before| {
-                    let meta = item_meta(&before);
-                    let item = match touch {
-                        None => {
-                            c.cmd_get += 1;
-                            store.get(key, hash)?
-                        }
-                        Some(exptime) => {
-                            c.cmd_touch += 1;
-                            store.touch(key, hash, exptime)?
-                        }
+                let o = store.fetch(key, hash, opts).map(|f| {
+                    let meta = ItemMeta {
+                        won: f.won,
+                        ..item_meta(&f.info)
                     };
-                    let (flags, cas) = (item.flags, item.cas);
-                    let value = Span::push(arena, if want_value { item.value } else { &[] });
-                    Ok(Outcome::Item {
-                        flags,
-                        cas,
+                    let value = Span::push(arena, if want_value { f.item.value } else { &[] });
+                    Outcome::Item {
+                        flags: f.item.flags,
+                        cas: f.item.cas,
                         value,
                         meta,
-                    })
+                    }
                 });
                 (Kind::Get, o)
+            }
+            Command::MetaStore {
+                mode,
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+                invalidate,
+                new_cas,
+            } => {
+                c.cmd_set += 1;
+                let opts = StoreOptions {
+                    cas,
+                    invalidate,
+                    new_cas,
+                };
+                let o = store
+                    .store_with(store_mode(mode), key, hash, value, flags, exptime, opts)
+                    .map(|cas| Outcome::Stored { cas });
+                (Kind::Set, o)
+            }
+            Command::Invalidate {
+                key,
+                cas,
+                exptime,
+                new_cas,
+            } => {
+                let o = store
+                    .invalidate(key, hash, cas, exptime, new_cas)
+                    .map(|_| Outcome::Deleted);
+                (Kind::Delete, o)
+            }
+            Command::MetaArith {
+                op,
+                key,
+                delta,
+                on_miss,
+                cas,
+                touch,
+                new_cas,
+            } => {
+                let opts = ArithOptions {
+                    on_miss,
+                    cas,
+                    touch,
+                    new_cas,
+                };
+                let o = store
+                    .arith_with(arith_op(op), key, hash, delta, opts)
+                    .map(|r| Outcome::MetaCounter {
+                        value: r.value,
+                        cas: r.cas,
+                        ttl: r.ttl.map_or(-1, i64::from),
+                    });
+                (Kind::Arith, o)
             }
             Command::Inspect { key } => {
                 let o = store.peek(key, hash).map(|i| Outcome::Info(item_meta(&i)));
@@ -160,12 +233,8 @@ impl Shard {
                 on_miss,
                 cas,
             } => {
-                let op = match op {
-                    ArithOp::Incr => storage::ArithOp::Incr,
-                    ArithOp::Decr => storage::ArithOp::Decr,
-                };
                 let o = store
-                    .arith(op, key, hash, delta, on_miss, cas)
+                    .arith(arith_op(op), key, hash, delta, on_miss, cas)
                     .map(|(value, cas)| Outcome::Counter { value, cas });
                 (Kind::Arith, o)
             }

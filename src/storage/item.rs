@@ -5,18 +5,26 @@
 //!  0     4    policy word 0   LRU/FIFO: prev id, top bit = LRU "active" mark; LFU: frequency
 //!                             counter; free chunk: prev free
 //!  4     4    policy word 1   LRU/FIFO: next id; free chunk: next free
-//!  8     8    cas << 8 | key_len   56-bit CAS counter, 8-bit key length (0 marks a free chunk)
+//!  8     8    marks | cas | klen   bit 63 = win token handed out, bit 62 = explicit CAS trailer
+//!                             follows the value, bits 8..62 = 54-bit CAS counter, bits 0..8 = key
+//!                             length (0 marks a free chunk)
 //! 16     4    exptime         seconds since the store epoch, 0 = never (see `clock`)
 //! 20     4    atime           last access, seconds since the store epoch
 //! 24     4    flags           the client's opaque flags
 //! 28     4    vlen | bits     value length (30 bits, so values stay under 1 GiB), bit 30 =
-//!                             fetched since stored, bit 31 = spare (meta protocol's stale mark)
+//!                             fetched since stored, bit 31 = stale (invalidated, still served)
 //! ```
+//!
+//! An item stored with an explicit CAS (a client-chosen wire CAS) carries it as an 8-byte trailer
+//! after the value; the header keeps a fresh counter all the same, so flush and the replication
+//! version still order it with the rest of the shard.
 //!
 //! Why: links are `u32` chunk ids (not pointers; ids stay below 2^31, so each policy word has a
 //! spare top bit for the policy), so two links cost 8 bytes; a key fits in 8 bits
-//! (at most 250 bytes), which leaves 56 bits of CAS in one word — 2^56 mutations last 22 years at
-//! 100 million a second on one shard. Times are `u32` seconds relative to the store epoch. The two
+//! (at most 250 bytes), which leaves 56 bits in one word: 2 for the stampede marks (the policy
+//! words' top bits belong to the policies, and the atime/exptime words use all 32 bits since the
+//! clock's epoch is 2^31 s back) and 54 of CAS — 2^54 mutations last 57 years at 10 million a
+//! second on one shard. Times are `u32` seconds relative to the store epoch. The two
 //! policy words belong to the eviction policy (see `evict`), so a new policy such as S3-FIFO reuses
 //! them without a new layout (S3-FIFO: queue links, and its 2-bit frequency in the two spare bits). The key's hash is not stored: the index recomputes it from the key
 //! on the rare rehash or unlink-by-id.
@@ -33,9 +41,15 @@ pub(crate) const MAX_VALUE_LEN: usize = (1 << 30) - 1;
 
 const VLEN_MASK: u32 = (1 << 30) - 1;
 const FETCHED_BIT: u32 = 1 << 30;
+const STALE_BIT: u32 = 1 << 31;
+const TOKEN_BIT: u64 = 1 << 63;
+const EXPLICIT_BIT: u64 = 1 << 62;
 
-/// Mask of the 56-bit CAS counter.
-pub(crate) const CAS_MASK: u64 = (1 << 56) - 1;
+/// Mask of the 54-bit CAS counter.
+pub(crate) const CAS_MASK: u64 = (1 << 54) - 1;
+
+/// Bytes of the explicit-CAS trailer.
+pub(crate) const EXPLICIT_CAS_LEN: usize = 8;
 
 /// Chunk id: page number in the high bits, slot in the page in the low bits (see `slab`).
 pub(crate) type ItemId = u32;
@@ -142,10 +156,29 @@ impl Header {
         wr32(c, VLEN, self.vlen_bits);
     }
 
-    /// The CAS counter.
+    /// The CAS counter (the chunk accessor serves the store; this one the tests).
     #[inline]
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn cas(&self) -> u64 {
-        self.cas_klen >> 8
+        (self.cas_klen >> 8) & CAS_MASK
+    }
+
+    /// Whether the item was invalidated (served, marked stale).
+    #[inline]
+    pub(crate) fn stale(&self) -> bool {
+        self.vlen_bits & STALE_BIT != 0
+    }
+
+    /// Whether a win token was handed out for this item.
+    #[inline]
+    pub(crate) fn token_sent(&self) -> bool {
+        self.cas_klen & TOKEN_BIT != 0
+    }
+
+    /// Whether an explicit-CAS trailer follows the value.
+    #[inline]
+    pub(crate) fn has_explicit_cas(&self) -> bool {
+        self.cas_klen & EXPLICIT_BIT != 0
     }
 
     /// Key length in bytes (0 for a free chunk).
@@ -169,7 +202,12 @@ impl Header {
     /// Bytes this item occupies in its chunk (memcached's item size for `bytes`).
     #[inline]
     pub(crate) fn total_size(&self) -> usize {
-        HEADER_SIZE + self.key_len() + self.value_len()
+        let trailer = if self.has_explicit_cas() {
+            EXPLICIT_CAS_LEN
+        } else {
+            0
+        };
+        HEADER_SIZE + self.key_len() + self.value_len() + trailer
     }
 }
 
@@ -250,7 +288,43 @@ pub(crate) fn set_atime(c: &mut [u8], v: u32) {
 /// The CAS counter.
 #[inline]
 pub(crate) fn cas(c: &[u8]) -> u64 {
-    rd64(c, CAS_KLEN) >> 8
+    (rd64(c, CAS_KLEN) >> 8) & CAS_MASK
+}
+
+/// Sets or clears the stale mark.
+#[inline]
+pub(crate) fn set_stale(c: &mut [u8], on: bool) {
+    let v = rd32(c, VLEN);
+    wr32(c, VLEN, if on { v | STALE_BIT } else { v & !STALE_BIT });
+}
+
+/// Sets or clears the "win token handed out" mark.
+#[inline]
+pub(crate) fn set_token_sent(c: &mut [u8], on: bool) {
+    let v = rd64(c, CAS_KLEN);
+    wr64(c, CAS_KLEN, if on { v | TOKEN_BIT } else { v & !TOKEN_BIT });
+}
+
+/// Writes an explicit wire CAS after the value and marks the header; the chunk must have room.
+pub(crate) fn set_explicit_cas(c: &mut [u8], wire_cas: u64) {
+    let h = Header::load(c);
+    let at = HEADER_SIZE + h.key_len() + h.value_len();
+    wr64(c, at, wire_cas);
+    wr64(c, CAS_KLEN, h.cas_klen | EXPLICIT_BIT);
+}
+
+/// Drops the explicit-CAS mark (the trailer bytes become slack).
+pub(crate) fn clear_explicit_cas(c: &mut [u8]) {
+    let v = rd64(c, CAS_KLEN);
+    wr64(c, CAS_KLEN, v & !EXPLICIT_BIT);
+}
+
+/// The explicit wire CAS of an item, if it has one.
+#[inline]
+pub(crate) fn explicit_cas(c: &[u8]) -> Option<u64> {
+    let h = Header::load(c);
+    h.has_explicit_cas()
+        .then(|| rd64(c, HEADER_SIZE + h.key_len() + h.value_len()))
 }
 
 /// Whether the item was read since it was stored.
@@ -308,7 +382,29 @@ mod tests {
     }
 
     #[test]
-    fn cas_counter_is_truncated_to_56_bits() {
+    fn marks_live_beside_the_fields_they_share_a_word_with() {
+        let mut buf = [0u8; 64];
+        Header::new(CAS_MASK, 3, 7, 9, 11).store(&mut buf);
+        set_stale(&mut buf, true);
+        set_token_sent(&mut buf, true);
+        set_fetched(&mut buf);
+        let h = Header::load(&buf);
+        assert!(h.stale() && h.token_sent() && h.fetched());
+        assert_eq!((h.cas(), h.key_len(), h.value_len()), (CAS_MASK, 3, 7));
+        assert_eq!(explicit_cas(&buf), None);
+        set_explicit_cas(&mut buf, u64::MAX);
+        let h = Header::load(&buf);
+        assert_eq!(explicit_cas(&buf), Some(u64::MAX));
+        assert_eq!(h.total_size(), HEADER_SIZE + 3 + 7 + EXPLICIT_CAS_LEN);
+        assert_eq!(h.cas(), CAS_MASK);
+        set_stale(&mut buf, false);
+        set_token_sent(&mut buf, false);
+        let h = Header::load(&buf);
+        assert!(!h.stale() && !h.token_sent() && h.fetched() && h.has_explicit_cas());
+    }
+
+    #[test]
+    fn cas_counter_is_truncated_to_54_bits() {
         let h = Header::new(u64::MAX, 1, 0, 0, 0);
         assert_eq!(h.cas(), CAS_MASK);
         assert_eq!(h.key_len(), 1);

@@ -279,6 +279,70 @@ pub struct ItemInfo {
     pub cas: u64,
     /// Slab class, 1-based.
     pub class: u32,
+    /// Invalidated but still served (see [`Store::invalidate`]).
+    pub stale: bool,
+    /// A win token was already handed out for this item (see [`Store::fetch`]).
+    pub token_sent: bool,
+}
+
+/// What a [`Store::fetch`] may do besides reading: the stampede-protection lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FetchOptions {
+    /// Set the expiry (wire exptime) after reading the metadata.
+    pub touch: Option<i64>,
+    /// On a miss, create an empty placeholder item with this wire exptime and win it.
+    pub vivify: Option<i64>,
+    /// Win if the item expires in fewer than this many seconds (items that never expire don't).
+    pub recache_below: Option<i64>,
+    /// Explicit wire CAS for a placeholder created by `vivify` (0 = a generated one).
+    pub new_cas: u64,
+}
+
+/// The result of a [`Store::fetch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetched<'a> {
+    /// The item after the access.
+    pub item: ItemView<'a>,
+    /// Its metadata before the access (a created placeholder's after creation).
+    pub info: ItemInfo,
+    /// This caller won the right to recompute the value; the item now records a token as sent.
+    pub won: bool,
+}
+
+/// Options of [`Store::arith_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ArithOptions {
+    /// (initial value, wire exptime): create a missing item.
+    pub on_miss: Option<(u64, i64)>,
+    /// Compare CAS (0 = none).
+    pub cas: u64,
+    /// New wire exptime for the item (also for a created one, over `on_miss`'s).
+    pub touch: Option<i64>,
+    /// Explicit wire CAS of the result (0 = a generated one).
+    pub new_cas: u64,
+}
+
+/// The result of [`Store::arith_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// The new counter value.
+    pub value: u64,
+    /// The item's new CAS.
+    pub cas: u64,
+    /// Seconds left to live; `None` = never expires.
+    pub ttl: Option<u32>,
+}
+
+/// Stampede-protection and CAS options of a store (the plain [`Store::store`] uses none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreOptions {
+    /// Compare CAS (0 = none).
+    pub cas: u64,
+    /// Invalidation mode: a `cas` older than the item's stores the value as stale instead of
+    /// failing (expiry and handed-out token kept), so a late writer cannot clobber a fresh value.
+    pub invalidate: bool,
+    /// Explicit wire CAS of the new item (0 = a generated one).
+    pub new_cas: u64,
 }
 
 /// Per-class counters kept by the store (the slab keeps the gauges).
@@ -364,6 +428,15 @@ fn format_counter(n: u64, buf: &mut [u8; 20]) -> &[u8] {
         if n == 0 {
             return &buf[i..];
         }
+    }
+}
+
+/// Bytes of explicit-CAS trailer an item stored with `new_cas` needs.
+fn explicit_len(new_cas: u64) -> usize {
+    if new_cas != 0 {
+        item::EXPLICIT_CAS_LEN
+    } else {
+        0
     }
 }
 
@@ -507,8 +580,29 @@ impl Store {
         exptime: i64,
         cas: u64,
     ) -> StoreResult<u64> {
+        let opts = StoreOptions {
+            cas,
+            ..StoreOptions::default()
+        };
+        self.store_with(mode, key, hash, value, flags, exptime, opts)
+    }
+
+    /// [`Store::store`] with invalidation mode and explicit CAS; returns the new item's CAS.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_with(
+        &mut self,
+        mode: StoreMode,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        flags: u32,
+        exptime: i64,
+        opts: StoreOptions,
+    ) -> StoreResult<u64> {
+        let cas = opts.cas;
+        let trailer = explicit_len(opts.new_cas);
         check_key(key)?;
-        if item::item_size(key.len(), value.len()) > self.max_item {
+        if item::item_size(key.len(), value.len()) + trailer > self.max_item {
             self.stats.store_too_large += 1;
             // A failed set must not leave the old value readable (memcached does the same).
             if mode == StoreMode::Set && cas == 0 {
@@ -522,17 +616,24 @@ impl Store {
             Found::Live(id) => Some(id),
             Found::Missing => None,
         };
+        // Invalidation mode: (expiry, token handed out) the new, stale item inherits.
+        let mut stale_from = None;
         if cas != 0 {
             match old {
                 None => {
                     self.stats.cas_misses += 1;
                     return Err(StoreError::NotFound);
                 }
-                Some(id) if self.wire_cas(item::cas(self.slab.chunk(id))) != cas => {
+                Some(id) if self.item_cas(id) == cas => self.stats.cas_hits += 1,
+                Some(id) if opts.invalidate && cas < self.item_cas(id) => {
+                    self.stats.cas_hits += 1;
+                    let h = Header::load(self.slab.chunk(id));
+                    stale_from = Some((h.exptime, h.token_sent()));
+                }
+                Some(_) => {
                     self.stats.cas_badval += 1;
                     return Err(StoreError::Exists);
                 }
-                Some(_) => self.stats.cas_hits += 1,
             }
         } else {
             match (mode, old) {
@@ -548,15 +649,143 @@ impl Store {
                 _ => {}
             }
         }
-        let result = match (mode, old) {
-            (StoreMode::Append, Some(id)) => self.concat(id, hash, value, false),
-            (StoreMode::Prepend, Some(id)) => self.concat(id, hash, value, true),
+        let new_cas = opts.new_cas;
+        match (mode, old) {
+            (StoreMode::Append | StoreMode::Prepend, Some(id)) => {
+                self.concat(id, hash, value, mode == StoreMode::Prepend, new_cas)?;
+            }
             _ => {
-                let exp = self.clock.expiry(exptime);
-                self.put(old, key, hash, value, flags, exp)
+                let exp = match stale_from {
+                    Some((exp, _)) => exp,
+                    None => self.clock.expiry(exptime),
+                };
+                self.put(old, key, hash, value, flags, exp, new_cas)?;
+            }
+        }
+        let id = self.index.find(&self.slab, key, hash).expect("just stored");
+        if let Some((_, token)) = stale_from {
+            let c = self.slab.chunk_mut(id);
+            item::set_stale(c, true);
+            item::set_token_sent(c, token);
+        }
+        Ok(self.item_cas(id))
+    }
+
+    /// Looks up an item for a stampede-protected read: reports the stale and token marks, wins
+    /// the caller the right to recompute (a stale item, one expiring within `recache_below`,
+    /// or a placeholder created on a miss by `vivify`) at most once until the item is replaced
+    /// or invalidated again. Hits and created placeholders count as `get_hits` (as memcached's
+    /// mg does), misses as `get_misses`; with `touch`, as a touch instead.
+    pub fn fetch(&mut self, key: &[u8], hash: u64, opts: FetchOptions) -> StoreResult<Fetched<'_>> {
+        check_key(key)?;
+        let (id, won, info) = match self.lookup(key, hash) {
+            Found::Live(id) => {
+                let info = self.info(id);
+                let ttl_short = match (opts.recache_below, info.ttl) {
+                    (Some(below), Some(ttl)) => i64::from(ttl) < below,
+                    _ => false,
+                };
+                let won = !info.token_sent && (info.stale || ttl_short);
+                (id, won, info)
+            }
+            Found::Missing => {
+                let Some(ttl) = opts.vivify else {
+                    if opts.touch.is_some() {
+                        self.stats.touch_misses += 1;
+                    } else {
+                        self.stats.get_misses += 1;
+                    }
+                    return Err(StoreError::NotFound);
+                };
+                let exp = self.clock.expiry(ttl);
+                self.put(None, key, hash, b"", 0, exp, opts.new_cas)?;
+                let id = self.index.find(&self.slab, key, hash).expect("just stored");
+                if let Some(exptime) = opts.touch {
+                    let exp = self.clock.expiry(exptime);
+                    item::set_exptime(self.slab.chunk_mut(id), exp);
+                }
+                (id, true, self.info(id))
             }
         };
-        result.map(|c| self.wire_cas(c))
+        if won {
+            item::set_token_sent(self.slab.chunk_mut(id), true);
+        }
+        match opts.touch {
+            Some(exptime) => {
+                self.stats.touch_hits += 1;
+                let exp = self.clock.expiry(exptime);
+                item::set_exptime(self.slab.chunk_mut(id), exp);
+            }
+            None => self.stats.get_hits += 1,
+        }
+        self.hit(id);
+        Ok(Fetched {
+            item: self.view(id),
+            info,
+            won,
+        })
+    }
+
+    /// Marks a live item stale instead of deleting it: it is still served, with a new CAS
+    /// (`new_cas`, or a generated one when 0), optionally a new expiry, and its token mark
+    /// cleared so the next reader wins the recompute. `cas != 0` must match. Returns the new CAS.
+    pub fn invalidate(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        cas: u64,
+        exptime: Option<i64>,
+        new_cas: u64,
+    ) -> StoreResult<u64> {
+        check_key(key)?;
+        let id = match self.lookup(key, hash) {
+            Found::Live(id) => id,
+            Found::Missing => {
+                self.stats.delete_misses += 1;
+                return Err(StoreError::NotFound);
+            }
+        };
+        if cas != 0 && self.item_cas(id) != cas {
+            return Err(StoreError::Exists);
+        }
+        let h = Header::load(self.slab.chunk(id));
+        if new_cas != 0 && !h.has_explicit_cas() {
+            // The trailer needs room: rewrite the item (same value, flags, expiry and marks).
+            let key = item::key(self.slab.chunk(id)).to_vec();
+            let vstart = HEADER_SIZE + h.key_len();
+            let value = self.slab.chunk(id)[vstart..vstart + h.value_len()].to_vec();
+            self.put(Some(id), &key, hash, &value, h.flags, h.exptime, new_cas)?;
+        } else {
+            let c = self.next_cas();
+            let chunk = self.slab.chunk_mut(id);
+            let mut nh = Header::load(chunk);
+            nh.cas_klen = (nh.cas_klen & !(CAS_MASK << 8)) | (c << 8);
+            nh.store(chunk);
+            if new_cas != 0 {
+                item::set_explicit_cas(chunk, new_cas);
+            } else if nh.has_explicit_cas() {
+                // Drop the old explicit CAS: the generated one applies again.
+                item::clear_explicit_cas(chunk);
+                let class = self.slab.class_of(id);
+                self.slab.account(
+                    class,
+                    h.total_size(),
+                    h.total_size() - item::EXPLICIT_CAS_LEN,
+                );
+            }
+        }
+        let id = self
+            .index
+            .find(&self.slab, key, hash)
+            .expect("still linked");
+        let c = self.slab.chunk_mut(id);
+        item::set_stale(c, true);
+        item::set_token_sent(c, false);
+        if let Some(exptime) = exptime {
+            let exp = self.clock.expiry(exptime);
+            item::set_exptime(self.slab.chunk_mut(id), exp);
+        }
+        Ok(self.item_cas(id))
     }
 
     /// Incr/decr; `on_miss` = (initial, exptime) creates a missing item. Returns (value, new CAS).
@@ -569,6 +798,30 @@ impl Store {
         on_miss: Option<(u64, i64)>,
         cas: u64,
     ) -> StoreResult<(u64, u64)> {
+        let opts = ArithOptions {
+            on_miss,
+            cas,
+            ..ArithOptions::default()
+        };
+        self.arith_with(op, key, hash, delta, opts)
+            .map(|r| (r.value, r.cas))
+    }
+
+    /// [`Store::arith`] with a new expiry and an explicit CAS; also reports the TTL.
+    pub fn arith_with(
+        &mut self,
+        op: ArithOp,
+        key: &[u8],
+        hash: u64,
+        delta: u64,
+        opts: ArithOptions,
+    ) -> StoreResult<Counted> {
+        let ArithOptions {
+            on_miss,
+            cas,
+            touch,
+            new_cas,
+        } = opts;
         check_key(key)?;
         let id = match self.lookup(key, hash) {
             Found::Live(id) => id,
@@ -580,15 +833,19 @@ impl Store {
                 let (initial, exptime) = on_miss.ok_or(StoreError::NotFound)?;
                 let mut buf = [0u8; 20];
                 let digits = format_counter(initial, &mut buf);
-                let exp = self.clock.expiry(exptime);
-                let c = self.put(None, key, hash, digits, 0, exp)?;
-                return Ok((initial, self.wire_cas(c)));
+                let exp = self.clock.expiry(touch.unwrap_or(exptime));
+                self.put(None, key, hash, digits, 0, exp, new_cas)?;
+                return Ok(self.counted(key, hash, initial));
             }
         };
-        let chunk = self.slab.chunk(id);
-        if cas != 0 && self.wire_cas(item::cas(chunk)) != cas {
+        if cas != 0 && self.item_cas(id) != cas {
             return Err(StoreError::Exists);
         }
+        if let Some(exptime) = touch {
+            let exp = self.clock.expiry(exptime);
+            item::set_exptime(self.slab.chunk_mut(id), exp);
+        }
+        let chunk = self.slab.chunk(id);
         let h = Header::load(chunk);
         let vstart = HEADER_SIZE + h.key_len();
         let current =
@@ -605,26 +862,41 @@ impl Store {
         };
         let mut buf = [0u8; 20];
         let digits = format_counter(next, &mut buf);
-        let new_size = item::item_size(h.key_len(), digits.len());
+        let new_size = item::item_size(h.key_len(), digits.len()) + explicit_len(new_cas);
         if new_size <= self.slab.chunk_size_of(id) {
-            // Rewrite in place: same chunk, flags and expiry; new CAS and length.
+            // Rewrite in place: same chunk, flags, expiry and stampede marks (as memcached's
+            // in-place incr keeps them); new CAS and length.
             let c = self.next_cas();
             let class = self.slab.class_of(id);
-            let mut nh = h;
-            nh.cas_klen = (c << 8) | h.key_len() as u64;
-            nh.vlen_bits = digits.len() as u32;
+            let mut nh = Header::new(c, h.key_len(), digits.len(), h.flags, h.exptime);
+            nh.w0 = h.w0;
+            nh.w1 = h.w1;
             nh.atime = self.clock.now();
             let chunk = self.slab.chunk_mut(id);
             nh.store(chunk);
             chunk[vstart..vstart + digits.len()].copy_from_slice(digits);
+            item::set_stale(chunk, h.stale());
+            item::set_token_sent(chunk, h.token_sent());
+            if new_cas != 0 {
+                item::set_explicit_cas(chunk, new_cas);
+            }
             self.slab.account(class, h.total_size(), new_size);
             self.policy
                 .on_access(&mut self.slab, class, id, self.clock.now());
-            Ok((next, self.wire_cas(c)))
         } else {
             let key = item::key(self.slab.chunk(id)).to_vec();
-            let c = self.put(Some(id), &key, hash, digits, h.flags, h.exptime)?;
-            Ok((next, self.wire_cas(c)))
+            self.put(Some(id), &key, hash, digits, h.flags, h.exptime, new_cas)?;
+        }
+        Ok(self.counted(key, hash, next))
+    }
+
+    /// The result of an arith on `key`, just written.
+    fn counted(&self, key: &[u8], hash: u64, value: u64) -> Counted {
+        let id = self.index.find(&self.slab, key, hash).expect("just stored");
+        Counted {
+            value,
+            cas: self.item_cas(id),
+            ttl: self.clock.ttl_left(item::exptime(self.slab.chunk(id))),
         }
     }
 
@@ -633,7 +905,7 @@ impl Store {
         check_key(key)?;
         match self.lookup(key, hash) {
             Found::Live(id) => {
-                if cas != 0 && self.wire_cas(item::cas(self.slab.chunk(id))) != cas {
+                if cas != 0 && self.item_cas(id) != cas {
                     return Err(StoreError::Exists);
                 }
                 self.stats.delete_hits += 1;
@@ -699,16 +971,22 @@ impl Store {
         let Found::Live(id) = self.lookup(key, hash) else {
             return Err(StoreError::NotFound);
         };
+        Ok(self.info(id))
+    }
+
+    fn info(&self, id: ItemId) -> ItemInfo {
         let h = Header::load(self.slab.chunk(id));
-        Ok(ItemInfo {
+        ItemInfo {
             value_len: h.value_len(),
             size: h.total_size(),
             ttl: self.clock.ttl_left(h.exptime),
             idle: self.clock.now().saturating_sub(h.atime),
             fetched: h.fetched(),
-            cas: self.wire_cas(h.cas()),
+            cas: self.item_cas(id),
             class: self.slab.class_of(id) as u32 + 1,
-        })
+            stale: h.stale(),
+            token_sent: h.token_sent(),
+        }
     }
 
     /// Bytes per slab page (the unit of the memory limit).
@@ -805,7 +1083,14 @@ impl Store {
             .wrapping_add(u64::from(self.config.shard_id))
     }
 
-    /// The next CAS counter (56 bits, never 0).
+    /// The wire CAS of a linked item: its explicit one, else derived from its counter.
+    #[inline]
+    fn item_cas(&self, id: ItemId) -> u64 {
+        let c = self.slab.chunk(id);
+        item::explicit_cas(c).unwrap_or_else(|| self.wire_cas(item::cas(c)))
+    }
+
+    /// The next CAS counter (54 bits, never 0).
     #[inline]
     fn next_cas(&mut self) -> u64 {
         self.cas_counter = (self.cas_counter + 1) & CAS_MASK;
@@ -870,7 +1155,7 @@ impl Store {
         ItemView {
             value: &c[start..start + h.value_len()],
             flags: h.flags,
-            cas: self.wire_cas(h.cas()),
+            cas: self.item_cas(id),
         }
     }
 
@@ -920,6 +1205,7 @@ impl Store {
         parts: [&[u8]; 2],
         flags: u32,
         exp: u32,
+        new_cas: u64,
     ) -> u64 {
         let cas = self.next_cas();
         let vlen = parts[0].len() + parts[1].len();
@@ -932,10 +1218,14 @@ impl Store {
             c[at..at + p.len()].copy_from_slice(p);
             at += p.len();
         }
+        if new_cas != 0 {
+            item::set_explicit_cas(c, new_cas);
+        }
         cas
     }
 
     /// Stores a new item for `key`, replacing `old`; returns the CAS counter.
+    #[allow(clippy::too_many_arguments)]
     fn put(
         &mut self,
         old: Option<ItemId>,
@@ -944,15 +1234,16 @@ impl Store {
         value: &[u8],
         flags: u32,
         exp: u32,
+        new_cas: u64,
     ) -> StoreResult<u64> {
-        let size = item::item_size(key.len(), value.len());
+        let size = item::item_size(key.len(), value.len()) + explicit_len(new_cas);
         let class = self.slab.class_for(size).ok_or(StoreError::TooLarge)?;
         if let Some(id) = old {
             if self.slab.class_of(id) == class {
                 // Same class: overwrite the chunk in place, the index entry stays.
                 let old_size = Header::load(self.slab.chunk(id)).total_size();
                 self.policy.on_remove(&mut self.slab, class, id);
-                let cas = self.write_item(id, key, [value, &[]], flags, exp);
+                let cas = self.write_item(id, key, [value, &[]], flags, exp, new_cas);
                 self.slab.account(class, old_size, size);
                 self.policy.on_insert(&mut self.slab, class, id);
                 self.stats.total_items += 1;
@@ -963,7 +1254,7 @@ impl Store {
             self.unlink(id, Some(hash));
         }
         let id = self.alloc(class)?;
-        let cas = self.write_item(id, key, [value, &[]], flags, exp);
+        let cas = self.write_item(id, key, [value, &[]], flags, exp, new_cas);
         self.link(id, class, hash, size);
         Ok(cas)
     }
@@ -977,10 +1268,17 @@ impl Store {
     }
 
     /// Append or prepend `data` to live item `id`; keeps flags and expiry, returns the CAS.
-    fn concat(&mut self, id: ItemId, hash: u64, data: &[u8], prepend: bool) -> StoreResult<u64> {
+    fn concat(
+        &mut self,
+        id: ItemId,
+        hash: u64,
+        data: &[u8],
+        prepend: bool,
+        new_cas: u64,
+    ) -> StoreResult<u64> {
         let h = Header::load(self.slab.chunk(id));
         let (klen, vlen) = (h.key_len(), h.value_len());
-        let size = item::item_size(klen, vlen + data.len());
+        let size = item::item_size(klen, vlen + data.len()) + explicit_len(new_cas);
         if size > self.max_item {
             self.stats.store_too_large += 1;
             return Err(StoreError::TooLarge);
@@ -1001,6 +1299,9 @@ impl Store {
                 c[v + vlen..v + vlen + data.len()].copy_from_slice(data);
             }
             nh.store(c);
+            if new_cas != 0 {
+                item::set_explicit_cas(c, new_cas);
+            }
             self.slab.account(class, h.total_size(), size);
             self.policy.on_insert(&mut self.slab, class, id);
             self.stats.total_items += 1;
@@ -1025,6 +1326,9 @@ impl Store {
         } else {
             dst[v..v + vlen].copy_from_slice(old_value);
             dst[v + vlen..v + vlen + data.len()].copy_from_slice(data);
+        }
+        if new_cas != 0 {
+            item::set_explicit_cas(dst, new_cas);
         }
         self.unlink(id, Some(hash));
         self.link(new, to_class, hash, size);

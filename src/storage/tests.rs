@@ -1036,3 +1036,193 @@ fn peek_reports_without_side_effects() {
         Some(StoreError::NotFound)
     );
 }
+
+// ---- stampede protection and explicit CAS ----
+
+fn fetch(s: &mut Store, key: &[u8], opts: FetchOptions) -> StoreResult<(Vec<u8>, ItemInfo, bool)> {
+    s.fetch(key, key_hash(key), opts)
+        .map(|f| (f.item.value.to_vec(), f.info, f.won))
+}
+
+#[test]
+fn vivify_creates_a_placeholder_won_once_then_marked() {
+    let mut s = small();
+    let viv = FetchOptions {
+        vivify: Some(30),
+        ..FetchOptions::default()
+    };
+    let (v, info, won) = fetch(&mut s, b"k", viv).unwrap();
+    assert!(v.is_empty() && won);
+    assert_eq!(info.ttl, Some(30));
+    let (_, info, won) = fetch(&mut s, b"k", viv).unwrap();
+    assert!(!won && info.token_sent && !info.stale);
+    // A miss without vivify stays a miss and counts as one; placeholders count as hits.
+    assert_eq!(
+        fetch(&mut s, b"other", FetchOptions::default()),
+        Err(StoreError::NotFound)
+    );
+    let st = s.stats();
+    assert_eq!((st.get_hits, st.get_misses), (2, 1));
+    // Storing the real value clears the mark.
+    set(&mut s, b"k", b"real");
+    let info = s.peek(b"k", key_hash(b"k")).unwrap();
+    assert!(!info.token_sent && !info.stale);
+    s.verify();
+}
+
+#[test]
+fn recache_wins_once_when_the_ttl_is_below_the_threshold() {
+    let mut s = small();
+    set_ttl(&mut s, b"k", b"v", 100);
+    let r = |below| FetchOptions {
+        recache_below: Some(below),
+        ..FetchOptions::default()
+    };
+    assert!(
+        !fetch(&mut s, b"k", r(100)).unwrap().2,
+        "100 s left is not below 100"
+    );
+    assert!(fetch(&mut s, b"k", r(101)).unwrap().2);
+    let (_, info, won) = fetch(&mut s, b"k", r(101)).unwrap();
+    assert!(!won && info.token_sent);
+    // Items that never expire are never recache candidates.
+    set(&mut s, b"n", b"v");
+    assert!(!fetch(&mut s, b"n", r(1_000_000)).unwrap().2);
+}
+
+#[test]
+fn invalidate_keeps_the_item_stale_with_a_new_cas_and_rearms_the_win() {
+    let mut s = small();
+    let old = set_ttl(&mut s, b"k", b"v", 100);
+    let h = key_hash(b"k");
+    // A token handed out before the invalidation does not block the next win.
+    fetch(
+        &mut s,
+        b"k",
+        FetchOptions {
+            recache_below: Some(1000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.invalidate(b"k", h, old + 1, None, 0),
+        Err(StoreError::Exists)
+    );
+    let new = s.invalidate(b"k", h, old, Some(30), 0).unwrap();
+    assert_ne!(new, old);
+    let (v, info, won) = fetch(&mut s, b"k", FetchOptions::default()).unwrap();
+    assert_eq!(
+        (v.as_slice(), info.cas, info.ttl),
+        (&b"v"[..], new, Some(30))
+    );
+    assert!(info.stale && won);
+    let (_, info, won) = fetch(&mut s, b"k", FetchOptions::default()).unwrap();
+    assert!(info.stale && info.token_sent && !won);
+    assert_eq!(
+        s.invalidate(b"nope", key_hash(b"nope"), 0, None, 0),
+        Err(StoreError::NotFound)
+    );
+    // A plain store replaces the stale item with a fresh one.
+    set(&mut s, b"k", b"fresh");
+    assert!(!s.peek(b"k", h).unwrap().stale);
+    s.verify();
+}
+
+#[test]
+fn invalidation_mode_store_with_an_older_cas_stores_stale_keeping_ttl_and_token() {
+    let mut s = small();
+    let h = key_hash(b"k");
+    let first = set_ttl(&mut s, b"k", b"v1", 100);
+    let second = set_ttl(&mut s, b"k", b"v2", 100);
+    fetch(
+        &mut s,
+        b"k",
+        FetchOptions {
+            recache_below: Some(1000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let opts = |cas| StoreOptions {
+        cas,
+        invalidate: true,
+        new_cas: 0,
+    };
+    // Newer than the item's CAS: refused as any CAS mismatch.
+    assert_eq!(
+        s.store_with(StoreMode::Set, b"k", h, b"x", 0, 0, opts(second + 1)),
+        Err(StoreError::Exists)
+    );
+    let c = s
+        .store_with(StoreMode::Set, b"k", h, b"late", 0, 0, opts(first))
+        .unwrap();
+    let info = s.peek(b"k", h).unwrap();
+    assert!(info.stale && info.token_sent);
+    assert_eq!((info.cas, info.ttl), (c, Some(100)));
+    assert_eq!(get(&mut s, b"k").unwrap(), b"late");
+    // The matching CAS stores normally and clears the marks.
+    s.store_with(StoreMode::Set, b"k", h, b"ok", 0, 0, opts(c))
+        .unwrap();
+    let info = s.peek(b"k", h).unwrap();
+    assert!(!info.stale && !info.token_sent);
+    // Without invalidation mode an older CAS is a plain mismatch.
+    assert_eq!(
+        put(&mut s, StoreMode::Set, b"k", b"z", first),
+        Err(StoreError::Exists)
+    );
+    s.verify();
+}
+
+#[test]
+fn explicit_cas_is_kept_until_the_next_change_and_survives_nothing_flush_kills() {
+    let mut s = small();
+    let h = key_hash(b"k");
+    let e = StoreOptions {
+        new_cas: 12345,
+        ..Default::default()
+    };
+    assert_eq!(
+        s.store_with(StoreMode::Set, b"k", h, b"v", 0, 0, e),
+        Ok(12345)
+    );
+    assert_eq!(gets(&mut s, b"k").unwrap().2, 12345);
+    assert_eq!(s.peek(b"k", h).unwrap().size, item::item_size(1, 1) + 8);
+    // Compare against the explicit value.
+    assert_ne!(put(&mut s, StoreMode::Append, b"k", b"w", 12345), Ok(12345));
+    assert_eq!(get(&mut s, b"k").unwrap(), b"vw");
+    // Arith and invalidate with and without explicit CAS; append in place keeps the value intact.
+    set(&mut s, b"n", b"5");
+    let a = ArithOptions {
+        new_cas: 777,
+        touch: Some(50),
+        ..Default::default()
+    };
+    let r = s
+        .arith_with(ArithOp::Incr, b"n", key_hash(b"n"), 2, a)
+        .unwrap();
+    assert_eq!((r.value, r.cas, r.ttl), (7, 777, Some(50)));
+    assert_eq!(
+        s.invalidate(b"n", key_hash(b"n"), 777, None, 0)
+            .map(|c| c != 777),
+        Ok(true)
+    );
+    assert_eq!(s.invalidate(b"n", key_hash(b"n"), 0, None, 999), Ok(999));
+    assert_eq!(
+        s.invalidate(b"n", key_hash(b"n"), 999, None, 1000),
+        Ok(1000)
+    );
+    assert_eq!(get(&mut s, b"n").unwrap(), b"7");
+    let viv = FetchOptions {
+        vivify: Some(0),
+        new_cas: 55,
+        ..Default::default()
+    };
+    assert_eq!(fetch(&mut s, b"p", viv).unwrap().1.cas, 55);
+    s.verify();
+    // Flush still sees explicit-CAS items: the header keeps a generated counter.
+    s.flush(0);
+    assert_eq!(get(&mut s, b"n"), None);
+    assert_eq!(get(&mut s, b"p"), None);
+    s.verify();
+}

@@ -73,7 +73,12 @@ pub fn request_opcode<B>(command: &Command<B>, variant: Variant) -> Option<u8> {
         Command::Flush { .. } => pick([FLUSH, FLUSHQ]),
         Command::Touch { .. } => single(TOUCH),
         // Meta-protocol lookups have no binary opcode.
-        Command::MetaGet { .. } | Command::Inspect { .. } => None,
+        // Meta-only commands have no binary opcode.
+        Command::MetaGet { .. }
+        | Command::Inspect { .. }
+        | Command::MetaStore { .. }
+        | Command::Invalidate { .. }
+        | Command::MetaArith { .. } => None,
         Command::Noop => single(NOOP),
         Command::Version => single(VERSION),
         Command::Stats { .. } => single(STAT),
@@ -131,9 +136,11 @@ pub fn encode_request(
     let mut value: &[u8] = &[];
     let mut cas = 0;
     let extlen = match *command {
-        Command::MetaGet { .. } | Command::Inspect { .. } => {
-            return Err(EncodeError::NoSuchVariant)
-        }
+        Command::MetaGet { .. }
+        | Command::Inspect { .. }
+        | Command::MetaStore { .. }
+        | Command::Invalidate { .. }
+        | Command::MetaArith { .. } => return Err(EncodeError::NoSuchVariant),
         Command::Get { key: k, touch } => {
             key = k;
             match touch {

@@ -549,7 +549,7 @@ pub fn encode_response(out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &
         Outcome::Deleted | Outcome::Done => {
             put_packet(out, ctx, status::NO_ERROR, 0, &[], &[], &[])
         }
-        Outcome::Counter { value, cas } => {
+        Outcome::Counter { value, cas } | Outcome::MetaCounter { value, cas, .. } => {
             put_packet(
                 out,
                 ctx,
