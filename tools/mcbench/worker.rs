@@ -377,7 +377,9 @@ pub fn run_phases<C: WireCodec + Default + Send + 'static>(
                 .expect("spawn thread")
         })
         .collect();
-    let mut merged: Vec<(Stats, Vec<String>, Option<Instant>, Option<Instant>)> = phases
+    /// Per phase: merged stats, failures, earliest measurement start, latest reply.
+    type Merged = (Stats, Vec<String>, Option<Instant>, Option<Instant>);
+    let mut merged: Vec<Merged> = phases
         .iter()
         .map(|_| (Stats::default(), Vec::new(), None, None))
         .collect();

@@ -94,10 +94,10 @@ mod tests {
         w.into_iter().map(|x| x / total).collect()
     }
 
-    /// Samples with a fixed seed and compares the observed frequencies with the exact ones:
-    /// each of the 20 most frequent ranks within 3 % relative (they hold many samples), the tail
-    /// beyond them summed within 3 %, and a chi-square over 50 equal-probability-ish groups
-    /// far below what a wrong distribution would give.
+    /// Samples with a fixed seed and compares the observed frequencies with the exact ones: each
+    /// of the 20 most frequent ranks and the tail beyond them within 5 standard deviations, and a
+    /// chi-square over about 60 groups of consecutive ranks far below what a wrong distribution
+    /// (say, exponent off by 0.05) gives.
     fn check(n: u64, s: f64, seed: u64) {
         const SAMPLES: usize = 400_000;
         let z = Zipf::new(n, s).unwrap();
@@ -109,20 +109,26 @@ mod tests {
             counts[k as usize] += 1;
         }
         let p = exact(n, s);
+        // Each count is binomial: within 5 standard deviations of its expectation.
+        let within = |obs: f64, p: f64| {
+            let exp = p * SAMPLES as f64;
+            (obs - exp).abs() <= 5.0 * (exp * (1.0 - p)).sqrt()
+        };
         for k in 1..=20.min(n as usize) {
-            let observed = counts[k] as f64 / SAMPLES as f64;
-            let rel = (observed - p[k - 1]).abs() / p[k - 1];
+            let observed = counts[k] as f64;
             assert!(
-                rel < 0.03 || p[k - 1] < 0.002,
-                "n={n} s={s} rank {k}: observed {observed}, expected {}",
+                within(observed, p[k - 1]),
+                "n={n} s={s} rank {k}: observed {observed}, expected p {}",
                 p[k - 1]
             );
         }
         if n > 20 {
             let tail_obs: u64 = counts[21..].iter().sum();
-            let tail_exp: f64 = p[20..].iter().sum::<f64>() * SAMPLES as f64;
-            let rel = (tail_obs as f64 - tail_exp).abs() / tail_exp;
-            assert!(rel < 0.03, "n={n} s={s} tail {tail_obs} vs {tail_exp}");
+            let tail_p: f64 = p[20..].iter().sum();
+            assert!(
+                within(tail_obs as f64, tail_p),
+                "n={n} s={s} tail {tail_obs} vs p {tail_p}"
+            );
         }
         // Chi-square over groups of consecutive ranks, each with expected count >= ~SAMPLES/60.
         let mut chi2 = 0.0;
@@ -151,6 +157,23 @@ mod tests {
         check(1000, 1.0, 44);
         check(1000, 0.5, 45);
         check(50, 1.5, 46);
+    }
+
+    #[test]
+    fn zipf_check_rejects_a_wrong_exponent() {
+        // The check above has teeth: samples drawn with exponent 0.94 fail it for 0.99.
+        let wrong = std::panic::catch_unwind(|| {
+            let z = Zipf::new(1000, 0.94).unwrap();
+            let mut rng = Rng::new(42);
+            let mut counts = vec![0u64; 1001];
+            for _ in 0..400_000 {
+                counts[z.sample(&mut rng) as usize] += 1;
+            }
+            let p = exact(1000, 0.99);
+            let exp = p[0] * 400_000.0;
+            assert!((counts[1] as f64 - exp).abs() <= 5.0 * (exp * (1.0 - p[0])).sqrt());
+        });
+        assert!(wrong.is_err());
     }
 
     #[test]
