@@ -1,8 +1,8 @@
 //! The closed loop: each thread drives its connections, each connection keeps `pipeline` requests
 //! in flight, and every reply is timed from the moment its request was queued for writing.
 //!
-//! One thread with one connection uses a blocking socket (write, read: two system calls per
-//! round trip). Several connections per thread use non-blocking sockets and `poll(2)`. Buffers are
+//! One thread with one connection and one request in flight uses a blocking socket (write, read:
+//! two system calls per round trip). Otherwise sockets are non-blocking, driven by `poll(2)`. Buffers are
 //! allocated once per connection; issuing and completing a request allocates nothing.
 
 use std::collections::VecDeque;
@@ -436,7 +436,9 @@ fn drive<C: WireCodec>(cfg: &Config, phase: Phase, conns: &mut [Conn<C>]) -> Thr
     let mut stats = Stats::default();
     let mut failures = Vec::new();
     let mut last_reply = None;
-    let blocking = conns.len() == 1;
+    // Blocking only for one connection with one request in flight: a blocking write of a deep
+    // pipeline could wait on a server that waits for us to read its replies.
+    let blocking = conns.len() == 1 && depth == 1;
     for c in conns.iter_mut() {
         c.done = c.broken;
         c.cycle = 0;
