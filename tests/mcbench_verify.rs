@@ -281,3 +281,36 @@ fn a_closed_port_is_an_error_not_a_hang() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("connect"));
 }
+
+#[test]
+fn deep_pipeline_of_large_values_on_one_connection_does_not_deadlock() {
+    // Big sets and big get replies both ways at once: a blocking write here would wait on a
+    // server that waits for us to read.
+    let server = Server::start(&["-t", "1", "-m", "256"]);
+    let out = mcbench(&[
+        "-s",
+        &server.addr().to_string(),
+        "--verify",
+        "--fill",
+        "-c",
+        "1",
+        "-P",
+        "256",
+        "-k",
+        "60",
+        "-d",
+        "100000-200000",
+        "--ratio",
+        "1:1",
+        "-n",
+        "3000",
+        "--duration",
+        "30",
+        "--json",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let run = run_part(&t);
+    assert!(run.contains("\"verify_errors\":0,\"failures\":[]"), "{t}");
+    assert!(run.contains("\"total\":{\"requests\":3000,"), "{t}");
+}
