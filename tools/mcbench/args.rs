@@ -71,6 +71,10 @@ pub struct Args {
     /// Only fill, then report the fill and stop.
     #[arg(long, conflicts_with = "fill")]
     pub fill_only: bool,
+    /// Microseconds to poll without sleeping before each wait for replies (burns client CPU to
+    /// spare the server the cost of waking the client; 0 = always sleep).
+    #[arg(long, default_value_t = 0)]
+    pub spin_us: u64,
     /// Seed of every random choice (key draws, value sizes).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -137,6 +141,8 @@ pub struct Config {
     pub fill: bool,
     /// Fill and stop.
     pub fill_only: bool,
+    /// Busy-poll time before sleeping for replies.
+    pub spin: Duration,
     /// Seed.
     pub seed: u64,
     /// JSON output.
@@ -263,6 +269,9 @@ impl Args {
         if duration.is_zero() && !self.fill_only {
             return Err("duration 0: a run needs a positive duration".into());
         }
+        if self.spin_us > 1_000_000 {
+            return Err(format!("spin-us {}: at most 1000000", self.spin_us));
+        }
         if self.requests == Some(0) {
             return Err("requests 0: give a positive count or leave it out".into());
         }
@@ -307,6 +316,7 @@ impl Args {
             verify: self.verify,
             fill: self.fill,
             fill_only: self.fill_only,
+            spin: Duration::from_micros(self.spin_us),
             seed: self.seed,
             json: self.json,
         })
@@ -386,6 +396,7 @@ mod tests {
             &["--duration", "NaN"],
             &["--warmup", "-1"],
             &["--requests", "0"],
+            &["--spin-us", "2000000"],
             &["--key-prefix", "a b"],
             &["--verify", "-d", "8"],
             &["--verify", "--keys", "10", "-c", "16"],

@@ -535,7 +535,7 @@ fn drive<C: WireCodec>(cfg: &Config, phase: Phase, conns: &mut [Conn<C>]) -> Thr
         ready.clear();
         match &epoll {
             None => ready.push((0, libc::EPOLLIN as u32)),
-            Some(ep) => match ep.wait(&mut events, READ_TICK.as_millis() as i32) {
+            Some(ep) => match ep.wait_spinning(&mut events, cfg.spin, READ_TICK) {
                 Ok(n) => ready.extend(events[..n].iter().map(|e| (e.u64 as usize, e.events))),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -573,6 +573,15 @@ fn drive<C: WireCodec>(cfg: &Config, phase: Phase, conns: &mut [Conn<C>]) -> Thr
                         continue;
                     }
                 }
+            }
+        }
+        // Then write every ready connection's new requests, together: the server finds several
+        // connections readable at once (as with an event loop that defers writes to the end of
+        // its round) instead of being woken once per connection.
+        for &(i, _) in &ready {
+            let c = &mut conns[i];
+            if c.done {
+                continue;
             }
             match c.flush() {
                 Ok(flushed) => {
@@ -636,6 +645,25 @@ impl Epoll {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Polls without sleeping for up to `spin`, then sleeps up to `tick`.
+    fn wait_spinning(
+        &self,
+        events: &mut [libc::epoll_event],
+        spin: Duration,
+        tick: Duration,
+    ) -> io::Result<usize> {
+        if !spin.is_zero() {
+            let until = Instant::now() + spin;
+            loop {
+                let n = self.wait(events, 0)?;
+                if n > 0 || Instant::now() >= until {
+                    return Ok(n);
+                }
+            }
+        }
+        self.wait(events, tick.as_millis() as i32)
     }
 
     fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
