@@ -4,6 +4,7 @@
 mod common;
 
 use common::Server;
+use corecached::client::ketama::{Continuum, Distribution, Node};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -224,7 +225,7 @@ fn get_done(r: &str) -> bool {
 }
 
 #[test]
-fn twemproxy_ketama_pool_of_three_places_each_key_on_exactly_one_server() {
+fn twemproxy_ketama_pool_of_three_places_each_key_on_its_ketama_server() {
     let servers: Vec<Server> = (0..3).map(|_| Server::start(&["-t", "2"])).collect();
     let ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
     let nc = start_nutcracker(&ports);
@@ -263,8 +264,11 @@ fn twemproxy_ketama_pool_of_three_places_each_key_on_exactly_one_server() {
     assert_eq!(ask(&mut proxy, "delete tw0\r\n", line_done), "DELETED\r\n");
     assert_eq!(ask(&mut proxy, "get tw0\r\n", get_done), "END\r\n");
 
-    // Every key lives on exactly one server; the keys spread over all three. (The owner is not
-    // recomputed from the ketama ring here: the proxy's choice is observed directly.)
+    // Every key lives on exactly one server — the one libketama's ring (nutcracker's `hash: md5`,
+    // `distribution: ketama`, which our client calls `ketama`) puts it on — and keys spread over
+    // all three.
+    let nodes: Vec<Node> = ports.iter().map(|&p| Node::new("127.0.0.1", p)).collect();
+    let ring = Continuum::new(Distribution::Ketama, &nodes);
     let mut direct: Vec<std::net::TcpStream> = servers
         .iter()
         .map(|s| {
@@ -281,6 +285,12 @@ fn twemproxy_ketama_pool_of_three_places_each_key_on_exactly_one_server() {
             })
             .collect();
         assert_eq!(holders.len(), 1, "key tw{i} held by {holders:?}");
+        let chosen = ring.server_for(format!("tw{i}").as_bytes());
+        assert_eq!(
+            Some(holders[0]),
+            chosen,
+            "key tw{i} not where ketama puts it"
+        );
         per_server[holders[0]] += 1;
     }
     assert!(

@@ -17,7 +17,12 @@ pub const VERIFY_HEADER: usize = 12;
 
 /// closed-loop load generator for memcached-protocol servers (binary protocol)
 #[derive(Debug, Parser)]
-#[command(name = "mcbench", version, about, long_about = None)]
+#[command(
+    name = "mcbench",
+    version,
+    about = "Closed-loop load generator for memcached-protocol servers (corecached, memcached)",
+    long_about = None
+)]
 pub struct Args {
     /// Server address, host:port.
     #[arg(short = 's', long, default_value = "127.0.0.1:11211")]
