@@ -470,6 +470,27 @@ impl Client {
         }
     }
 
+    /// A conditional store (add/replace/append/prepend): `false` when its condition fails.
+    fn store_if(
+        &self,
+        op: &'static str,
+        mode: StoreMode,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        exptime: i64,
+    ) -> Result<bool> {
+        let command = Command::Store {
+            mode,
+            key,
+            value,
+            flags,
+            exptime,
+            cas: 0,
+        };
+        Ok(matches!(self.store(op, command)?, Outcome::Stored { .. }))
+    }
+
     /// Stores `value` unconditionally; returns the new CAS.
     pub fn set(&self, key: &[u8], value: &[u8], flags: u32, exptime: i64) -> Result<u64> {
         match self.store(
@@ -500,66 +521,22 @@ impl Client {
 
     /// Stores only if absent; `false` when the key exists.
     pub fn add(&self, key: &[u8], value: &[u8], flags: u32, exptime: i64) -> Result<bool> {
-        let o = self.store(
-            "add",
-            Command::Store {
-                mode: StoreMode::Add,
-                key,
-                value,
-                flags,
-                exptime,
-                cas: 0,
-            },
-        )?;
-        Ok(matches!(o, Outcome::Stored { .. }))
+        self.store_if("add", StoreMode::Add, key, value, flags, exptime)
     }
 
     /// Stores only if present; `false` when the key is missing.
     pub fn replace(&self, key: &[u8], value: &[u8], flags: u32, exptime: i64) -> Result<bool> {
-        let o = self.store(
-            "replace",
-            Command::Store {
-                mode: StoreMode::Replace,
-                key,
-                value,
-                flags,
-                exptime,
-                cas: 0,
-            },
-        )?;
-        Ok(matches!(o, Outcome::Stored { .. }))
+        self.store_if("replace", StoreMode::Replace, key, value, flags, exptime)
     }
 
     /// Appends to an existing value; `false` when the key is missing.
     pub fn append(&self, key: &[u8], value: &[u8]) -> Result<bool> {
-        let o = self.store(
-            "append",
-            Command::Store {
-                mode: StoreMode::Append,
-                key,
-                value,
-                flags: 0,
-                exptime: 0,
-                cas: 0,
-            },
-        )?;
-        Ok(matches!(o, Outcome::Stored { .. }))
+        self.store_if("append", StoreMode::Append, key, value, 0, 0)
     }
 
     /// Prepends to an existing value; `false` when the key is missing.
     pub fn prepend(&self, key: &[u8], value: &[u8]) -> Result<bool> {
-        let o = self.store(
-            "prepend",
-            Command::Store {
-                mode: StoreMode::Prepend,
-                key,
-                value,
-                flags: 0,
-                exptime: 0,
-                cas: 0,
-            },
-        )?;
-        Ok(matches!(o, Outcome::Stored { .. }))
+        self.store_if("prepend", StoreMode::Prepend, key, value, 0, 0)
     }
 
     /// Stores `value` if the item's CAS is still `cas`.
