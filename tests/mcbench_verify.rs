@@ -314,3 +314,37 @@ fn deep_pipeline_of_large_values_on_one_connection_does_not_deadlock() {
     assert!(run.contains("\"verify_errors\":0,\"failures\":[]"), "{t}");
     assert!(run.contains("\"total\":{\"requests\":3000,"), "{t}");
 }
+
+#[test]
+fn verified_text_protocol_run_against_corecached_is_clean() {
+    let server = Server::start(&["-t", "2", "-m", "64"]);
+    let addr = server.addr().to_string();
+    let out = mcbench(&[
+        "-s",
+        &addr,
+        "--protocol",
+        "text",
+        "--verify",
+        "--fill",
+        "-c",
+        "4",
+        "-P",
+        "8",
+        "-k",
+        "2000",
+        "-d",
+        "12-3000",
+        "--ratio",
+        "1:3",
+        "-n",
+        "20000",
+        "--duration",
+        "20",
+        "--json",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let run = run_part(&t);
+    assert!(run.contains("\"verify_errors\":0,\"failures\":[]"), "{t}");
+    assert!(run.contains("\"misses\":0,"), "every key was filled: {t}");
+}

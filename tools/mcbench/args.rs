@@ -15,7 +15,7 @@ pub const MAX_KEYS: u64 = 1 << 40;
 /// Smallest value in verify mode: the key index and version heading every value.
 pub const VERIFY_HEADER: usize = 12;
 
-/// closed-loop load generator for memcached-protocol servers (binary protocol)
+/// Closed-loop load generator for memcached-protocol servers (binary and text protocols).
 #[derive(Debug, Parser)]
 #[command(
     name = "mcbench",
@@ -88,12 +88,13 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Wire protocol of the requests. The request writer is a seam (see `proto`): text goes here once
-/// the server speaks it.
+/// Wire protocol of the requests (the request writer is a seam, see `proto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
     /// memcached binary protocol (magic 0x80).
     Binary,
+    /// memcached ASCII text protocol (`get` / `set`).
+    Text,
 }
 
 /// How keys are chosen.

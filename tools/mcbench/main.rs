@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     };
     let results = match cfg.protocol {
         Protocol::Binary => run_phases::<proto::Binary>(&cfg, phases),
+        Protocol::Text => run_phases::<proto::Text>(&cfg, phases),
     };
     let results = match results {
         Ok(r) => r,
