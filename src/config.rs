@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
@@ -59,6 +60,27 @@ pub struct Args {
     /// UDP port; only 0 (off) is accepted: corecached speaks TCP only.
     #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
     pub udp_port: u16,
+
+    /// Unix socket path to listen on instead of TCP (memcached's -s; an old socket file at
+    /// the path is replaced).
+    #[arg(short = 's', long = "unix-socket")]
+    pub unix_socket: Option<PathBuf>,
+
+    /// Network backend: io_uring, epoll, or auto (io_uring, falling back to epoll where the
+    /// kernel or a seccomp profile refuses it).
+    #[arg(long = "io", value_enum, default_value_t = IoMode::Auto)]
+    pub io: IoMode,
+}
+
+/// The `--io` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoMode {
+    /// io_uring where available, else epoll.
+    Auto,
+    /// io_uring only; refuse to start without it.
+    Uring,
+    /// epoll.
+    Epoll,
 }
 
 /// Eviction policy names on the command line.
@@ -115,6 +137,10 @@ pub struct Config {
     pub eviction: Eviction,
     /// Number of -v flags.
     pub verbosity: u8,
+    /// Unix socket to listen on instead of TCP.
+    pub unix_socket: Option<PathBuf>,
+    /// Network backend choice.
+    pub io: IoMode,
 }
 
 impl Config {
@@ -287,6 +313,8 @@ impl Args {
             growth_factor: self.growth_factor,
             eviction: self.eviction,
             verbosity: self.verbose,
+            unix_socket: self.unix_socket,
+            io: self.io,
         })
     }
 }

@@ -3,16 +3,19 @@
 //! Crate map (one line per module):
 //! - [`protocol`]: pure wire codecs, bytes <-> protocol-neutral `Command` / `Outcome`; no I/O.
 //! - [`storage`]: one shard's cache (slab arena, index, eviction, TTL, CAS); pure and synchronous.
-//! - [`server`]: the runtime: one glommio executor per shard, connections, cross-shard batches.
+//! - [`net`]: the per-core event loop (io_uring, or epoll where refused), its executor, sockets
+//!   and cross-core mail; knows nothing of memcached.
+//! - [`server`]: memcached on top: shards, connections, routing between shards, start and drain.
 //! - [`client`]: the Rust client: libmemcached-identical ketama placement, pooling, pipelined
 //!   multi-get, auto-eject failover; blocking std::net, speaks the binary protocol.
 //! - [`config`]: command-line flags (memcached's names) and their validation.
 //!
-//! Dependency rule: `server` -> `protocol`, `storage`; `client` -> `protocol`; `protocol` and
-//! `storage` depend on nothing of ours. No module reaches upward.
+//! Dependency rule: `server` -> `net`, `protocol`, `storage`; `client` -> `protocol`; `net`,
+//! `protocol` and `storage` depend on nothing of ours. No module reaches upward.
 
 pub mod client;
 pub mod config;
+pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod storage;

@@ -26,15 +26,14 @@ fn main() -> ExitCode {
 }
 
 /// Info by default (lifecycle lines such as the readiness line), `-v` debug (connections),
-/// `-vv` trace; `RUST_LOG` overrides. glommio's own logs stay at warn unless `-vv`.
+/// `-vv` trace; `RUST_LOG` overrides.
 fn init_logging(verbosity: u8) {
-    let (ours, theirs) = match verbosity {
-        0 => ("info", "warn"),
-        1 => ("debug", "warn"),
-        _ => ("trace", "debug"),
+    let level = match verbosity {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
     };
-    let default = format!("{ours},glommio={theirs}");
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_millis()
         .init();
 }

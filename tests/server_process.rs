@@ -163,7 +163,7 @@ fn readiness_line_names_the_bound_port() {
     assert_ne!(s.port(), 0);
     assert!(s
         .log()
-        .contains(&format!("{}{} (2 shards)", common::READY_MARK, s.addr())));
+        .contains(&format!("{}{} (2 shards, ", common::READY_MARK, s.addr())));
     let mut c = Client::connect(s.addr());
     let settings = c.stats("settings");
     assert!(settings

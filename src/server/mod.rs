@@ -1,9 +1,9 @@
-//! The runtime: one glommio executor per shard, each listening on the same address
-//! (`SO_REUSEPORT`), joined by two channel meshes (requests, replies), with a graceful drain on
-//! SIGTERM/SIGINT.
+//! Starting and stopping: bind the listeners (once, in this thread, so a taken address is an
+//! error before anything runs), start one event-loop thread per shard joined by cross-core mail,
+//! print the readiness line, and on SIGTERM/SIGINT/SIGUSR1 drain and stop. SIGHUP is ignored.
 //!
-//! Requests and replies travel on separate meshes so that a shard blocked sending a reply never
-//! waits on a peer that is itself blocked sending one: reply receivers never block.
+//! Shard 0 accepts every connection and hands them out round-robin (memcached's dispatch), so
+//! connections spread evenly over the shards whatever their load.
 
 pub mod conn;
 pub mod router;
@@ -11,32 +11,25 @@ pub mod shard;
 pub mod stats;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::{MeshBuilder, Senders};
-use glommio::net::TcpListener;
-use glommio::sync::{Gate, Semaphore};
-use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use log::{debug, error, info, warn};
 
-use crate::config::Config;
-use crate::protocol::{Command, Limits, Outcome};
+use crate::config::{Config, IoMode};
+use crate::net::mail::{Inbox, PostOffice};
+use crate::net::{self, Acceptor, Backend, ListenAddr, Listener, Loop, LoopConfig, Notifier};
+use crate::protocol::Limits;
 use crate::storage::{Store, StoreConfig};
 
-use router::{Envelope, Pending, Reply, ReplyFuture, Request};
+use router::{Core, Mail};
 use shard::Shard;
-use stats::{ServerInfo, Settings, Snapshot};
+use stats::{ServerInfo, Settings};
 
-/// Messages in flight per shard pair before a sender waits.
-const MESH_DEPTH: usize = 256;
-/// Bytes of values one reply batch (local or remote) collects before the rest is deferred.
-pub const REPLY_CAP: usize = 256 * 1024;
 /// How long a shutdown waits for connections to finish their batch.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -52,41 +45,7 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// A one-way, cross-thread "stop now" flag whose waiters are executor tasks.
-#[derive(Default)]
-pub struct ShutdownSignal {
-    inner: Mutex<(bool, Vec<Waker>)>,
-}
-
-impl ShutdownSignal {
-    /// Raises the flag and wakes every waiter (callable from any thread).
-    pub fn trigger(&self) {
-        let wakers = {
-            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            g.0 = true;
-            std::mem::take(&mut g.1)
-        };
-        wakers.into_iter().for_each(Waker::wake);
-    }
-
-    /// Resolves once the flag is raised.
-    pub async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if g.0 {
-                Poll::Ready(())
-            } else {
-                if !g.1.iter().any(|w| w.will_wake(cx.waker())) {
-                    g.1.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
-/// State shared by all executors; touched only on connect/disconnect, stats and shutdown.
+/// State shared by all shards; touched only on connect/disconnect, stats and shutdown.
 pub struct Shared {
     config: Config,
     /// TCP port actually bound (known after the first bind when `--port 0`).
@@ -94,7 +53,8 @@ pub struct Shared {
     /// Open client connections over all shards (for `-c`).
     curr_connections: AtomicUsize,
     started: u64,
-    shutdown: ShutdownSignal,
+    stopping: AtomicBool,
+    notifiers: Vec<Arc<Notifier>>,
     drained: AtomicUsize,
 }
 
@@ -118,220 +78,201 @@ impl Shared {
             eviction: c.eviction.name(),
         }
     }
-}
 
-/// One executor's view of the server: its shard, the mesh, and the shared state.
-pub struct Core {
-    /// This executor's shard.
-    pub shard: Rc<Shard>,
-    /// Number of shards.
-    pub shards: usize,
-    /// Codec limits.
-    pub limits: Limits,
-    requests: Senders<Envelope<Request>>,
-    pending: Pending,
-    shared: Arc<Shared>,
-    /// Closed when the server shuts down; connections and accept loops wait on it.
-    stop: Rc<Semaphore>,
-}
-
-impl Core {
-    /// Sends `req` to shard `to`; the returned future yields its reply.
-    pub async fn send(&self, to: usize, req: Request) -> std::io::Result<ReplyFuture> {
-        let (token, fut) = self.pending.register();
-        let env = Envelope {
-            from: self.shard.id,
-            token,
-            body: req,
-        };
-        self.requests
-            .send_to(to, env)
-            .await
-            .map_err(|_| std::io::Error::other("shard mesh closed"))?;
-        Ok(fut)
-    }
-
-    async fn fan_out(&self, make: impl Fn() -> Request) -> std::io::Result<Vec<Reply>> {
-        let mut waits = Vec::with_capacity(self.shards);
-        for to in (0..self.shards).filter(|&s| s != self.shard.id) {
-            waits.push(self.send(to, make()).await?);
-        }
-        let mut replies = Vec::with_capacity(waits.len());
-        for w in waits {
-            replies.push(w.await);
-        }
-        Ok(replies)
-    }
-
-    /// Flush on every shard (each computes the deadline on its own clock).
-    pub async fn flush_all(&self, delay: i64) -> std::io::Result<()> {
-        self.shard.counters().cmd_flush += 1;
-        self.fan_out(|| Request::Flush(delay)).await?;
-        self.shard
-            .execute(Command::Flush { delay }, 0, &mut Vec::new());
-        Ok(())
-    }
-
-    /// Answers a `stats` request for `group`.
-    pub async fn stats(&self, group: &[u8]) -> std::io::Result<Outcome<&'static [u8]>> {
-        // memcached matches these two by prefix.
-        if group.starts_with(b"reset") {
-            self.fan_out(|| Request::ResetStats).await?;
-            self.shard.reset_stats();
-            return Ok(Outcome::Stats(Vec::new()));
-        }
-        if group.starts_with(b"settings") {
-            return Ok(Outcome::Stats(stats::settings(&self.shared.settings())));
-        }
-        let known: &[&[u8]] = &[b"", b"items", b"slabs", b"latency"];
-        if !known.contains(&group) {
-            return Ok(Outcome::UnknownStatsGroup);
-        }
-        let mut total = self.shard.snapshot();
-        for reply in self.fan_out(|| Request::Stats).await? {
-            if let Reply::Stats(s) = reply {
-                total.add(&s);
-            }
-        }
-        Ok(Outcome::Stats(self.report(group, &total)))
-    }
-
-    fn report(&self, group: &[u8], total: &Snapshot) -> Vec<(String, String)> {
-        match group {
-            b"items" => stats::items(total),
-            b"slabs" => stats::slabs(total),
-            b"latency" => total.latency.report(),
-            _ => {
-                let info = ServerInfo {
-                    started: self.shared.started,
-                    threads: self.shards,
-                    max_connections: self.shared.config.conn_limit,
-                    curr_connections: self.shared.curr_connections.load(Ordering::Relaxed),
-                    limit_maxbytes: self.shared.config.memory_limit,
-                };
-                stats::general(&info, total)
-            }
+    fn server_info(&self) -> ServerInfo {
+        ServerInfo {
+            started: self.started,
+            threads: self.config.shards(),
+            max_connections: self.config.conn_limit,
+            curr_connections: self.curr_connections.load(Ordering::Relaxed),
+            limit_maxbytes: self.config.memory_limit,
         }
     }
 
-    /// Serves one request from another shard.
-    fn serve_request(&self, req: Request) -> Reply {
-        match req {
-            Request::Batch(b) => Reply::Batch(self.shard.execute_batch(b, REPLY_CAP)),
-            Request::Flush(delay) => {
-                self.shard
-                    .execute(Command::Flush { delay }, 0, &mut Vec::new());
-                Reply::Done
-            }
-            Request::Stats => Reply::Stats(Box::new(self.shard.snapshot())),
-            Request::ResetStats => {
-                self.shard.reset_stats();
-                Reply::Done
-            }
+    /// Whether a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Requests a graceful stop and wakes every shard (callable from any thread).
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for n in &self.notifiers {
+            n.kick();
         }
     }
 }
 
-/// What executors tell the main thread while starting.
+/// What shard threads tell the main thread while starting.
 enum StartMsg {
-    /// Executor 0 bound this port (for `--port 0`).
-    Bound,
-    /// The executor serves.
-    Ready,
-    /// The executor could not start.
+    Ready(Backend),
     Failed(String),
 }
 
-type MeshOf<T> = MeshBuilder<Envelope<T>, glommio::channels::channel_mesh::Full>;
+/// Picks the backend: io_uring unless refused here (then epoll, with a warning) or chosen.
+fn choose_backend(mode: IoMode) -> Result<Backend, StartError> {
+    match mode {
+        IoMode::Epoll => Ok(Backend::Epoll),
+        IoMode::Uring => net::probe_uring()
+            .map(|()| Backend::Uring)
+            .map_err(|e| StartError(format!("--io uring: io_uring is not available: {e}"))),
+        IoMode::Auto => match net::probe_uring() {
+            Ok(()) => Ok(Backend::Uring),
+            Err(e) => {
+                warn!("io_uring is not available ({e}): falling back to epoll");
+                Ok(Backend::Epoll)
+            }
+        },
+    }
+}
 
-/// Runs the server until SIGTERM/SIGINT, then drains and returns.
+fn bind_listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
+    let mut addrs: Vec<ListenAddr> = Vec::new();
+    match &config.unix_socket {
+        // As memcached: a unix socket replaces the network listeners.
+        Some(path) => addrs.push(ListenAddr::Unix(path.clone())),
+        None => addrs.extend(config.listen.iter().map(|a| ListenAddr::Tcp(*a))),
+    }
+    let mut port = config.port();
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        let addr = match addr {
+            ListenAddr::Tcp(mut a) => {
+                a.set_port(port);
+                ListenAddr::Tcp(a)
+            }
+            other => other,
+        };
+        let l = Listener::bind(&addr)
+            .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+        if let ListenAddr::Tcp(bound) = l.local_addr() {
+            // With --port 0 the first bind picks the port; the other addresses reuse it.
+            port = bound.port();
+        }
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+/// Runs the server until SIGTERM/SIGINT/SIGUSR1, then drains and returns.
 pub fn run(config: Config) -> Result<(), StartError> {
     let n = config.shards();
+    let backend = choose_backend(config.io)?;
+    let listeners = bind_listeners(&config)?;
+    let bound: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().to_string())
+        .collect();
+    let port = listeners
+        .iter()
+        .find_map(|l| match l.local_addr() {
+            ListenAddr::Tcp(a) => Some(a.port()),
+            ListenAddr::Unix(_) => None,
+        })
+        .unwrap_or(0);
+    let notifiers = (0..n)
+        .map(|_| Notifier::new().map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartError(format!("cannot create an eventfd: {e}")))?;
+    let office: PostOffice<Mail> =
+        Arc::new(notifiers.iter().map(|n| Inbox::new(n.clone())).collect());
     let shared = Arc::new(Shared {
-        port: AtomicU16::new(config.port()),
+        port: AtomicU16::new(port),
         curr_connections: AtomicUsize::new(0),
         started: stats::unix_now(),
-        shutdown: ShutdownSignal::default(),
+        stopping: AtomicBool::new(false),
+        notifiers: notifiers.clone(),
         drained: AtomicUsize::new(0),
         config,
     });
     spawn_signal_thread(shared.clone())?;
 
-    // The main thread keeps these builders alive until every executor is done: glommio's mesh
-    // builder shares an Rc between threads, so its count must never reach zero while they run.
-    let req_mesh: MeshOf<Request> = MeshBuilder::full(n, MESH_DEPTH);
-    let rep_mesh: MeshOf<Reply> = MeshBuilder::full(n, MESH_DEPTH);
     let (tx, rx) = mpsc::channel::<StartMsg>();
+    let mut listeners = Some(listeners);
     let mut handles = Vec::with_capacity(n);
-    for i in 0..n {
-        let placement = match shared.config.placement[i] {
-            Some(cpu) => Placement::Fixed(cpu),
-            None => Placement::Unbound,
-        };
-        let (shared2, tx2) = (shared.clone(), tx.clone());
-        let (req2, rep2) = (req_mesh.clone(), rep_mesh.clone());
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("shard-{i}"))
-            // No file I/O here: keep the registered buffer area small.
-            .io_memory(64 << 10)
-            .spawn(move || async move {
-                if let Err(e) = shard_main(i, shared2, req2, rep2, &tx2).await {
+    for (i, notifier) in notifiers.iter().enumerate() {
+        let (shared2, tx2, office2) = (shared.clone(), tx.clone(), office.clone());
+        let notifier = notifier.clone();
+        let mine = if i == 0 { listeners.take() } else { None };
+        let handle = std::thread::Builder::new()
+            .name(format!("shard-{i}"))
+            .spawn(move || {
+                if let Err(e) =
+                    shard_thread(i, shared2.clone(), office2, notifier, mine, backend, &tx2)
+                {
                     let _ = tx2.send(StartMsg::Failed(e));
+                    shared2.request_stop();
                 }
             })
-            .map_err(|e| StartError(format!("cannot start executor {i}: {e}")))?;
+            .map_err(|e| StartError(format!("cannot start shard thread {i}: {e}")))?;
         handles.push(handle);
-        if i == 0 && shared.port.load(Ordering::Relaxed) == 0 {
-            // Every other executor binds the port the first one got.
-            match rx.recv() {
-                Ok(StartMsg::Bound) => {}
-                Ok(StartMsg::Failed(e)) => return Err(StartError(e)),
-                _ => return Err(StartError("executor 0 vanished".into())),
-            }
-        }
     }
     drop(tx);
     let mut ready = 0;
+    let mut backends = Vec::new();
+    let mut failure = None;
     while ready < n {
         match rx.recv() {
-            Ok(StartMsg::Ready) => ready += 1,
-            Ok(StartMsg::Bound) => {}
-            Ok(StartMsg::Failed(e)) => return Err(StartError(e)),
-            Err(_) => return Err(StartError("an executor stopped while starting".into())),
+            Ok(StartMsg::Ready(b)) => {
+                ready += 1;
+                backends.push(b);
+            }
+            Ok(StartMsg::Failed(e)) => {
+                failure = Some(e);
+                break;
+            }
+            Err(_) => {
+                failure = Some("a shard stopped while starting".into());
+                break;
+            }
         }
     }
-    let port = shared.port.load(Ordering::Relaxed);
-    let addrs: Vec<String> = shared
-        .config
-        .listen
-        .iter()
-        .map(|a| SocketAddr::new(a.ip(), port).to_string())
-        .collect();
+    if let Some(e) = failure {
+        shared.request_stop();
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(StartError(e));
+    }
+    let used = if backends.iter().all(|&b| b == backend) {
+        backend.to_string()
+    } else {
+        "mixed io_uring/epoll".into()
+    };
     info!(
-        "corecached ready: listening on {} ({n} shards)",
-        addrs.join(", ")
+        "corecached ready: listening on {} ({n} shards, {used})",
+        bound.join(", ")
     );
     for h in handles {
-        if let Err(e) = h.join() {
-            error!("executor ended with an error: {e}");
+        if h.join().is_err() {
+            error!("a shard thread panicked");
         }
     }
-    drop((req_mesh, rep_mesh));
+    if let Some(ListenAddr::Unix(path)) = shared.config.unix_socket.clone().map(ListenAddr::Unix) {
+        let _ = std::fs::remove_file(path);
+    }
     info!("corecached stopped");
     Ok(())
 }
 
 fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), StartError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGHUP])
         .map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for (count, sig) in signals.forever().enumerate() {
-                if count == 0 {
+            let mut stops = 0;
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    // memcached ignores SIGHUP; nothing of ours reloads on it yet.
+                    info!("signal {sig} (SIGHUP): ignored");
+                    continue;
+                }
+                stops += 1;
+                if stops == 1 {
                     info!("signal {sig}: draining connections and stopping");
-                    shared.shutdown.trigger();
+                    shared.request_stop();
                 } else {
                     warn!("second signal {sig}: exiting at once");
                     std::process::exit(1);
@@ -342,170 +283,152 @@ fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), StartError> {
     Ok(())
 }
 
-fn bind_all(shared: &Shared, i: usize) -> Result<Vec<TcpListener>, String> {
-    let mut port = shared.port.load(Ordering::Relaxed);
-    let mut listeners = Vec::new();
-    for addr in &shared.config.listen {
-        let addr = SocketAddr::new(addr.ip(), port);
-        let l = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        if port == 0 {
-            // The first bind picks the port; the rest of this and every other shard reuse it.
-            port = l.local_addr().map_err(|e| e.to_string())?.port();
-            shared.port.store(port, Ordering::Relaxed);
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> Result<(), String> {
+    // SAFETY: cpu_set_t is plain data that may be zeroed; CPU_SET writes inside it for
+    // cpu < CPU_SETSIZE (checked); sched_setaffinity reads exactly its size.
+    unsafe {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(format!("CPU {cpu} is out of range"));
         }
-        listeners.push(l);
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!(
+                "cannot pin to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
-    debug!("shard {i} listening");
-    Ok(listeners)
+    Ok(())
 }
 
-async fn shard_main(
+fn shard_thread(
     i: usize,
     shared: Arc<Shared>,
-    req_mesh: MeshOf<Request>,
-    rep_mesh: MeshOf<Reply>,
+    office: PostOffice<Mail>,
+    notifier: Arc<Notifier>,
+    listeners: Option<Vec<Listener>>,
+    backend: Backend,
     tx: &mpsc::Sender<StartMsg>,
 ) -> Result<(), String> {
-    let listeners = bind_all(&shared, i)?;
-    if i == 0 {
-        let _ = tx.send(StartMsg::Bound);
+    if let Some(cpu) = shared.config.placement[i] {
+        pin_to(cpu)?;
     }
-    let (requests, mut req_rx) = req_mesh
-        .join()
-        .await
-        .map_err(|e| format!("joining the mesh: {e}"))?;
-    let (replies, mut rep_rx) = rep_mesh
-        .join()
-        .await
-        .map_err(|e| format!("joining the mesh: {e}"))?;
-    let id = requests.peer_id();
     let n = shared.config.shards();
+    let lp = match Loop::new(LoopConfig::for_loops(backend, n), notifier.clone()) {
+        Ok(lp) => lp,
+        Err(e) if backend == Backend::Uring && shared.config.io == IoMode::Auto => {
+            warn!("shard {i}: io_uring setup failed ({e}): falling back to epoll");
+            Loop::new(LoopConfig::for_loops(Backend::Epoll, n), notifier)
+                .map_err(|e| format!("shard {i}: cannot start its event loop: {e}"))?
+        }
+        Err(e) => {
+            return Err(format!(
+                "shard {i}: cannot start its {backend} event loop: {e}"
+            ))
+        }
+    };
     let mut store = Store::new(StoreConfig {
         memory_limit: shared.config.shard_memory(),
         max_item_size: shared.config.max_item_size,
         growth_factor: shared.config.growth_factor,
         eviction: shared.config.eviction.policy(),
-        shard_id: id as u32,
+        shard_id: i as u32,
         shard_count: n as u32,
     })
     .map_err(|e| e.to_string())?;
     store.set_time(stats::unix_now());
-    let core = Rc::new(Core {
-        shard: Rc::new(Shard::new(id, store)),
-        shards: n,
-        limits: Limits {
-            max_item_size: shared.config.max_item_size,
-            ..Limits::default()
-        },
-        requests,
-        pending: Pending::default(),
-        shared: shared.clone(),
-        stop: Rc::new(Semaphore::new(0)),
-    });
-
-    let replies = Rc::new(replies);
-    for (_, rx) in req_rx.streams() {
-        let (core, replies) = (core.clone(), replies.clone());
-        glommio::spawn_local(async move {
-            while let Some(env) = rx.recv().await {
-                let asker = env.from;
-                let reply = Envelope {
-                    from: id,
-                    token: env.token,
-                    body: core.serve_request(env.body),
-                };
-                if replies.send_to(asker, reply).await.is_err() {
-                    break;
-                }
-            }
-        })
-        .detach();
-    }
-    for (_, rx) in rep_rx.streams() {
-        let core = core.clone();
-        glommio::spawn_local(async move {
-            while let Some(env) = rx.recv().await {
-                core.pending.complete(env.token, env.body);
-            }
-        })
-        .detach();
-    }
-    spawn_housekeeping(core.shard.clone());
+    let limits = Limits {
+        max_item_size: shared.config.max_item_size,
+        ..Limits::default()
+    };
+    let core = Rc::new(Core::new(
+        Shard::new(i, store),
+        n,
+        limits,
+        shared.clone(),
+        office,
+    ));
     {
-        let (shared, stop) = (shared.clone(), core.stop.clone());
-        glommio::spawn_local(async move {
-            shared.shutdown.wait().await;
-            stop.close();
-        })
-        .detach();
+        let (c1, c2) = (core.clone(), core.clone());
+        lp.add_hook(move || c1.deliver_mail(), move || c2.has_mail());
     }
-    let _ = tx.send(StartMsg::Ready);
-
-    let gate = Rc::new(Gate::new());
-    let accepts: Vec<_> = listeners
-        .into_iter()
-        .map(|l| glommio::spawn_local(accept_loop(l, core.clone(), gate.clone())))
-        .collect();
-    for a in accepts {
-        a.await;
-    }
-    if glommio::timer::timeout(DRAIN_TIMEOUT, async { gate.close().await })
-        .await
-        .is_err()
-    {
-        warn!("shard {id}: connections still busy after {DRAIN_TIMEOUT:?}; closing them");
-    }
-    // Peers may still need this shard for their last batches: wait until every shard drained.
-    shared.drained.fetch_add(1, Ordering::AcqRel);
-    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
-    while shared.drained.load(Ordering::Acquire) < n && std::time::Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
+    let acceptors = match listeners {
+        Some(ls) => ls
+            .into_iter()
+            .map(|l| lp.accept_on(l))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("shard {i}: cannot accept: {e}"))?,
+        None => Vec::new(),
+    };
+    let _ = tx.send(StartMsg::Ready(lp.backend()));
+    let main = shard_main(core, acceptors);
+    lp.block_on(main)
+        .map_err(|e| format!("shard {i}: event loop failed: {e}"))
 }
 
-fn spawn_housekeeping(shard: Rc<Shard>) {
-    let tq = glommio::executor().create_task_queue(
-        Shares::default(),
-        Latency::NotImportant,
-        "housekeeping",
-    );
-    let task = glommio::spawn_local_into(
-        async move {
-            loop {
-                // Wake just after each wall-clock second so the store's clock is never late.
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                let to_next = Duration::from_nanos(1_000_000_000 - now.subsec_nanos() as u64);
-                glommio::timer::sleep(to_next + Duration::from_millis(1)).await;
-                shard.tick(stats::unix_now());
-                shard.housekeep();
-            }
-        },
-        tq,
-    );
-    match task {
-        Ok(t) => drop(t.detach()),
-        Err(e) => error!("cannot start housekeeping: {e}"),
+async fn shard_main(core: Rc<Core>, acceptors: Vec<Acceptor>) {
+    let lp = Loop::current();
+    lp.spawn(housekeeping(core.clone()));
+    for a in acceptors {
+        lp.spawn(accept_loop(core.clone(), a));
     }
-}
+    core.stop.wait().await;
 
-async fn accept_loop(listener: TcpListener, core: Rc<Core>, gate: Rc<Gate>) {
+    // Drain: connections finish the batch in hand, then close.
+    lp.stop_connections();
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while core.live_connections.get() > 0 && Instant::now() < deadline {
+        net::sleep(Duration::from_millis(5)).await;
+    }
+    if core.live_connections.get() > 0 {
+        warn!(
+            "shard {}: {} connections still busy after {DRAIN_TIMEOUT:?}; closing them",
+            core.shard.id,
+            core.live_connections.get()
+        );
+    }
+    // Peers may still need this shard for their last batches: serve mail until all drained.
     let shared = &core.shared;
+    let n = core.shards;
+    shared.drained.fetch_add(1, Ordering::AcqRel);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while shared.drained.load(Ordering::Acquire) < n && Instant::now() < deadline {
+        net::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn housekeeping(core: Rc<Core>) {
+    let shard = core.shard.clone();
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            let _ = core.stop.acquire(1).await;
+        // Wake just after each wall-clock second so the store's clock is never late.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let to_next = Duration::from_nanos(1_000_000_000 - now.subsec_nanos() as u64);
+        net::sleep(to_next + Duration::from_millis(1)).await;
+        shard.tick(stats::unix_now());
+        shard.housekeep();
+    }
+}
+
+async fn accept_loop(core: Rc<Core>, acceptor: Acceptor) {
+    let shared = core.shared.clone();
+    let mut next_shard = 0usize;
+    loop {
+        let accepted = futures_lite::future::or(async { Some(acceptor.accept().await) }, async {
+            core.stop.wait().await;
             None
         })
         .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(s)) => s,
+        let fd = match accepted {
+            None => break,
+            Some(Ok(fd)) => fd,
             Some(Err(e)) => {
                 // E.g. out of file descriptors: back off instead of spinning.
                 warn!("accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                net::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -514,25 +437,39 @@ async fn accept_loop(listener: TcpListener, core: Rc<Core>, gate: Rc<Gate>) {
         if prev >= limit {
             shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
             core.shard.counters().rejected_connections += 1;
-            debug!(
-                "connection limit {limit} reached: refusing {:?}",
-                stream.peer_addr()
-            );
-            drop(stream);
+            debug!("connection limit {limit} reached: refusing a connection");
+            drop(fd);
             continue;
         }
-        core.shard.counters().total_connections += 1;
-        let core2 = core.clone();
-        let spawned = gate.spawn(async move {
-            conn::serve(core2.clone(), stream).await;
-            core2.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
-        });
-        match spawned {
-            Ok(t) => t.detach(),
-            Err(_) => {
-                shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
-                return;
-            }
-        };
+        let to = next_shard;
+        next_shard = (next_shard + 1) % core.shards;
+        if to == core.shard.id {
+            serve_connection(&core, fd);
+        } else {
+            core.hand_over(to, fd);
+        }
     }
+    acceptor.close().await;
+}
+
+/// Starts serving an accepted connection on this shard (counted in `curr_connections` by the
+/// acceptor already).
+pub(crate) fn serve_connection(core: &Rc<Core>, fd: OwnedFd) {
+    let lp = Loop::current();
+    let conn = match lp.adopt(fd) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("cannot serve a connection: {e}");
+            core.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+    };
+    core.shard.counters().total_connections += 1;
+    core.live_connections.set(core.live_connections.get() + 1);
+    let core = core.clone();
+    lp.spawn(async move {
+        conn::serve(core.clone(), conn).await;
+        core.live_connections.set(core.live_connections.get() - 1);
+        core.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
+    });
 }

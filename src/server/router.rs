@@ -1,4 +1,6 @@
-//! Key -> owning shard, and the messages that carry batches of requests between shards.
+//! Routing: key -> owning shard, the messages between shards, a connection's batch (local
+//! commands run at once, remote ones queued per owner), sending and fanning out over the
+//! cross-core mail, and reassembling the outcomes in request order.
 //!
 //! Shard choice: `owner(hash, n)` takes bits 24..56 of the one 64-bit key hash and scales them
 //! onto `0..n` (multiply-shift, no modulo bias worth speaking of). The store's index uses the low
@@ -9,15 +11,27 @@
 //! to it by [`Span`]. The owner answers with outcomes whose values are spans of a reply arena.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::protocol::{Command, Outcome};
+use crate::net::mail::{Credits, Outbox, PostOffice};
+use crate::net::Conn;
+use crate::protocol::{Codec, Command, Limits, Outcome};
+use crate::storage::key_hash;
 
+use super::shard::Shard;
 use super::stats::Snapshot;
+use super::Shared;
+
+/// Requests in flight from one shard to another before a sender waits.
+const CREDITS_PER_PEER: usize = 256;
+/// Bytes of values one reply batch (local or remote) collects before the rest is deferred.
+pub const REPLY_CAP: usize = 256 * 1024;
 
 /// The shard owning a key with this hash, among `shards`.
 #[inline]
@@ -114,15 +128,26 @@ pub enum Reply {
     Done,
 }
 
-/// A request on the wire between shards: who asks, and which waiter gets the answer.
-#[derive(Debug)]
-pub struct Envelope<T> {
-    /// The asking shard.
-    pub from: usize,
-    /// The waiter's number on the asking shard.
-    pub token: u64,
-    /// The payload.
-    pub body: T,
+/// What travels between shards.
+pub enum Mail {
+    /// A request from shard `from`; answer with `token`.
+    Request {
+        /// The asking shard.
+        from: usize,
+        /// The waiter's number on the asking shard.
+        token: u64,
+        /// What is asked.
+        body: Request,
+    },
+    /// The answer to the request numbered `token`.
+    Reply {
+        /// The waiter's number.
+        token: u64,
+        /// The answer.
+        body: Reply,
+    },
+    /// An accepted client connection for this shard to serve.
+    Connection(OwnedFd),
 }
 
 /// A one-shot slot a task waits on until the answer from another shard arrives.
@@ -131,34 +156,35 @@ struct Slot {
     waker: RefCell<Option<Waker>>,
 }
 
-/// The answers a shard is waiting for, by token.
+/// The answers a shard is waiting for, by token, with the shard each comes from.
 #[derive(Default)]
 pub struct Pending {
     next: Cell<u64>,
-    slots: RefCell<HashMap<u64, Rc<Slot>>>,
+    slots: RefCell<hashbrown::HashMap<u64, (Rc<Slot>, usize)>>,
 }
 
 impl Pending {
-    /// Registers a waiter; the returned token goes with the request.
-    pub fn register(&self) -> (u64, ReplyFuture) {
+    /// Registers a waiter for an answer from shard `from`; the token goes with the request.
+    pub fn register(&self, from: usize) -> (u64, ReplyFuture) {
         let token = self.next.get();
         self.next.set(token.wrapping_add(1));
         let slot = Rc::new(Slot {
             value: RefCell::new(None),
             waker: RefCell::new(None),
         });
-        self.slots.borrow_mut().insert(token, slot.clone());
+        self.slots.borrow_mut().insert(token, (slot.clone(), from));
         (token, ReplyFuture { slot })
     }
 
-    /// Hands an answer to its waiter (dropped if the waiter is gone, e.g. its client left).
-    pub fn complete(&self, token: u64, reply: Reply) {
-        if let Some(slot) = self.slots.borrow_mut().remove(&token) {
-            *slot.value.borrow_mut() = Some(reply);
-            if let Some(w) = slot.waker.borrow_mut().take() {
-                w.wake();
-            }
+    /// Hands an answer to its waiter (dropped if the waiter is gone, e.g. its client left);
+    /// returns the shard it came from.
+    pub fn complete(&self, token: u64, reply: Reply) -> Option<usize> {
+        let (slot, from) = self.slots.borrow_mut().remove(&token)?;
+        *slot.value.borrow_mut() = Some(reply);
+        if let Some(w) = slot.waker.borrow_mut().take() {
+            w.wake();
         }
+        Some(from)
     }
 }
 
@@ -176,6 +202,341 @@ impl Future for ReplyFuture {
         }
         *self.slot.waker.borrow_mut() = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+/// A one-way local "it happened" flag that tasks can wait on (e.g. the stop request).
+#[derive(Default)]
+pub struct Flag {
+    set: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Flag {
+    /// Raises the flag, waking every waiter.
+    pub fn raise(&self) {
+        if !self.set.replace(true) {
+            self.waiters.take().into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// Whether the flag is raised.
+    pub fn is_raised(&self) -> bool {
+        self.set.get()
+    }
+
+    /// Resolves once the flag is raised.
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.set.get() {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// One shard's view of the server: its store, its mail, and the shared state.
+pub struct Core {
+    /// This shard.
+    pub shard: Rc<Shard>,
+    /// Number of shards.
+    pub shards: usize,
+    /// Codec limits.
+    pub limits: Limits,
+    /// What all shards share.
+    pub shared: Arc<Shared>,
+    office: PostOffice<Mail>,
+    outbox: Outbox<Mail>,
+    credits: Credits,
+    pending: Pending,
+    mail: RefCell<Vec<Mail>>,
+    /// Raised when the server stops; accept loops and drains wait on it.
+    pub stop: Flag,
+    /// Connection tasks still running on this shard.
+    pub live_connections: Cell<usize>,
+}
+
+impl Core {
+    /// The core of shard `shard.id`, posting through `office`.
+    pub fn new(
+        shard: Shard,
+        shards: usize,
+        limits: Limits,
+        shared: Arc<Shared>,
+        office: PostOffice<Mail>,
+    ) -> Core {
+        Core {
+            shard: Rc::new(shard),
+            shards,
+            limits,
+            shared,
+            outbox: Outbox::new(office.clone()),
+            office,
+            credits: Credits::new(shards, CREDITS_PER_PEER),
+            pending: Pending::default(),
+            mail: RefCell::new(Vec::new()),
+            stop: Flag::default(),
+            live_connections: Cell::new(0),
+        }
+    }
+
+    /// Sends `req` to shard `to` (leaving at the end of this loop turn, batched with the rest
+    /// of the turn's mail for that shard); the returned future yields its reply.
+    pub async fn send(&self, to: usize, req: Request) -> ReplyFuture {
+        self.credits.acquire(to).await;
+        let (token, fut) = self.pending.register(to);
+        self.outbox.post(
+            to,
+            Mail::Request {
+                from: self.shard.id,
+                token,
+                body: req,
+            },
+        );
+        fut
+    }
+
+    /// Hands an accepted connection to shard `to`.
+    pub fn hand_over(&self, to: usize, fd: OwnedFd) {
+        self.outbox.post(to, Mail::Connection(fd));
+    }
+
+    /// Sends one request to every other shard and collects their replies.
+    pub async fn fan_out(&self, make: impl Fn() -> Request) -> Vec<Reply> {
+        let mut waits = Vec::with_capacity(self.shards);
+        for to in (0..self.shards).filter(|&s| s != self.shard.id) {
+            waits.push(self.send(to, make()).await);
+        }
+        let mut replies = Vec::with_capacity(waits.len());
+        for w in waits {
+            replies.push(w.await);
+        }
+        replies
+    }
+
+    /// Flush on every shard (each computes the deadline on its own clock).
+    pub async fn flush_all(&self, delay: i64) {
+        self.shard.counters().cmd_flush += 1;
+        self.fan_out(|| Request::Flush(delay)).await;
+        self.shard
+            .execute(Command::Flush { delay }, 0, &mut Vec::new());
+    }
+
+    /// Serves one request from another shard.
+    fn serve_request(&self, req: Request) -> Reply {
+        match req {
+            Request::Batch(b) => Reply::Batch(self.shard.execute_batch(b, REPLY_CAP)),
+            Request::Flush(delay) => {
+                self.shard
+                    .execute(Command::Flush { delay }, 0, &mut Vec::new());
+                Reply::Done
+            }
+            Request::Stats => Reply::Stats(Box::new(self.shard.snapshot())),
+            Request::ResetStats => {
+                self.shard.reset_stats();
+                Reply::Done
+            }
+        }
+    }
+
+    /// The loop hook: serves the mail that arrived, sends what this turn posted, and notices a
+    /// stop request. Returns whether more mail is already waiting.
+    pub fn deliver_mail(self: &Rc<Self>) -> bool {
+        if self.shared.stopping() && !self.stop.is_raised() {
+            self.stop.raise();
+        }
+        let mut mail = self.mail.take();
+        self.office[self.shard.id].take(&mut mail);
+        for m in mail.drain(..) {
+            match m {
+                Mail::Request { from, token, body } => {
+                    let body = self.serve_request(body);
+                    self.outbox.post(from, Mail::Reply { token, body });
+                }
+                Mail::Reply { token, body } => {
+                    if let Some(from) = self.pending.complete(token, body) {
+                        self.credits.release(from);
+                    }
+                }
+                Mail::Connection(fd) => super::serve_connection(self, fd),
+            }
+        }
+        *self.mail.borrow_mut() = mail;
+        self.outbox.flush();
+        self.office[self.shard.id].has_mail()
+    }
+
+    /// Whether mail waits for this shard (checked before the loop sleeps).
+    pub fn has_mail(&self) -> bool {
+        self.office[self.shard.id].has_mail() || (self.shared.stopping() && !self.stop.is_raised())
+    }
+}
+
+/// Where a request's outcome comes from.
+enum Source {
+    /// Already known (local execution, server command, refusal); values in the local arena.
+    Ready(Outcome<Span>),
+    /// The `idx`-th command sent to `shard` in this batch.
+    Remote { shard: usize, idx: usize },
+}
+
+struct Entry<'a, Ctx> {
+    /// How to answer; `None` for internal requests that get no reply.
+    ctx: Option<Ctx>,
+    key: &'a [u8],
+    source: Source,
+}
+
+/// The requests of one connection decoded in one go, in order: local ones already run, remote
+/// ones queued per owner.
+pub struct Batch<'a, Ctx> {
+    entries: Vec<Entry<'a, Ctx>>,
+    local: Vec<u8>,
+    remote: Vec<RequestBatch>,
+}
+
+impl<'a, Ctx> Batch<'a, Ctx> {
+    /// An empty batch for a server of `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        Batch {
+            entries: Vec::new(),
+            local: Vec::new(),
+            remote: (0..shards).map(|_| RequestBatch::default()).collect(),
+        }
+    }
+
+    /// Requests in the batch.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the batch holds no request.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes of values the local outcomes hold.
+    pub fn local_bytes(&self) -> usize {
+        self.local.len()
+    }
+
+    /// Runs a key command on its owner: at once when local, else queued for its shard. The
+    /// command is used (run or copied) before this returns; `echo` is the key the reply names.
+    pub fn route(&mut self, core: &Core, cmd: Command<&[u8]>, echo: &'a [u8], ctx: Option<Ctx>) {
+        let key = cmd.key().copied().unwrap_or_default();
+        let hash = key_hash(key);
+        let o = owner(hash, core.shards);
+        let source = if o == core.shard.id {
+            Source::Ready(core.shard.execute(cmd, hash, &mut self.local))
+        } else {
+            let idx = self.remote[o].len();
+            self.remote[o].push(cmd, hash);
+            Source::Remote { shard: o, idx }
+        };
+        self.entries.push(Entry {
+            ctx,
+            key: echo,
+            source,
+        });
+    }
+
+    /// Adds a request whose outcome is already known.
+    pub fn ready(&mut self, ctx: Ctx, key: &'a [u8], outcome: Outcome<&[u8]>) {
+        let local = &mut self.local;
+        let outcome = outcome.map_bytes(|b| Span::push(local, b));
+        self.entries.push(Entry {
+            ctx: Some(ctx),
+            key,
+            source: Source::Ready(outcome),
+        });
+    }
+}
+
+/// Sends the remote parts, then encodes every outcome in request order into `out`. When an
+/// owner deferred part of its batch, the answers so far are sent before the rest is asked again.
+pub async fn gather<C: Codec>(
+    core: &Core,
+    codec: &mut C,
+    b: Batch<'_, C::Ctx>,
+    conn: &Conn,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let Batch {
+        mut entries,
+        local,
+        remote,
+    } = b;
+    let n = core.shards;
+    let mut to_send: Vec<Option<RequestBatch>> = remote
+        .into_iter()
+        .map(|r| (!r.is_empty()).then_some(r))
+        .collect();
+    let mut replies: Vec<Option<ReplyBatch>> = (0..n).map(|_| None).collect();
+    let mut deferred: Vec<Option<RequestBatch>> = (0..n).map(|_| None).collect();
+    // Index (within this batch's commands for that shard) of the first outcome in `replies`.
+    let mut base = vec![0usize; n];
+    // Outcomes of each shard encoded so far.
+    let mut used = vec![0usize; n];
+    let mut next = 0;
+    loop {
+        let mut waits = Vec::new();
+        for (o, slot) in to_send.iter_mut().enumerate() {
+            if let Some(req) = slot.take() {
+                waits.push((o, core.send(o, Request::Batch(req)).await));
+            }
+        }
+        for (o, wait) in waits {
+            match wait.await {
+                Reply::Batch(mut r) => {
+                    deferred[o] = r.rest.take();
+                    replies[o] = Some(r);
+                }
+                _ => return Err(io::Error::other("unexpected reply kind")),
+            }
+        }
+        while next < entries.len() {
+            let e = &mut entries[next];
+            let (outcome, arena) = match &mut e.source {
+                Source::Ready(o) => (std::mem::replace(o, Outcome::Done), &local[..]),
+                Source::Remote { shard, idx } => {
+                    let Some(r) = replies[*shard].as_mut() else {
+                        break;
+                    };
+                    let Some(o) = r.outcomes.get_mut(*idx - base[*shard]) else {
+                        break;
+                    };
+                    used[*shard] += 1;
+                    (std::mem::replace(o, Outcome::Done), &r.arena[..])
+                }
+            };
+            if let Some(ctx) = &e.ctx {
+                let outcome = outcome.map_bytes(|s| s.get(arena));
+                codec.encode(out, ctx, e.key, &outcome);
+            }
+            next += 1;
+        }
+        if next == entries.len() {
+            return Ok(());
+        }
+        // Some owner deferred: send what is ready, then ask again for shards fully answered.
+        log::trace!(
+            "batch partly deferred at request {next} of {}",
+            entries.len()
+        );
+        core.shard.counters().bytes_written += out.len() as u64;
+        conn.send(out).await?;
+        for o in 0..n {
+            let answered = replies[o].as_ref().map_or(0, |r| r.outcomes.len());
+            if deferred[o].is_some() && used[o] == base[o] + answered {
+                base[o] += answered;
+                replies[o] = None;
+                to_send[o] = deferred[o].take();
+            }
+        }
     }
 }
 

@@ -440,6 +440,39 @@ pub fn items(s: &Snapshot) -> Vec<(String, String)> {
     out
 }
 
+impl super::router::Core {
+    /// Answers a `stats` request for `group`, gathering every shard's part.
+    pub async fn stats(&self, group: &[u8]) -> crate::protocol::Outcome<&'static [u8]> {
+        use super::router::{Reply, Request};
+        use crate::protocol::Outcome;
+        // memcached matches these two by prefix.
+        if group.starts_with(b"reset") {
+            self.fan_out(|| Request::ResetStats).await;
+            self.shard.reset_stats();
+            return Outcome::Stats(Vec::new());
+        }
+        if group.starts_with(b"settings") {
+            return Outcome::Stats(settings(&self.shared.settings()));
+        }
+        let known: &[&[u8]] = &[b"", b"items", b"slabs", b"latency"];
+        if !known.contains(&group) {
+            return Outcome::UnknownStatsGroup;
+        }
+        let mut total = self.shard.snapshot();
+        for reply in self.fan_out(|| Request::Stats).await {
+            if let Reply::Stats(s) = reply {
+                total.add(&s);
+            }
+        }
+        Outcome::Stats(match group {
+            b"items" => items(&total),
+            b"slabs" => slabs(&total),
+            b"latency" => total.latency.report(),
+            _ => general(&self.shared.server_info(), &total),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,8 +43,13 @@ impl Server {
 
     /// Like [`Server::start`], returning the exit status and stderr when it fails to start.
     pub fn try_start(args: &[&str]) -> Result<Server, StartFailure> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corecached"))
-            .args(["--port", "0", "-l", "127.0.0.1"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecached"));
+        cmd.args(["--port", "0", "-l", "127.0.0.1"]);
+        // CI runs the suite once per network backend.
+        if let Ok(io) = std::env::var("CORECACHED_IO") {
+            cmd.args(["--io", &io]);
+        }
+        let mut child = cmd
             .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

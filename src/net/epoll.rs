@@ -1,0 +1,294 @@
+//! The epoll backend, for where io_uring is refused (Docker's and Kubernetes' default seccomp
+//! profiles, gVisor, old kernels). Connections are registered once, edge-triggered for input and
+//! output; listeners and the wake-up eventfd level-triggered. Reads go through one scratch
+//! buffer per loop into the connection's inbox; sends are plain non-blocking writes made by the
+//! loop at the end of a turn.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::{ConnId, Ev, Notifier};
+
+const KIND_LISTENER: u64 = 1;
+const KIND_CONN: u64 = 2;
+const KIND_WAKE: u64 = 3;
+
+/// Accepts per listener wake-up before other work gets a turn.
+const ACCEPT_BATCH: usize = 64;
+/// Bytes read from one connection per turn before others get theirs.
+const READ_BATCH: usize = 256 * 1024;
+const SCRATCH: usize = 64 * 1024;
+
+fn token(kind: u64, gen: u16, slot: u32) -> u64 {
+    kind << 56 | (gen as u64) << 32 | slot as u64
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    id: ConnId,
+    fd: RawFd,
+    paused: bool,
+}
+
+pub struct Epoll {
+    epfd: OwnedFd,
+    events: Vec<libc::epoll_event>,
+    scratch: Vec<u8>,
+    conns: Vec<Option<Entry>>,
+    listeners: Vec<RawFd>,
+    /// Connections to read without waiting for an event (resumed, or cut short last turn).
+    to_read: Vec<ConnId>,
+}
+
+fn ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: `ev` is a live epoll_event for the duration of the call.
+    if unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Epoll {
+    pub fn new(notify_fd: RawFd) -> io::Result<Epoll> {
+        // SAFETY: no pointers; a non-negative result is a new descriptor we own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        ctl(
+            fd,
+            libc::EPOLL_CTL_ADD,
+            notify_fd,
+            libc::EPOLLIN as u32,
+            token(KIND_WAKE, 0, 0),
+        )?;
+        Ok(Epoll {
+            epfd,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
+            scratch: vec![0; SCRATCH],
+            conns: Vec::new(),
+            listeners: Vec::new(),
+            to_read: Vec::new(),
+        })
+    }
+
+    pub fn add_listener(&mut self, idx: usize, fd: RawFd) -> io::Result<()> {
+        if self.listeners.len() <= idx {
+            self.listeners.resize(idx + 1, -1);
+        }
+        self.listeners[idx] = fd;
+        ctl(
+            self.epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            libc::EPOLLIN as u32,
+            token(KIND_LISTENER, 0, idx as u32),
+        )
+    }
+
+    pub fn remove_listener(&mut self, fd: RawFd) {
+        if let Some(l) = self.listeners.iter_mut().find(|l| **l == fd) {
+            *l = -1;
+        }
+        let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+    }
+
+    pub fn add_conn(&mut self, id: ConnId, fd: RawFd) -> io::Result<()> {
+        let slot = id.slot as usize;
+        if self.conns.len() <= slot {
+            self.conns.resize(slot + 1, None);
+        }
+        ctl(
+            self.epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            token(KIND_CONN, id.gen, id.slot),
+        )?;
+        self.conns[slot] = Some(Entry {
+            id,
+            fd,
+            paused: false,
+        });
+        Ok(())
+    }
+
+    fn entry(&mut self, id: ConnId) -> Option<&mut Entry> {
+        self.conns
+            .get_mut(id.slot as usize)?
+            .as_mut()
+            .filter(|e| e.id == id)
+    }
+
+    pub fn pause(&mut self, id: ConnId) {
+        if let Some(e) = self.entry(id) {
+            e.paused = true;
+        }
+    }
+
+    pub fn resume(&mut self, id: ConnId) {
+        if let Some(e) = self.entry(id) {
+            e.paused = false;
+            // Edge-triggered: bytes that arrived while paused raise no new event.
+            self.to_read.push(id);
+        }
+    }
+
+    /// Reads what a connection has, up to a turn's share.
+    fn read_conn(&mut self, id: ConnId, sink: &mut dyn FnMut(Ev<'_>)) {
+        let Some(e) = self.entry(id).copied() else {
+            return;
+        };
+        if e.paused {
+            return;
+        }
+        let mut total = 0;
+        loop {
+            // SAFETY: reads at most `scratch.len()` bytes into the live scratch buffer.
+            let n =
+                unsafe { libc::read(e.fd, self.scratch.as_mut_ptr().cast(), self.scratch.len()) };
+            if n > 0 {
+                let n = n as usize;
+                sink(Ev::Data {
+                    id,
+                    bytes: &self.scratch[..n],
+                });
+                total += n;
+                if n < self.scratch.len() {
+                    return; // drained: the next arrival raises a new edge
+                }
+                if total >= READ_BATCH {
+                    self.to_read.push(id);
+                    return;
+                }
+                continue;
+            }
+            if n == 0 {
+                sink(Ev::RecvEnded {
+                    id,
+                    result: Ok(()),
+                    rearm: false,
+                });
+                return;
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => return,
+                io::ErrorKind::Interrupted => continue,
+                _ => {
+                    sink(Ev::RecvEnded {
+                        id,
+                        result: Err(err),
+                        rearm: false,
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept_on(&mut self, idx: usize, sink: &mut dyn FnMut(Ev<'_>)) {
+        let Some(&lfd) = self.listeners.get(idx) else {
+            return;
+        };
+        if lfd < 0 {
+            return;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            // SAFETY: null address pointers ask for no peer address.
+            let fd = unsafe {
+                libc::accept4(
+                    lfd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: a successful accept returns a new descriptor nobody else owns.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                sink(Ev::Accepted { idx, fd });
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => return,
+                io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
+                _ => {
+                    sink(Ev::AcceptFailed {
+                        idx,
+                        err,
+                        stalled: false,
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        notifier: &Notifier,
+        sink: &mut dyn FnMut(Ev<'_>),
+    ) -> io::Result<()> {
+        let carried = std::mem::take(&mut self.to_read);
+        let ms = if !carried.is_empty() {
+            0
+        } else {
+            match timeout {
+                None => -1,
+                Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+            }
+        };
+        for id in carried {
+            self.read_conn(id, sink);
+        }
+        // SAFETY: the kernel writes at most `events.len()` entries into the live vector.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as i32,
+                ms,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return if err.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(err)
+            };
+        }
+        for i in 0..n as usize {
+            let ev = self.events[i];
+            let (data, flags) = (ev.u64, ev.events);
+            let kind = data >> 56;
+            let id = ConnId {
+                slot: data as u32,
+                gen: (data >> 32) as u16,
+            };
+            match kind {
+                KIND_WAKE => notifier.drain(),
+                KIND_LISTENER => self.accept_on(id.slot as usize, sink),
+                KIND_CONN => {
+                    let input =
+                        (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+                    if flags & input != 0 {
+                        self.read_conn(id, sink);
+                    }
+                    if flags & libc::EPOLLOUT as u32 != 0 {
+                        sink(Ev::Writable { id });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

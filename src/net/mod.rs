@@ -1,0 +1,1113 @@
+//! The per-core network layer: one event loop per thread that owns the sockets, the kernel
+//! interface (io_uring, or epoll where io_uring is refused) and the connection buffers, plus a
+//! tiny executor for the tasks that drive connections. It knows nothing of memcached: a
+//! connection task sees a [`Conn`] that hands it received bytes and takes bytes to send.
+//!
+//! One loop turn: collect completions (received bytes land in each connection's inbox, finished
+//! sends free their buffers), let the turn hooks deliver cross-core mail, poll the woken tasks,
+//! then queue one send per connection that has output, and enter the kernel once to submit them
+//! and wait for the next completions. Idle means asleep in the kernel.
+
+mod epoll;
+pub mod exec;
+pub mod mail;
+mod uring;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use exec::Executor;
+
+/// Inbox bytes above which a connection stops receiving until its task catches up.
+const INBOX_PAUSE: usize = 256 * 1024;
+/// Staged output above which [`Conn::send`] waits for the socket to drain...
+const OUT_HIGH: usize = 256 * 1024;
+/// ...until it is below this.
+const OUT_LOW: usize = 64 * 1024;
+/// Buffer capacity a connection keeps between uses; larger ones are given back.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// Which kernel interface a loop uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring: multishot accept and receive, provided buffers, one enter per turn.
+    Uring,
+    /// epoll, edge-triggered, with plain reads and writes.
+    Epoll,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+/// Sizes of one loop's kernel resources.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopConfig {
+    /// Backend to use.
+    pub backend: Backend,
+    /// Submission queue entries (io_uring).
+    pub ring_entries: u32,
+    /// Receive buffers in the provided-buffer ring (io_uring; a power of two).
+    pub recv_buffers: u16,
+    /// Size of each receive buffer.
+    pub recv_buffer_size: usize,
+}
+
+impl LoopConfig {
+    /// Sizes suited to `loops` loops in one process: fewer kernel resources each when many.
+    pub fn for_loops(backend: Backend, loops: usize) -> LoopConfig {
+        let many = loops > 16;
+        LoopConfig {
+            backend,
+            ring_entries: if many { 256 } else { 2048 },
+            recv_buffers: if many { 64 } else { 512 },
+            recv_buffer_size: 8 * 1024,
+        }
+    }
+}
+
+/// Probes whether io_uring with the features the loop needs can be set up here; the error is
+/// what the kernel said (EPERM under Docker's default seccomp profile, ENOSYS on old kernels).
+pub fn probe_uring() -> io::Result<()> {
+    uring::probe()
+}
+
+/// Lets other threads wake a sleeping loop: an eventfd the loop watches, written only when the
+/// loop has announced that it is about to sleep.
+pub struct Notifier {
+    sleeping: AtomicBool,
+    efd: OwnedFd,
+}
+
+impl Notifier {
+    /// A new notifier (an eventfd).
+    pub fn new() -> io::Result<Notifier> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Notifier {
+            sleeping: AtomicBool::new(false),
+            // SAFETY: `fd` was just created and is owned by nobody else.
+            efd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Wakes the loop if it sleeps (or is about to); free when it is awake.
+    pub fn wake(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.kick();
+        }
+    }
+
+    /// Wakes the loop whatever it is doing (shutdown).
+    pub fn kick(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd. A full counter (EAGAIN) means
+        // a wake-up is already pending, which is all we want.
+        unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn fd(&self) -> RawFd {
+        self.efd.as_raw_fd()
+    }
+
+    /// Resets the eventfd counter after a wake-up (epoll backend).
+    fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; EAGAIN just means nothing was pending.
+        unsafe { libc::read(self.efd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address (IPv4 or IPv6; port 0 picks a free one).
+    Tcp(SocketAddr),
+    /// A unix stream socket path.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A bound, listening socket. Bound without `SO_REUSEPORT`, so a second process asking for the
+/// same address is refused with "address in use".
+pub struct Listener {
+    fd: OwnedFd,
+    addr: ListenAddr,
+}
+
+impl Listener {
+    /// Binds and listens on `addr`.
+    pub fn bind(addr: &ListenAddr) -> io::Result<Listener> {
+        match addr {
+            ListenAddr::Tcp(sa) => bind_tcp(*sa),
+            ListenAddr::Unix(path) => bind_unix(path),
+        }
+    }
+
+    /// The address actually bound (the chosen port when 0 was asked).
+    pub fn local_addr(&self) -> &ListenAddr {
+        &self.addr
+    }
+
+    /// A second descriptor for the same socket (for another loop to accept on).
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        Ok(Listener {
+            fd: self.fd.try_clone()?,
+            addr: self.addr.clone(),
+        })
+    }
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn set_int_opt(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its exact size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+fn new_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket takes no pointers; a non-negative result is a new descriptor we own.
+    let fd = cvt(unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+const BACKLOG: libc::c_int = 1024;
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<Listener> {
+    let fd = new_socket(match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    })?;
+    let raw = fd.as_raw_fd();
+    // Restarting right after a stop must not wait for TIME_WAIT; this does not let two
+    // listeners share the address (that would take SO_REUSEPORT).
+    set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    // SAFETY: sockaddr_storage is plain data, valid when zeroed.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // One address family per socket, so `-l 0.0.0.0,::` can bind both on one port.
+            set_int_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: `storage` holds a valid address of `len` bytes.
+    cvt(unsafe {
+        libc::bind(
+            raw,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: listen takes no pointers.
+    cvt(unsafe { libc::listen(raw, BACKLOG) })?;
+    let bound = std::net::TcpListener::from(fd);
+    let local = bound.local_addr()?;
+    Ok(Listener {
+        fd: OwnedFd::from(bound),
+        addr: ListenAddr::Tcp(local),
+    })
+}
+
+fn bind_unix(path: &std::path::Path) -> io::Result<Listener> {
+    use std::os::unix::fs::FileTypeExt;
+    // Like memcached: a socket file left by an earlier run is replaced; anything else is not.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)?;
+    l.set_nonblocking(true)?;
+    Ok(Listener {
+        fd: OwnedFd::from(l),
+        addr: ListenAddr::Unix(path.to_path_buf()),
+    })
+}
+
+/// What the backends report to the loop.
+enum Ev<'a> {
+    /// A connection arrived on listener `idx`.
+    Accepted { idx: usize, fd: OwnedFd },
+    /// Accepting failed (e.g. out of descriptors); `stalled`: the listener must be re-armed.
+    AcceptFailed {
+        idx: usize,
+        err: io::Error,
+        stalled: bool,
+    },
+    /// Listener `idx` stopped accepting (cancelled); its descriptor may be closed.
+    AcceptEnded { idx: usize },
+    /// Bytes received on a connection.
+    Data { id: ConnId, bytes: &'a [u8] },
+    /// The connection's receiving ended: `Ok` for end of stream, else the error. `rearm` asks
+    /// the loop to start receiving again (the kernel ran out of buffers, or it was paused).
+    RecvEnded {
+        id: ConnId,
+        result: io::Result<()>,
+        rearm: bool,
+    },
+    /// A send finished: bytes sent or the error.
+    Sent {
+        id: ConnId,
+        result: io::Result<usize>,
+    },
+    /// The socket can take more bytes (epoll).
+    Writable { id: ConnId },
+}
+
+/// A connection's slot and generation (a reused slot gets a new generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnId {
+    slot: u32,
+    gen: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecvState {
+    /// The kernel delivers data as it arrives.
+    On,
+    /// Stop asked; the backend has not confirmed yet.
+    Stopping,
+    /// Not receiving (paused, or ended).
+    Off,
+}
+
+struct ConnState {
+    id: ConnId,
+    fd: OwnedFd,
+    /// Received bytes the task has not taken yet.
+    inbox: Vec<u8>,
+    /// The stream ended (or failed: `error`); no more bytes will arrive.
+    rx_done: bool,
+    error: Option<io::Error>,
+    reader: Option<Waker>,
+    /// Output the task handed over, not yet given to the kernel.
+    out: Vec<u8>,
+    /// Output the kernel is sending; `sending[sent..]` is still to go.
+    sending: Vec<u8>,
+    sent: usize,
+    in_flight: bool,
+    writer: Option<Waker>,
+    recv: RecvState,
+    /// Listed for the end-of-turn flush.
+    listed: bool,
+    /// The task dropped its handle: flush, then close.
+    handle_gone: bool,
+    /// The server is stopping: the task should finish.
+    stopping: bool,
+}
+
+impl ConnState {
+    fn staged(&self) -> usize {
+        self.out.len() + self.sending.len() - self.sent
+    }
+
+    fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    fn wake_all(&mut self) {
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+}
+
+enum Driver {
+    // Boxed: one per thread, reached through a RefCell; the size only matters for clippy.
+    Uring(Box<uring::Uring>),
+    Epoll(epoll::Epoll),
+}
+
+struct AcceptState {
+    queue: VecDeque<io::Result<OwnedFd>>,
+    waker: Option<Waker>,
+    /// Still armed in the backend (its descriptor must stay open until it is not).
+    armed: bool,
+    /// An error stopped the backend's accepting; re-arm before waiting again.
+    stalled: bool,
+    fd: Option<OwnedFd>,
+}
+
+/// A hook run every turn; returns whether it left work that must not wait for the kernel
+/// (e.g. mail still arriving).
+type Hook = Box<dyn Fn() -> bool>;
+
+/// One core's event loop. Reach it from its thread with [`Loop::current`].
+pub struct Loop {
+    exec: Executor,
+    driver: RefCell<Driver>,
+    backend: Backend,
+    conns: RefCell<Vec<Option<Rc<RefCell<ConnState>>>>>,
+    free_slots: RefCell<Vec<u32>>,
+    next_gen: Cell<u16>,
+    /// Connections with output to send or a close to finish.
+    listed: RefCell<Vec<u32>>,
+    /// Connections whose receiving must be stopped or restarted.
+    recv_changes: RefCell<Vec<u32>>,
+    acceptors: RefCell<Vec<Rc<RefCell<AcceptState>>>>,
+    notifier: std::sync::Arc<Notifier>,
+    hooks: RefCell<Vec<Hook>>,
+    /// Whether any hook may have more work (checked before sleeping).
+    pending_check: RefCell<Vec<Box<dyn Fn() -> bool>>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Loop>>> = const { RefCell::new(None) };
+}
+
+impl Loop {
+    /// Creates this thread's loop (one per thread), woken from other threads through `notifier`.
+    pub fn new(config: LoopConfig, notifier: std::sync::Arc<Notifier>) -> io::Result<Rc<Loop>> {
+        let driver = match config.backend {
+            Backend::Uring => Driver::Uring(Box::new(uring::Uring::new(&config, notifier.fd())?)),
+            Backend::Epoll => Driver::Epoll(epoll::Epoll::new(notifier.fd())?),
+        };
+        let lp = Rc::new(Loop {
+            exec: Executor::default(),
+            driver: RefCell::new(driver),
+            backend: config.backend,
+            conns: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
+            next_gen: Cell::new(0),
+            listed: RefCell::new(Vec::new()),
+            recv_changes: RefCell::new(Vec::new()),
+            acceptors: RefCell::new(Vec::new()),
+            notifier,
+            hooks: RefCell::new(Vec::new()),
+            pending_check: RefCell::new(Vec::new()),
+        });
+        CURRENT.with(|c| *c.borrow_mut() = Some(lp.clone()));
+        Ok(lp)
+    }
+
+    /// This thread's loop. Panics when called outside one (a bug, not a runtime condition).
+    pub fn current() -> Rc<Loop> {
+        CURRENT
+            .with(|c| c.borrow().clone())
+            .expect("not on an event loop thread")
+    }
+
+    /// The backend this loop runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a task on this loop.
+    pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + 'static) {
+        self.exec.spawn(fut);
+    }
+
+    /// Adds a hook run every turn, after completions and after tasks ran (e.g. to deliver and
+    /// send cross-core mail); `has_work` tells, just before the loop sleeps, whether the hook
+    /// would find work (the loop then does not sleep).
+    pub fn add_hook(
+        &self,
+        hook: impl Fn() -> bool + 'static,
+        has_work: impl Fn() -> bool + 'static,
+    ) {
+        self.hooks.borrow_mut().push(Box::new(hook));
+        self.pending_check.borrow_mut().push(Box::new(has_work));
+    }
+
+    /// Starts accepting connections on `listener`.
+    pub fn accept_on(self: &Rc<Self>, listener: Listener) -> io::Result<Acceptor> {
+        let idx = self.acceptors.borrow().len();
+        let raw = listener.fd.as_raw_fd();
+        let state = Rc::new(RefCell::new(AcceptState {
+            queue: VecDeque::new(),
+            waker: None,
+            armed: true,
+            stalled: false,
+            fd: Some(listener.fd),
+        }));
+        self.acceptors.borrow_mut().push(state.clone());
+        match &mut *self.driver.borrow_mut() {
+            Driver::Uring(u) => u.arm_accept(idx, raw),
+            Driver::Epoll(e) => e.add_listener(idx, raw)?,
+        }
+        Ok(Acceptor {
+            lp: self.clone(),
+            idx,
+            state,
+        })
+    }
+
+    /// Takes an accepted (or handed-over) socket into this loop and starts receiving on it.
+    pub fn adopt(self: &Rc<Self>, fd: OwnedFd) -> io::Result<Conn> {
+        // Replies go out at once; harmless failure on unix sockets.
+        let _ = set_int_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        let slot = match self.free_slots.borrow_mut().pop() {
+            Some(s) => s,
+            None => {
+                let mut conns = self.conns.borrow_mut();
+                conns.push(None);
+                (conns.len() - 1) as u32
+            }
+        };
+        let gen = self.next_gen.get().wrapping_add(1);
+        self.next_gen.set(gen);
+        let id = ConnId { slot, gen };
+        let raw = fd.as_raw_fd();
+        let state = Rc::new(RefCell::new(ConnState {
+            id,
+            fd,
+            inbox: Vec::new(),
+            rx_done: false,
+            error: None,
+            reader: None,
+            out: Vec::new(),
+            sending: Vec::new(),
+            sent: 0,
+            in_flight: false,
+            writer: None,
+            recv: RecvState::On,
+            listed: false,
+            handle_gone: false,
+            stopping: false,
+        }));
+        let started = match &mut *self.driver.borrow_mut() {
+            Driver::Uring(u) => {
+                u.start_recv(id, raw);
+                Ok(())
+            }
+            Driver::Epoll(e) => e.add_conn(id, raw),
+        };
+        if let Err(e) = started {
+            self.free_slots.borrow_mut().push(slot);
+            return Err(e);
+        }
+        self.conns.borrow_mut()[slot as usize] = Some(state.clone());
+        Ok(Conn {
+            lp: self.clone(),
+            state,
+        })
+    }
+
+    /// Number of connections not yet fully closed.
+    pub fn open_connections(&self) -> usize {
+        self.conns.borrow().iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Asks every connection task to finish (graceful stop): their receives return end of
+    /// stream once the bytes already received are taken.
+    pub fn stop_connections(&self) {
+        for c in self.conns.borrow().iter().flatten() {
+            let mut c = c.borrow_mut();
+            c.stopping = true;
+            c.wake_all();
+        }
+    }
+
+    fn conn(&self, id: ConnId) -> Option<Rc<RefCell<ConnState>>> {
+        let c = self.conns.borrow().get(id.slot as usize)?.clone()?;
+        let same = c.borrow().id == id;
+        same.then_some(c)
+    }
+
+    fn list(&self, c: &mut ConnState) {
+        if !c.listed {
+            c.listed = true;
+            self.listed.borrow_mut().push(c.id.slot);
+        }
+    }
+
+    fn on_event(&self, ev: Ev<'_>) {
+        match ev {
+            Ev::Accepted { idx, fd } => self.to_acceptor(idx, Ok(fd)),
+            Ev::AcceptFailed { idx, err, stalled } => {
+                if stalled {
+                    if let Some(a) = self.acceptors.borrow().get(idx) {
+                        a.borrow_mut().stalled = true;
+                    }
+                }
+                self.to_acceptor(idx, Err(err))
+            }
+            Ev::AcceptEnded { idx } => {
+                if let Some(a) = self.acceptors.borrow().get(idx) {
+                    let mut a = a.borrow_mut();
+                    a.armed = false;
+                    if let Some(w) = a.waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            Ev::Data { id, bytes } => {
+                let Some(c) = self.conn(id) else { return };
+                let mut c = c.borrow_mut();
+                if c.inbox.is_empty() && c.inbox.capacity() < bytes.len() {
+                    c.inbox.reserve(bytes.len().max(2048));
+                }
+                c.inbox.extend_from_slice(bytes);
+                if let Some(w) = c.reader.take() {
+                    w.wake();
+                }
+                if c.inbox.len() > INBOX_PAUSE && c.recv == RecvState::On {
+                    c.recv = RecvState::Stopping;
+                    self.recv_changes.borrow_mut().push(id.slot);
+                }
+            }
+            Ev::RecvEnded { id, result, rearm } => {
+                let Some(c) = self.conn(id) else { return };
+                let mut c = c.borrow_mut();
+                c.recv = RecvState::Off;
+                match result {
+                    Ok(()) => c.rx_done = true,
+                    Err(e) => {
+                        c.rx_done = true;
+                        c.error.get_or_insert(e);
+                    }
+                }
+                if rearm && !c.handle_gone {
+                    // Not an end: restart when the task has room (possibly at once).
+                    c.rx_done = false;
+                    self.recv_changes.borrow_mut().push(id.slot);
+                }
+                if let Some(w) = c.reader.take() {
+                    w.wake();
+                }
+                if c.handle_gone || c.failed() {
+                    self.list(&mut c);
+                }
+            }
+            Ev::Sent { id, result } => {
+                let Some(c) = self.conn(id) else { return };
+                let mut c = c.borrow_mut();
+                c.in_flight = false;
+                match result {
+                    Ok(n) => {
+                        c.sent += n;
+                        if c.sent >= c.sending.len() {
+                            c.sending.clear();
+                            c.sent = 0;
+                            if c.sending.capacity() > KEEP_CAPACITY {
+                                c.sending = Vec::new();
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        c.error.get_or_insert(e);
+                        c.wake_all();
+                    }
+                }
+                if c.staged() <= OUT_LOW {
+                    if let Some(w) = c.writer.take() {
+                        w.wake();
+                    }
+                }
+                self.list(&mut c);
+            }
+            Ev::Writable { id } => {
+                let Some(c) = self.conn(id) else { return };
+                let mut c = c.borrow_mut();
+                if c.staged() > 0 || c.handle_gone {
+                    self.list(&mut c);
+                }
+            }
+        }
+    }
+
+    fn to_acceptor(&self, idx: usize, r: io::Result<OwnedFd>) {
+        let Some(a) = self.acceptors.borrow().get(idx).cloned() else {
+            return;
+        };
+        let mut a = a.borrow_mut();
+        a.queue.push_back(r);
+        if let Some(w) = a.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Applies receive pauses and restarts decided during the turn.
+    fn apply_recv_changes(&self) {
+        let slots = std::mem::take(&mut *self.recv_changes.borrow_mut());
+        for slot in slots {
+            let Some(c) = self.conns.borrow().get(slot as usize).cloned().flatten() else {
+                continue;
+            };
+            let mut c = c.borrow_mut();
+            let raw = c.fd.as_raw_fd();
+            match c.recv {
+                RecvState::Stopping => match &mut *self.driver.borrow_mut() {
+                    Driver::Uring(u) => u.cancel_recv(c.id),
+                    Driver::Epoll(e) => {
+                        e.pause(c.id);
+                        c.recv = RecvState::Off;
+                    }
+                },
+                RecvState::Off if !c.rx_done && !c.handle_gone && c.inbox.len() <= INBOX_PAUSE => {
+                    c.recv = RecvState::On;
+                    match &mut *self.driver.borrow_mut() {
+                        Driver::Uring(u) => u.start_recv(c.id, raw),
+                        Driver::Epoll(e) => e.resume(c.id),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts one send per listed connection, and finishes closes.
+    fn flush_listed(&self) {
+        let slots = std::mem::take(&mut *self.listed.borrow_mut());
+        for slot in slots {
+            let Some(rc) = self.conns.borrow().get(slot as usize).cloned().flatten() else {
+                continue;
+            };
+            let mut c = rc.borrow_mut();
+            c.listed = false;
+            if c.failed() {
+                c.out.clear();
+            }
+            if !c.in_flight && c.sent == c.sending.len() && !c.out.is_empty() {
+                c.sending.clear();
+                c.sent = 0;
+                let c = &mut *c;
+                std::mem::swap(&mut c.out, &mut c.sending);
+            }
+            if !c.in_flight && c.sent < c.sending.len() && !c.failed() {
+                let raw = c.fd.as_raw_fd();
+                let id = c.id;
+                let (ptr, len) = (c.sending[c.sent..].as_ptr(), c.sending.len() - c.sent);
+                match &mut *self.driver.borrow_mut() {
+                    Driver::Uring(u) => {
+                        // SAFETY (of the pointer's lifetime): `sending` is neither touched nor
+                        // dropped while `in_flight`; the slot is not freed before the send's
+                        // completion arrives (see `try_close`).
+                        u.send(id, raw, ptr, len);
+                        c.in_flight = true;
+                    }
+                    Driver::Epoll(_) => {
+                        // SAFETY: `ptr..ptr+len` lies inside `sending`, alive for the call.
+                        let r = unsafe {
+                            libc::send(
+                                raw,
+                                ptr.cast(),
+                                len,
+                                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                            )
+                        };
+                        if r >= 0 {
+                            c.sent += r as usize;
+                            if c.sent == c.sending.len() {
+                                c.sending.clear();
+                                c.sent = 0;
+                                if c.sending.capacity() > KEEP_CAPACITY {
+                                    c.sending = Vec::new();
+                                }
+                            }
+                            if c.staged() <= OUT_LOW {
+                                if let Some(w) = c.writer.take() {
+                                    w.wake();
+                                }
+                            }
+                        } else {
+                            let e = io::Error::last_os_error();
+                            if e.kind() != io::ErrorKind::WouldBlock {
+                                c.error.get_or_insert(e);
+                                c.wake_all();
+                            }
+                            // Otherwise EPOLLOUT reports when to try again.
+                        }
+                    }
+                }
+            }
+            drop(c);
+            self.try_close(&rc);
+        }
+    }
+
+    /// Closes a connection whose task is gone once nothing of it is left in the kernel.
+    fn try_close(&self, rc: &Rc<RefCell<ConnState>>) {
+        let mut c = rc.borrow_mut();
+        if !c.handle_gone || c.in_flight || (c.staged() > 0 && !c.failed()) {
+            return;
+        }
+        if c.recv != RecvState::Off {
+            if c.recv == RecvState::On {
+                c.recv = RecvState::Stopping;
+                match &mut *self.driver.borrow_mut() {
+                    Driver::Uring(u) => u.cancel_recv(c.id),
+                    Driver::Epoll(_) => c.recv = RecvState::Off,
+                }
+            }
+            if c.recv != RecvState::Off {
+                return; // the cancel's completion lists it again
+            }
+        }
+        let slot = c.id.slot;
+        drop(c);
+        self.conns.borrow_mut()[slot as usize] = None;
+        self.free_slots.borrow_mut().push(slot);
+        // Dropping the state closes the descriptor (epoll forgets it by itself).
+    }
+
+    fn has_pending_work(&self) -> bool {
+        self.exec.has_ready()
+            || !self.listed.borrow().is_empty()
+            || !self.recv_changes.borrow().is_empty()
+            || self.pending_check.borrow().iter().any(|f| f())
+    }
+
+    fn run_hooks(&self) -> bool {
+        let mut more = false;
+        for h in self.hooks.borrow().iter() {
+            more |= h();
+        }
+        more
+    }
+
+    /// One turn: kernel completions, hooks and tasks until quiet, then sends.
+    fn turn(&self) -> io::Result<()> {
+        // Tasks and hooks until nothing is ready (bounded, so I/O is never starved).
+        for _ in 0..64 {
+            let more = self.run_hooks();
+            if self.exec.run_ready() == 0 && !more {
+                break;
+            }
+        }
+        self.run_hooks();
+        self.apply_recv_changes();
+        self.flush_listed();
+
+        let now = Instant::now();
+        let mut timeout = self.exec.fire_timers(now);
+        if self.exec.has_ready() || !self.recv_changes.borrow().is_empty() {
+            timeout = Some(Duration::ZERO);
+        } else {
+            // Announce the sleep, then look once more: mail posted before the announcement is
+            // seen here, mail posted after it finds the flag and writes the eventfd.
+            self.notifier.sleeping.store(true, Ordering::SeqCst);
+            if self.has_pending_work() {
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        let mut sink = |ev: Ev<'_>| self.on_event(ev);
+        let r = match &mut *self.driver.borrow_mut() {
+            Driver::Uring(u) => u.wait(timeout, &mut sink),
+            Driver::Epoll(e) => e.wait(timeout, &self.notifier, &mut sink),
+        };
+        self.notifier.sleeping.store(false, Ordering::Relaxed);
+        r
+    }
+
+    /// Runs `main` and everything it spawns until `main` finishes; then drops the remaining
+    /// tasks and closes what they left.
+    pub fn block_on(
+        self: &Rc<Self>,
+        main: impl std::future::Future<Output = ()> + 'static,
+    ) -> io::Result<()> {
+        let done = Rc::new(Cell::new(false));
+        let d = done.clone();
+        self.spawn(async move {
+            main.await;
+            d.set(true);
+        });
+        while !done.get() {
+            self.turn()?;
+        }
+        self.exec.clear();
+        // Flush and close what the dropped tasks left, briefly.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while self.open_connections() > 0 && Instant::now() < deadline {
+            self.flush_listed();
+            let mut sink = |ev: Ev<'_>| self.on_event(ev);
+            match &mut *self.driver.borrow_mut() {
+                Driver::Uring(u) => u.wait(Some(Duration::from_millis(10)), &mut sink)?,
+                Driver::Epoll(e) => {
+                    e.wait(Some(Duration::from_millis(10)), &self.notifier, &mut sink)?
+                }
+            }
+        }
+        CURRENT.with(|c| c.borrow_mut().take());
+        Ok(())
+    }
+}
+
+/// Resolves after `d` (on the current loop).
+pub async fn sleep(d: Duration) {
+    let at = Instant::now() + d;
+    let lp = Loop::current();
+    let mut timer: Option<u64> = None;
+    std::future::poll_fn(|cx| {
+        if Instant::now() >= at {
+            return Poll::Ready(());
+        }
+        if let Some(id) = timer.take() {
+            lp.exec.cancel_timer(id);
+        }
+        timer = Some(lp.exec.add_timer(at, cx.waker().clone()));
+        Poll::Pending
+    })
+    .await
+}
+
+/// Runs `fut` for at most `d`; `None` when time ran out.
+pub async fn timeout<T>(d: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        sleep(d).await;
+        None
+    })
+    .await
+}
+
+/// A listener's stream of accepted sockets; dropping it stops accepting and closes it.
+pub struct Acceptor {
+    lp: Rc<Loop>,
+    idx: usize,
+    state: Rc<RefCell<AcceptState>>,
+}
+
+impl Acceptor {
+    /// The next accepted socket (or accept error).
+    pub async fn accept(&self) -> io::Result<OwnedFd> {
+        std::future::poll_fn(|cx| {
+            let mut a = self.state.borrow_mut();
+            match a.queue.pop_front() {
+                Some(r) => Poll::Ready(r),
+                None => {
+                    if std::mem::take(&mut a.stalled) {
+                        if let Driver::Uring(u) = &mut *self.lp.driver.borrow_mut() {
+                            u.rearm_accept(self.idx);
+                        }
+                    }
+                    a.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Stops accepting; resolves once the backend released the socket.
+    pub async fn close(self) {
+        {
+            let a = self.state.borrow();
+            if a.armed {
+                let raw = a.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+                match &mut *self.lp.driver.borrow_mut() {
+                    Driver::Uring(u) => u.cancel_accept(self.idx),
+                    Driver::Epoll(e) => e.remove_listener(raw),
+                }
+            }
+        }
+        if self.lp.backend == Backend::Epoll {
+            self.state.borrow_mut().armed = false;
+        }
+        std::future::poll_fn(|cx| {
+            let mut a = self.state.borrow_mut();
+            if a.armed {
+                a.waker = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        let mut a = self.state.borrow_mut();
+        a.fd = None;
+        a.queue.clear();
+    }
+}
+
+/// A connection as its task sees it: bytes in, bytes out. Dropping it flushes what was handed
+/// to [`Conn::send`] and closes the socket.
+pub struct Conn {
+    lp: Rc<Loop>,
+    state: Rc<RefCell<ConnState>>,
+}
+
+impl Conn {
+    /// Moves the bytes received since the last call to the end of `buf`, waiting for some if
+    /// none came yet. Returns `Ok(false)` at end of stream, or when the server stops.
+    pub async fn recv(&self, buf: &mut Vec<u8>) -> io::Result<bool> {
+        std::future::poll_fn(|cx| {
+            let mut c = self.state.borrow_mut();
+            if !c.inbox.is_empty() {
+                if buf.is_empty() && buf.capacity() <= c.inbox.capacity() {
+                    std::mem::swap(buf, &mut c.inbox);
+                    c.inbox.clear();
+                    if c.inbox.capacity() > KEEP_CAPACITY {
+                        c.inbox = Vec::new();
+                    }
+                } else {
+                    buf.extend_from_slice(&c.inbox);
+                    c.inbox.clear();
+                }
+                if c.recv == RecvState::Off && !c.rx_done {
+                    self.lp.recv_changes.borrow_mut().push(c.id.slot);
+                }
+                return Poll::Ready(Ok(true));
+            }
+            if let Some(e) = &c.error {
+                return Poll::Ready(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            if c.rx_done || c.stopping {
+                return Poll::Ready(Ok(false));
+            }
+            c.reader = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Hands `out` to the loop (it leaves `out` empty) and waits while too much of this
+    /// connection's output is still unsent, so a client that does not read stops its own
+    /// requests from being served.
+    pub async fn send(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        if !out.is_empty() {
+            let mut c = self.state.borrow_mut();
+            if let Some(e) = &c.error {
+                return Err(io::Error::new(e.kind(), e.to_string()));
+            }
+            if c.out.is_empty() {
+                std::mem::swap(&mut c.out, out);
+            } else {
+                c.out.extend_from_slice(out);
+                out.clear();
+            }
+            self.lp.list(&mut c);
+        }
+        std::future::poll_fn(|cx| {
+            let mut c = self.state.borrow_mut();
+            if let Some(e) = &c.error {
+                return Poll::Ready(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            if c.staged() <= OUT_HIGH || (c.writer.is_some() && c.staged() <= OUT_LOW) {
+                c.writer = None;
+                return Poll::Ready(Ok(()));
+            }
+            c.writer = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether the server asked connections to finish.
+    pub fn stopping(&self) -> bool {
+        self.state.borrow().stopping
+    }
+
+    /// The peer's address, for logs.
+    pub fn peer(&self) -> String {
+        let fd = self.state.borrow().fd.as_raw_fd();
+        // SAFETY: sockaddr_storage is plain data; getpeername writes at most `len` bytes.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: `ss` and `len` are live and `len` is the size of `ss`.
+        let r = unsafe {
+            libc::getpeername(
+                fd,
+                (&mut ss as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return "?".into();
+        }
+        match ss.ss_family as libc::c_int {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in (family AF_INET) into `ss`.
+                let sin =
+                    unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                format!("{ip}:{}", u16::from_be(sin.sin_port))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6) into `ss`.
+                let sin6 = unsafe {
+                    &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
+                let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                format!("[{ip}]:{}", u16::from_be(sin6.sin6_port))
+            }
+            _ => "unix".into(),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let rc = self.state.clone();
+        {
+            let mut c = rc.borrow_mut();
+            c.handle_gone = true;
+            c.reader = None;
+            c.writer = None;
+            self.lp.list(&mut c);
+        }
+    }
+}
