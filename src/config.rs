@@ -66,6 +66,14 @@ pub struct Args {
     #[arg(short = 's', long = "unix-socket")]
     pub unix_socket: Option<PathBuf>,
 
+    /// Megabytes all connections together may use for large request and reply buffers
+    /// (beyond 16 KiB in and 64 KiB out each). A set that cannot be buffered is answered
+    /// `SERVER_ERROR out of memory storing object`, a reply that cannot be staged
+    /// `SERVER_ERROR out of memory writing get response`, as memcached does when it cannot
+    /// allocate them.
+    #[arg(long = "buffer-memory-limit", default_value_t = 32)]
+    pub buffer_memory_limit: u64,
+
     /// Network backend: io_uring, epoll, or auto (io_uring, falling back to epoll where the
     /// kernel or a seccomp profile refuses it).
     #[arg(long = "io", value_enum, default_value_t = IoMode::Auto)]
@@ -139,6 +147,8 @@ pub struct Config {
     pub verbosity: u8,
     /// Unix socket to listen on instead of TCP.
     pub unix_socket: Option<PathBuf>,
+    /// Bytes connections may hold in large buffers, all together.
+    pub buffer_memory_limit: usize,
     /// Network backend choice.
     pub io: IoMode,
 }
@@ -314,6 +324,10 @@ impl Args {
             eviction: self.eviction,
             verbosity: self.verbose,
             unix_socket: self.unix_socket,
+            buffer_memory_limit: usize::try_from(self.buffer_memory_limit)
+                .ok()
+                .and_then(|m| m.checked_mul(1 << 20))
+                .ok_or_else(|| ConfigError("--buffer-memory-limit: too large".into()))?,
             io: self.io,
         })
     }

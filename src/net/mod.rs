@@ -8,6 +8,7 @@
 //! then queue one send per connection that has output, and enter the kernel once to submit them
 //! and wait for the next completions. Idle means asleep in the kernel.
 
+pub mod budget;
 mod epoll;
 pub mod exec;
 pub mod mail;
@@ -25,10 +26,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+pub use budget::{MemoryBudget, Reservation};
 use exec::Executor;
 
 /// Inbox bytes above which a connection stops receiving until its task catches up.
-const INBOX_PAUSE: usize = 256 * 1024;
+const INBOX_PAUSE: usize = 64 * 1024;
+/// Output a connection may stage without drawing on the shared [`MemoryBudget`].
+pub const OUT_ALLOWANCE: usize = 64 * 1024;
 /// Staged output above which [`Conn::send`] waits for the socket to drain...
 const OUT_HIGH: usize = 256 * 1024;
 /// ...until it is below this.
@@ -365,11 +369,20 @@ struct ConnState {
     handle_gone: bool,
     /// The server is stopping: the task should finish.
     stopping: bool,
+    /// Budget held for output beyond [`OUT_ALLOWANCE`]; given back once all is sent.
+    out_budget: Reservation,
 }
 
 impl ConnState {
     fn staged(&self) -> usize {
         self.out.len() + self.sending.len() - self.sent
+    }
+
+    /// Called when output was sent: once nothing is left, the budget share goes back.
+    fn sent_some(&mut self) {
+        if self.staged() == 0 {
+            self.out_budget.resize(0);
+        }
     }
 
     fn failed(&self) -> bool {
@@ -420,6 +433,7 @@ pub struct Loop {
     recv_changes: RefCell<Vec<u32>>,
     acceptors: RefCell<Vec<Rc<RefCell<AcceptState>>>>,
     notifier: std::sync::Arc<Notifier>,
+    budget: std::sync::Arc<MemoryBudget>,
     hooks: RefCell<Vec<Hook>>,
     /// Whether any hook may have more work (checked before sleeping).
     pending_check: RefCell<Vec<Box<dyn Fn() -> bool>>>,
@@ -430,8 +444,13 @@ thread_local! {
 }
 
 impl Loop {
-    /// Creates this thread's loop (one per thread), woken from other threads through `notifier`.
-    pub fn new(config: LoopConfig, notifier: std::sync::Arc<Notifier>) -> io::Result<Rc<Loop>> {
+    /// Creates this thread's loop (one per thread), woken from other threads through `notifier`;
+    /// connections draw large output buffers from `budget`.
+    pub fn new(
+        config: LoopConfig,
+        notifier: std::sync::Arc<Notifier>,
+        budget: std::sync::Arc<MemoryBudget>,
+    ) -> io::Result<Rc<Loop>> {
         let driver = match config.backend {
             Backend::Uring => Driver::Uring(Box::new(uring::Uring::new(&config, notifier.fd())?)),
             Backend::Epoll => Driver::Epoll(epoll::Epoll::new(notifier.fd())?),
@@ -447,6 +466,7 @@ impl Loop {
             recv_changes: RefCell::new(Vec::new()),
             acceptors: RefCell::new(Vec::new()),
             notifier,
+            budget,
             hooks: RefCell::new(Vec::new()),
             pending_check: RefCell::new(Vec::new()),
         });
@@ -538,6 +558,7 @@ impl Loop {
             listed: false,
             handle_gone: false,
             stopping: false,
+            out_budget: Reservation::new(self.budget.clone()),
         }));
         let started = match &mut *self.driver.borrow_mut() {
             Driver::Uring(u) => {
@@ -657,6 +678,7 @@ impl Loop {
                                 c.sending = Vec::new();
                             }
                         }
+                        c.sent_some();
                     }
                     Err(e) => {
                         c.error.get_or_insert(e);
@@ -769,6 +791,7 @@ impl Loop {
                                     c.sending = Vec::new();
                                 }
                             }
+                            c.sent_some();
                             if c.staged() <= OUT_LOW {
                                 if let Some(w) = c.writer.take() {
                                     w.wake();
@@ -1054,6 +1077,20 @@ impl Conn {
             Poll::Pending
         })
         .await
+    }
+
+    /// Asks room to stage `more` output bytes on top of the `pending` bytes the task is still
+    /// building: free within [`OUT_ALLOWANCE`], else drawn from the shared budget (held until
+    /// everything staged is sent). False when the budget cannot cover it: the caller should
+    /// answer with an error instead of the bytes.
+    pub fn reserve_output(&self, pending: usize, more: usize) -> bool {
+        let mut c = self.state.borrow_mut();
+        let total = c.staged() + pending + more;
+        if total <= OUT_ALLOWANCE + c.out_budget.held() {
+            return true;
+        }
+        let want = total - OUT_ALLOWANCE;
+        c.out_budget.resize(want)
     }
 
     /// Whether the server asked connections to finish.

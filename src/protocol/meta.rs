@@ -288,6 +288,7 @@ pub(crate) fn decode<'a>(
             // From here on an error swallows the data block, as memcached does.
             DataBlock::BadChunk(skip) => return refuse(text::BAD_CHUNK, skip),
             DataBlock::TooLarge(skip) => return refuse(text::TOO_LARGE, skip),
+            DataBlock::NoRoom(skip) => return refuse(text::OUT_OF_MEMORY, skip),
         }
     } else {
         (&[][..], line_len)

@@ -22,6 +22,10 @@ pub struct Limits {
     pub max_key_len: usize,
     /// Largest accepted item (`-I`); bodies beyond it are skipped, never buffered.
     pub max_item_size: usize,
+    /// Bytes the connection can buffer for one request right now. A storage request longer
+    /// than this (yet within `max_item_size`) is refused with [`Outcome::OutOfMemory`] and its
+    /// bytes skipped: memcached's answer when it cannot allocate the item.
+    pub buffer_room: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +33,7 @@ impl Default for Limits {
         Limits {
             max_key_len: KEY_MAX_LEN,
             max_item_size: 1024 * 1024,
+            buffer_room: usize::MAX,
         }
     }
 }

@@ -34,6 +34,8 @@ pub const BAD_DELETE: &str = "CLIENT_ERROR bad command line format.  Usage: dele
 pub const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
 /// No memory for the item.
 pub const OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory storing object";
+/// memcached's answer when it cannot allocate the reply to a get.
+pub const GET_OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory writing get response";
 /// Incr/decr on a value that is not a number.
 pub const NON_NUMERIC: &str = "CLIENT_ERROR cannot increment or decrement non-numeric value";
 
@@ -207,6 +209,8 @@ pub(crate) enum DataBlock<'a> {
     BadChunk(usize),
     /// Over the item size limit: skip this many bytes without buffering them.
     TooLarge(usize),
+    /// More than the connection can buffer now: skip this many bytes without buffering them.
+    NoRoom(usize),
 }
 
 /// Finds the `vlen`-byte data block after a line of `line_len` bytes.
@@ -219,6 +223,9 @@ pub(crate) fn data_block<'a>(
     let total = line_len + vlen + 2;
     if vlen > limits.max_item_size {
         return DataBlock::TooLarge(total);
+    }
+    if total > limits.buffer_room {
+        return DataBlock::NoRoom(total);
     }
     let Some(block) = buf.get(line_len..total) else {
         return DataBlock::Incomplete;
@@ -429,6 +436,14 @@ impl Codec for TextCodec {
                         // memcached unlinks the old item so a failed set leaves no stale value.
                         unlink_key: (mode == StoreMode::Set).then_some(key),
                     },
+                    DataBlock::NoRoom(skip) => Decode::Reject {
+                        ctx: ReplyCtx::text(Kind::Error(OUT_OF_MEMORY), noreply),
+                        outcome: Outcome::OutOfMemory,
+                        skip,
+                        close: false,
+                        // As memcached when the item cannot be allocated.
+                        unlink_key: (mode == StoreMode::Set).then_some(key),
+                    },
                     DataBlock::Ready(value, consumed) => request(
                         Command::Store {
                             mode,
@@ -637,6 +652,8 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
                 head.extend_from_slice(nums.as_bytes());
                 line_out(out, &head);
                 line_out(out, value);
+            } else if let Outcome::OutOfMemory = outcome {
+                line_out(out, GET_OUT_OF_MEMORY.as_bytes());
             }
             if end {
                 line_out(out, b"END");
@@ -710,6 +727,7 @@ mod tests {
         let limits = Limits {
             max_key_len: 250,
             max_item_size: 1024,
+            ..Limits::default()
         };
         let mut codec = TextCodec::default();
         let mut steps = Vec::new();
@@ -862,5 +880,48 @@ mod tests {
         assert_eq!(meta::base64_decode(b"Zm9v").as_deref(), Some(&b"foo"[..]));
         assert_eq!(meta::base64_decode(b"Zm8="), Some(b"fo".to_vec()));
         assert_eq!(meta::base64_decode(b"!"), None);
+    }
+
+    #[test]
+    fn values_beyond_the_buffer_room_are_out_of_memory_like_memcached() {
+        let limits = Limits {
+            buffer_room: 64,
+            ..Limits::default()
+        };
+        let mut codec = TextCodec::default();
+        let line = b"set big 0 0 100\r\n";
+        let total = line.len() + 100 + 2;
+        // Refused from the command line alone, before the value arrives.
+        let Decode::Reject {
+            ctx,
+            outcome,
+            skip,
+            close,
+            unlink_key,
+        } = codec.decode(line, &limits)
+        else {
+            panic!("not refused");
+        };
+        assert_eq!((skip, close, unlink_key), (total, false, Some(&b"big"[..])));
+        let mut out = Vec::new();
+        codec.encode(&mut out, &ctx, b"", &outcome);
+        assert_eq!(out, b"SERVER_ERROR out of memory storing object\r\n");
+        // Meta sets answer the same error.
+        let Decode::Reject { ctx, outcome, .. } = codec.decode(b"ms big 100\r\n", &limits) else {
+            panic!("meta set not refused");
+        };
+        let mut out = Vec::new();
+        codec.encode(&mut out, &ctx, b"", &outcome);
+        assert_eq!(out, b"SERVER_ERROR out of memory storing object\r\n");
+        // A get whose reply cannot be staged answers memcached's get-side error, then END.
+        let Decode::Request { ctx, .. } = codec.decode(b"get k\r\n", &limits) else {
+            panic!("get not decoded");
+        };
+        let mut out = Vec::new();
+        codec.encode(&mut out, &ctx, b"k", &Outcome::OutOfMemory);
+        assert_eq!(
+            out,
+            b"SERVER_ERROR out of memory writing get response\r\nEND\r\n"
+        );
     }
 }

@@ -19,14 +19,16 @@ use std::rc::Rc;
 use log::debug;
 
 use crate::net;
+use crate::net::Reservation;
 use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
 use crate::protocol::text::TextCodec;
-use crate::protocol::{Codec, Command, Decode, Outcome};
+use crate::protocol::{Codec, Command, Decode, Limits, Outcome};
 
 use super::router::{gather, Batch, Core, REPLY_CAP};
 
-/// Read buffer capacity kept between requests; larger ones (big values) are given back.
-const READ_KEEP: usize = 64 * 1024;
+/// Read buffer a connection may hold without drawing on the shared buffer budget; larger ones
+/// (big values) are given back once used.
+const READ_ALLOWANCE: usize = 16 * 1024;
 /// Requests decoded into one batch at most.
 const MAX_BATCH: usize = 4096;
 /// Output buffer capacity kept between batches.
@@ -35,12 +37,14 @@ const OUT_KEEP: usize = 64 * 1024;
 /// Serves a connection until the client leaves, a protocol error closes it, or shutdown.
 pub async fn serve(core: Rc<Core>, conn: net::Conn) {
     let mut c = Connection {
-        core,
+        core: core.clone(),
         conn,
         rbuf: Vec::new(),
         start: 0,
         skip: 0,
         out: Vec::new(),
+        in_budget: Reservation::new(core.shared.buffers.clone()),
+        over_budget: false,
     };
     let result = match c.fill().await {
         Ok(false) => Ok(()),
@@ -66,6 +70,10 @@ struct Connection {
     /// Bytes of a refused request still to discard as they arrive.
     skip: usize,
     out: Vec<u8>,
+    /// The shared budget's share covering `rbuf` beyond [`READ_ALLOWANCE`].
+    in_budget: Reservation,
+    /// The last growth of `rbuf` was not covered: refuse the request that needs it.
+    over_budget: bool,
 }
 
 /// What one batch did with the buffered bytes.
@@ -82,7 +90,7 @@ impl Connection {
         if self.start == self.rbuf.len() {
             self.rbuf.clear();
             self.start = 0;
-            if self.rbuf.capacity() > READ_KEEP {
+            if self.rbuf.capacity() > READ_ALLOWANCE {
                 self.rbuf = Vec::new();
             }
         } else if self.start > 0 {
@@ -97,11 +105,33 @@ impl Connection {
             ));
         }
         let before = self.rbuf.len();
+        self.account_rbuf();
         if !self.conn.recv(&mut self.rbuf).await? {
             return Ok(false);
         }
         self.core.shard.counters().bytes_read += (self.rbuf.len() - before) as u64;
+        self.account_rbuf();
         Ok(true)
+    }
+
+    /// Brings the budget share in line with the read buffer's size.
+    fn account_rbuf(&mut self) {
+        let want = self.rbuf.capacity().saturating_sub(READ_ALLOWANCE);
+        self.over_budget = !self.in_budget.resize(want);
+    }
+
+    /// The codec limits for the next decode: a request may need as much buffer as this
+    /// connection holds, plus what the shared budget still has (unless it just ran out).
+    fn limits(&self) -> Limits {
+        let spare = if self.over_budget {
+            0
+        } else {
+            self.in_budget.budget().available()
+        };
+        Limits {
+            buffer_room: READ_ALLOWANCE + self.in_budget.held() + spare,
+            ..self.core.limits
+        }
     }
 
     async fn run<C: Codec>(&mut self, mut codec: C) -> io::Result<()> {
@@ -121,9 +151,11 @@ impl Connection {
             if self.skip > 0 || self.start == self.rbuf.len() {
                 return Ok(true);
             }
+            let limits = self.limits();
             let step = batch(
                 &self.core,
                 codec,
+                &limits,
                 &self.rbuf[self.start..],
                 &self.conn,
                 &mut self.out,
@@ -157,6 +189,7 @@ impl Connection {
 async fn batch<C: Codec>(
     core: &Core,
     codec: &mut C,
+    limits: &Limits,
     buf: &[u8],
     conn: &net::Conn,
     out: &mut Vec<u8>,
@@ -165,7 +198,7 @@ async fn batch<C: Codec>(
     let mut step = Step::default();
     let mut pos = 0;
     while b.len() < MAX_BATCH && b.local_bytes() < REPLY_CAP {
-        let decoded = codec.decode(&buf[pos..], &core.limits);
+        let decoded = codec.decode(&buf[pos..], limits);
         match decoded {
             Decode::Incomplete => break,
             Decode::Close => {

@@ -22,7 +22,9 @@ use log::{debug, error, info, warn};
 
 use crate::config::{Config, IoMode};
 use crate::net::mail::{Inbox, PostOffice};
-use crate::net::{self, Acceptor, Backend, ListenAddr, Listener, Loop, LoopConfig, Notifier};
+use crate::net::{
+    self, Acceptor, Backend, ListenAddr, Listener, Loop, LoopConfig, MemoryBudget, Notifier,
+};
 use crate::protocol::Limits;
 use crate::storage::{Store, StoreConfig};
 
@@ -56,6 +58,8 @@ pub struct Shared {
     stopping: AtomicBool,
     notifiers: Vec<Arc<Notifier>>,
     drained: AtomicUsize,
+    /// Large connection buffers, all shards together.
+    pub buffers: Arc<MemoryBudget>,
 }
 
 impl Shared {
@@ -183,6 +187,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         stopping: AtomicBool::new(false),
         notifiers: notifiers.clone(),
         drained: AtomicUsize::new(0),
+        buffers: MemoryBudget::new(config.buffer_memory_limit),
         config,
     });
     spawn_signal_thread(shared.clone())?;
@@ -316,11 +321,16 @@ fn shard_thread(
         pin_to(cpu)?;
     }
     let n = shared.config.shards();
-    let lp = match Loop::new(LoopConfig::for_loops(backend, n), notifier.clone()) {
+    let budget = shared.buffers.clone();
+    let lp = match Loop::new(
+        LoopConfig::for_loops(backend, n),
+        notifier.clone(),
+        budget.clone(),
+    ) {
         Ok(lp) => lp,
         Err(e) if backend == Backend::Uring && shared.config.io == IoMode::Auto => {
             warn!("shard {i}: io_uring setup failed ({e}): falling back to epoll");
-            Loop::new(LoopConfig::for_loops(Backend::Epoll, n), notifier)
+            Loop::new(LoopConfig::for_loops(Backend::Epoll, n), notifier, budget)
                 .map_err(|e| format!("shard {i}: cannot start its event loop: {e}"))?
         }
         Err(e) => {
@@ -410,6 +420,19 @@ async fn housekeeping(core: Rc<Core>) {
         net::sleep(to_next + Duration::from_millis(1)).await;
         shard.tick(stats::unix_now());
         shard.housekeep();
+        if core.closed_since_trim.replace(0) > 0 {
+            give_freed_memory_back();
+        }
+    }
+}
+
+/// Returns the free pages of the allocator's heaps to the system (after clients left, their
+/// smaller buffers are scattered free chunks that glibc would otherwise keep).
+fn give_freed_memory_back() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator; no pointer is passed.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -470,6 +493,7 @@ pub(crate) fn serve_connection(core: &Rc<Core>, fd: OwnedFd) {
     lp.spawn(async move {
         conn::serve(core.clone(), conn).await;
         core.live_connections.set(core.live_connections.get() - 1);
+        core.closed_since_trim.set(core.closed_since_trim.get() + 1);
         core.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
     });
 }

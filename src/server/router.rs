@@ -258,6 +258,8 @@ pub struct Core {
     pub stop: Flag,
     /// Connection tasks still running on this shard.
     pub live_connections: Cell<usize>,
+    /// Connections closed since the allocator last gave memory back.
+    pub closed_since_trim: Cell<usize>,
 }
 
 impl Core {
@@ -281,6 +283,7 @@ impl Core {
             mail: RefCell::new(Vec::new()),
             stop: Flag::default(),
             live_connections: Cell::new(0),
+            closed_since_trim: Cell::new(0),
         }
     }
 
@@ -514,7 +517,13 @@ pub async fn gather<C: Codec>(
                 }
             };
             if let Some(ctx) = &e.ctx {
-                let outcome = outcome.map_bytes(|s| s.get(arena));
+                let mut outcome = outcome.map_bytes(|s| s.get(arena));
+                if let Outcome::Value { value, .. } | Outcome::Item { value, .. } = &outcome {
+                    // Room for the value plus its header line.
+                    if !conn.reserve_output(out.len(), value.len() + e.key.len() + 64) {
+                        outcome = Outcome::OutOfMemory;
+                    }
+                }
                 codec.encode(out, ctx, e.key, &outcome);
             }
             next += 1;

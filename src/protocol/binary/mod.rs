@@ -392,6 +392,24 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Decode<'a, ReplyCtx> {
             unlink_key,
         };
     }
+    if kind.has_value() && total > limits.buffer_room {
+        // The connection cannot buffer this now: refused as memcached refuses an item it
+        // cannot allocate (a failed Set also drops the old value).
+        let unlink_key = match kind {
+            Kind::Store(StoreMode::Set) => match buf.get(key_at..value_at) {
+                Some(key) => Some(key),
+                None => return Decode::Incomplete,
+            },
+            _ => None,
+        };
+        return Decode::Reject {
+            ctx,
+            outcome: Outcome::OutOfMemory,
+            skip: total,
+            close: false,
+            unlink_key,
+        };
+    }
     let Some(packet) = buf.get(..total) else {
         return Decode::Incomplete;
     };

@@ -846,6 +846,7 @@ fn too_large_values_are_skipped_and_set_names_the_key_to_unlink() {
     let limits = Limits {
         max_key_len: 250,
         max_item_size: 1024,
+        ..Limits::default()
     };
     let value = vec![b'v'; 1025];
     for (op, extras, unlink) in [
@@ -899,6 +900,7 @@ fn too_large_sasl_data_is_out_of_memory_like_memcached() {
     let limits = Limits {
         max_key_len: 250,
         max_item_size: 16,
+        ..Limits::default()
     };
     let mut wire = Vec::new();
     encode_packet(&mut wire, 0x21, 0, 0, &[], b"PLAIN", &[0; 17]).unwrap();
@@ -1589,12 +1591,12 @@ proptest! {
     fn decode_of_any_bytes_keeps_its_promises(input in bytes(0..=300)) {
         // Arbitrary input: fragmenting must not change the outcome, and events() asserts
         // consumed/skip bounds on every step.
-        let _ = events_with(&input, &Limits { max_key_len: 250, max_item_size: 64 });
+        let _ = events_with(&input, &Limits { max_key_len: 250, max_item_size: 64, ..Limits::default() });
         // Headers with a valid magic reach the opcode-level checks.
         let mut framed = input.clone();
         if framed.len() >= 24 {
             framed[0] = REQUEST_MAGIC;
-            let _ = events_with(&framed, &Limits { max_key_len: 250, max_item_size: 64 });
+            let _ = events_with(&framed, &Limits { max_key_len: 250, max_item_size: 64, ..Limits::default() });
         }
     }
 
@@ -1705,4 +1707,40 @@ impl AsRefOutcome for Outcome<Vec<u8>> {
             other => other.clone().map_bytes(|_| unreachable!("no bytes")),
         }
     }
+}
+
+#[test]
+fn values_beyond_the_buffer_room_are_out_of_memory_and_skipped() {
+    let limits = Limits {
+        buffer_room: 100,
+        ..Limits::default()
+    };
+    let value = vec![b'v'; 200];
+    for (op, unlink) in [(0x01u8, true), (0x02, false), (0x11, true)] {
+        let mut wire = Vec::new();
+        encode_packet(&mut wire, op, 5, 0, &[0; 8], b"key", &value).unwrap();
+        let total = wire.len();
+        // Decided from the header and key alone: the value is never awaited.
+        assert!(matches!(
+            decode(&wire[..24 + 8 + 3], &limits),
+            Decode::Reject { outcome: Outcome::OutOfMemory, skip, unlink_key, .. }
+                if skip == total && unlink_key.is_some() == unlink
+        ));
+        let mut out = Vec::new();
+        let Decode::Reject { ctx, outcome, .. } = decode(&wire, &limits) else {
+            panic!("not refused");
+        };
+        crate::protocol::Codec::encode(
+            &mut BinaryCodec,
+            &mut out,
+            &ctx,
+            b"",
+            &outcome.map_bytes(|b| b),
+        );
+        assert_eq!(&out[6..8], &[0x00, 0x82], "ENOMEM status, opcode {op:#04x}");
+    }
+    // Within the room it is a request.
+    let mut wire = Vec::new();
+    encode_packet(&mut wire, 0x01, 0, 0, &[0; 8], b"k", &value[..50]).unwrap();
+    assert!(matches!(decode(&wire, &limits), Decode::Request { .. }));
 }

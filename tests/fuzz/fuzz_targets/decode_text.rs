@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         Limits {
             max_key_len: 250,
             max_item_size: 64,
+            ..Limits::default()
         },
     ] {
         check_stream(data, &limits);
