@@ -37,6 +37,7 @@ impl FixedPortServer {
         loop {
             let mut child = Command::new(env!("CARGO_BIN_EXE_corecached"))
                 .args(["-l", "127.0.0.1", "-t", "2", "--port", &port.to_string()])
+                .args(common::io_args())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -3,7 +3,13 @@
 //! small blocking client for the memcached binary protocol.
 //!
 //! Used by every integration test, including the third-party-client ones: `Server::start(&[...])`,
-//! `server.addr()` / `server.port()`, `server.client()`.
+//! `server.addr()` / `server.port()`, `server.client()`. Tests that need other listen flags or a
+//! hook in the child build the command with `Server::command` and start it with
+//! `Server::try_spawn`.
+//!
+//! When the environment variable `CORECACHED_IO` is set (`uring`, `epoll`), every server started
+//! here runs with `--io $CORECACHED_IO` unless the test names a backend itself; `./tools/test-all`
+//! runs the server tests once more that way, so each passes on both network backends.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,10 +25,36 @@ pub const READY_MARK: &str = "corecached ready: listening on ";
 /// How long a server may take to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The environment variable that picks the network backend of every server the tests start.
+pub const IO_ENV: &str = "CORECACHED_IO";
+
+/// `--io $CORECACHED_IO` when the variable is set and not empty, else nothing.
+pub fn io_args() -> Vec<String> {
+    match std::env::var(IO_ENV) {
+        Ok(io) if !io.trim().is_empty() => vec!["--io".into(), io.trim().into()],
+        _ => Vec::new(),
+    }
+}
+
+/// The addresses a readiness line lists (`ADDR[, ADDR...]` before ` (N shards...)`), as printed.
+pub fn ready_addrs(line: &str) -> Option<Vec<String>> {
+    let rest = line.split(READY_MARK).nth(1)?;
+    let list = rest.split(" (").next().unwrap_or(rest);
+    let addrs: Vec<String> = list
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    (!addrs.is_empty()).then_some(addrs)
+}
+
 /// A running server process, killed on drop.
 pub struct Server {
     child: Child,
-    addr: SocketAddr,
+    /// The first TCP address on the readiness line, if it lists one.
+    addr: Option<SocketAddr>,
+    /// Every address on the readiness line, as printed (`127.0.0.1:N`, `[::1]:N`, `unix:PATH`).
+    addrs: Vec<String>,
     log: Arc<Mutex<String>>,
 }
 
@@ -43,20 +75,31 @@ impl Server {
 
     /// Like [`Server::start`], returning the exit status and stderr when it fails to start.
     pub fn try_start(args: &[&str]) -> Result<Server, StartFailure> {
+        let mut all = vec!["--port", "0", "-l", "127.0.0.1"];
+        all.extend_from_slice(args);
+        Server::try_spawn(Server::command(&all))
+    }
+
+    /// `corecached ARGS`, plus `--io $CORECACHED_IO` when that is set and ARGS name no backend,
+    /// with stderr piped for [`Server::try_spawn`]. No listen flags are added.
+    pub fn command(args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecached"));
-        cmd.args(["--port", "0", "-l", "127.0.0.1"]);
-        // CI runs the suite once per network backend.
-        if let Ok(io) = std::env::var("CORECACHED_IO") {
-            cmd.args(["--io", &io]);
+        cmd.args(args);
+        if !args.iter().any(|a| *a == "--io" || a.starts_with("--io=")) {
+            cmd.args(io_args());
         }
-        let mut child = cmd
-            .args(args)
-            .env_remove("RUST_LOG")
+        cmd.env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Spawns `cmd` (from [`Server::command`], perhaps adjusted) and waits for its readiness line.
+    pub fn try_spawn(mut cmd: Command) -> Result<Server, StartFailure> {
+        let mut child = cmd
             .spawn()
-            .expect("spawn corecached");
+            .unwrap_or_else(|e| panic!("spawn corecached: {e}"));
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
@@ -74,9 +117,8 @@ impl Server {
                             log.push('\n');
                         }
                     }
-                    if let Some(rest) = line.split(READY_MARK).nth(1) {
-                        let addr = rest.split([',', ' ']).next().unwrap_or_default();
-                        let _ = tx.send(addr.parse::<SocketAddr>().ok());
+                    if line.contains(READY_MARK) {
+                        let _ = tx.send(ready_addrs(&line));
                     }
                 }
             });
@@ -84,12 +126,27 @@ impl Server {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(Some(addr)) => return Ok(Server { child, addr, log }),
+                Ok(Some(addrs)) => {
+                    let addr = addrs.iter().find_map(|a| a.parse::<SocketAddr>().ok());
+                    return Ok(Server {
+                        child,
+                        addr,
+                        addrs,
+                        log,
+                    });
+                }
                 Ok(None) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Ok(Some(status)) = child.try_wait() {
-                        // Give the reader a moment to collect the last lines.
-                        std::thread::sleep(Duration::from_millis(50));
+                        // Let the reader collect the last lines: it hangs up at the pipe's end.
+                        let until = Instant::now() + Duration::from_secs(2);
+                        while Instant::now() < until {
+                            if let Err(mpsc::RecvTimeoutError::Disconnected) =
+                                rx.recv_timeout(Duration::from_millis(20))
+                            {
+                                break;
+                            }
+                        }
                         return Err(StartFailure {
                             status: Some(status),
                             stderr: log.lock().unwrap().clone(),
@@ -108,14 +165,25 @@ impl Server {
         Err(StartFailure { status, stderr })
     }
 
-    /// The bound address.
+    /// The bound address (the first TCP address on the readiness line).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addr.unwrap_or_else(|| {
+            panic!(
+                "the readiness line lists no TCP address: {:?}\n{}",
+                self.addrs,
+                self.log()
+            )
+        })
+    }
+
+    /// Every address on the readiness line, as printed (`unix:PATH` for a unix socket).
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.addr().port()
     }
 
     /// The process id.
@@ -130,7 +198,7 @@ impl Server {
 
     /// A new binary-protocol client connection.
     pub fn client(&self) -> Client {
-        Client::connect(self.addr)
+        Client::connect(self.addr())
     }
 
     /// Resident memory of the server process, in KiB (from /proc/PID/status).
