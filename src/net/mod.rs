@@ -723,6 +723,11 @@ impl Loop {
             let mut c = c.borrow_mut();
             let raw = c.fd.as_raw_fd();
             match c.recv {
+                // The task caught up before the pause took effect: keep receiving. (Pausing
+                // now would leave nobody to resume it: the task only asks when it takes bytes.)
+                RecvState::Stopping if c.inbox.len() <= INBOX_PAUSE && !c.handle_gone => {
+                    c.recv = RecvState::On;
+                }
                 RecvState::Stopping => match &mut *self.driver.borrow_mut() {
                     Driver::Uring(u) => u.cancel_recv(c.id),
                     Driver::Epoll(e) => {
@@ -754,13 +759,18 @@ impl Loop {
             if c.failed() {
                 c.out.clear();
             }
-            if !c.in_flight && c.sent == c.sending.len() && !c.out.is_empty() {
-                c.sending.clear();
-                c.sent = 0;
-                let c = &mut *c;
-                std::mem::swap(&mut c.out, &mut c.sending);
-            }
-            if !c.in_flight && c.sent < c.sending.len() && !c.failed() {
+            // io_uring: one send in flight per connection. epoll: write until the socket is
+            // full (its EPOLLOUT edge then says when to go on) or nothing is left.
+            while !c.in_flight && !c.failed() {
+                if c.sent == c.sending.len() {
+                    if c.out.is_empty() {
+                        break;
+                    }
+                    c.sending.clear();
+                    c.sent = 0;
+                    let c = &mut *c;
+                    std::mem::swap(&mut c.out, &mut c.sending);
+                }
                 let raw = c.fd.as_raw_fd();
                 let id = c.id;
                 let (ptr, len) = (c.sending[c.sent..].as_ptr(), c.sending.len() - c.sent);
@@ -782,28 +792,35 @@ impl Loop {
                                 libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
                             )
                         };
-                        if r >= 0 {
-                            c.sent += r as usize;
-                            if c.sent == c.sending.len() {
-                                c.sending.clear();
-                                c.sent = 0;
-                                if c.sending.capacity() > KEEP_CAPACITY {
-                                    c.sending = Vec::new();
-                                }
-                            }
-                            c.sent_some();
-                            if c.staged() <= OUT_LOW {
-                                if let Some(w) = c.writer.take() {
-                                    w.wake();
-                                }
-                            }
-                        } else {
+                        if r < 0 {
                             let e = io::Error::last_os_error();
-                            if e.kind() != io::ErrorKind::WouldBlock {
-                                c.error.get_or_insert(e);
-                                c.wake_all();
+                            match e.kind() {
+                                io::ErrorKind::Interrupted => continue,
+                                io::ErrorKind::WouldBlock => {}
+                                _ => {
+                                    c.error.get_or_insert(e);
+                                    c.wake_all();
+                                }
                             }
-                            // Otherwise EPOLLOUT reports when to try again.
+                            break;
+                        }
+                        c.sent += r as usize;
+                        let partial = c.sent < c.sending.len();
+                        if !partial {
+                            c.sending.clear();
+                            c.sent = 0;
+                            if c.sending.capacity() > KEEP_CAPACITY {
+                                c.sending = Vec::new();
+                            }
+                        }
+                        c.sent_some();
+                        if c.staged() <= OUT_LOW {
+                            if let Some(w) = c.writer.take() {
+                                w.wake();
+                            }
+                        }
+                        if partial {
+                            break; // the socket is full
                         }
                     }
                 }
