@@ -17,8 +17,12 @@ const KIND_WAKE: u64 = 3;
 /// Accepts per listener wake-up before other work gets a turn.
 const ACCEPT_BATCH: usize = 64;
 /// Bytes read from one connection per turn before others get theirs.
-const READ_BATCH: usize = 256 * 1024;
-const SCRATCH: usize = 64 * 1024;
+const READ_BATCH: usize = 64 * 1024;
+/// Bytes read from all connections in one turn, before their tasks take them: like the
+/// io_uring backend's ring of receive buffers, this bounds what a crowd of senders can make the
+/// loop hold at once.
+const TURN_READ_LIMIT: usize = 4 * 1024 * 1024;
+const SCRATCH: usize = 16 * 1024;
 
 fn token(kind: u64, gen: u16, slot: u32) -> u64 {
     kind << 56 | (gen as u64) << 32 | slot as u64
@@ -39,6 +43,8 @@ pub struct Epoll {
     listeners: Vec<RawFd>,
     /// Connections to read without waiting for an event (resumed, or cut short last turn).
     to_read: Vec<ConnId>,
+    /// Bytes read so far this turn.
+    read_this_turn: usize,
 }
 
 fn ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
@@ -73,6 +79,7 @@ impl Epoll {
             conns: Vec::new(),
             listeners: Vec::new(),
             to_read: Vec::new(),
+            read_this_turn: 0,
         })
     }
 
@@ -139,7 +146,7 @@ impl Epoll {
     }
 
     /// Reads what a connection has, up to a turn's share.
-    fn read_conn(&mut self, id: ConnId, sink: &mut dyn FnMut(Ev<'_>)) {
+    fn read_conn(&mut self, id: ConnId, sink: &mut dyn FnMut(Ev<'_>) -> bool) {
         let Some(e) = self.entry(id).copied() else {
             return;
         };
@@ -148,16 +155,24 @@ impl Epoll {
         }
         let mut total = 0;
         loop {
+            if self.read_this_turn >= TURN_READ_LIMIT {
+                self.to_read.push(id);
+                return;
+            }
             // SAFETY: reads at most `scratch.len()` bytes into the live scratch buffer.
             let n =
                 unsafe { libc::read(e.fd, self.scratch.as_mut_ptr().cast(), self.scratch.len()) };
             if n > 0 {
                 let n = n as usize;
-                sink(Ev::Data {
+                let more = sink(Ev::Data {
                     id,
                     bytes: &self.scratch[..n],
                 });
                 total += n;
+                self.read_this_turn += n;
+                if !more {
+                    return; // the loop pauses it; resuming reads again
+                }
                 if n < self.scratch.len() {
                     return; // drained: the next arrival raises a new edge
                 }
@@ -191,7 +206,7 @@ impl Epoll {
         }
     }
 
-    fn accept_on(&mut self, idx: usize, sink: &mut dyn FnMut(Ev<'_>)) {
+    fn accept_on(&mut self, idx: usize, sink: &mut dyn FnMut(Ev<'_>) -> bool) {
         let Some(&lfd) = self.listeners.get(idx) else {
             return;
         };
@@ -234,8 +249,9 @@ impl Epoll {
         &mut self,
         timeout: Option<Duration>,
         notifier: &Notifier,
-        sink: &mut dyn FnMut(Ev<'_>),
+        sink: &mut dyn FnMut(Ev<'_>) -> bool,
     ) -> io::Result<()> {
+        self.read_this_turn = 0;
         let carried = std::mem::take(&mut self.to_read);
         let ms = if !carried.is_empty() {
             0

@@ -606,7 +606,36 @@ impl Loop {
         }
     }
 
-    fn on_event(&self, ev: Ev<'_>) {
+    /// Handles one backend event; false asks the backend to stop reading this connection for
+    /// now (its inbox is full).
+    fn on_event(&self, ev: Ev<'_>) -> bool {
+        if let Ev::Data { id, bytes } = ev {
+            return self.on_data(id, bytes);
+        }
+        self.on_other_event(ev);
+        true
+    }
+
+    fn on_data(&self, id: ConnId, bytes: &[u8]) -> bool {
+        let Some(c) = self.conn(id) else {
+            return false;
+        };
+        let mut c = c.borrow_mut();
+        if c.inbox.is_empty() && c.inbox.capacity() < bytes.len() {
+            c.inbox.reserve(bytes.len().max(2048));
+        }
+        c.inbox.extend_from_slice(bytes);
+        if let Some(w) = c.reader.take() {
+            w.wake();
+        }
+        if c.inbox.len() > INBOX_PAUSE && c.recv == RecvState::On {
+            c.recv = RecvState::Stopping;
+            self.recv_changes.borrow_mut().push(id.slot);
+        }
+        c.recv == RecvState::On
+    }
+
+    fn on_other_event(&self, ev: Ev<'_>) {
         match ev {
             Ev::Accepted { idx, fd } => self.to_acceptor(idx, Ok(fd)),
             Ev::AcceptFailed { idx, err, stalled } => {
@@ -626,21 +655,7 @@ impl Loop {
                     }
                 }
             }
-            Ev::Data { id, bytes } => {
-                let Some(c) = self.conn(id) else { return };
-                let mut c = c.borrow_mut();
-                if c.inbox.is_empty() && c.inbox.capacity() < bytes.len() {
-                    c.inbox.reserve(bytes.len().max(2048));
-                }
-                c.inbox.extend_from_slice(bytes);
-                if let Some(w) = c.reader.take() {
-                    w.wake();
-                }
-                if c.inbox.len() > INBOX_PAUSE && c.recv == RecvState::On {
-                    c.recv = RecvState::Stopping;
-                    self.recv_changes.borrow_mut().push(id.slot);
-                }
-            }
+            Ev::Data { .. } => {}
             Ev::RecvEnded { id, result, rearm } => {
                 let Some(c) = self.conn(id) else { return };
                 let mut c = c.borrow_mut();
@@ -657,7 +672,10 @@ impl Loop {
                     c.rx_done = false;
                     self.recv_changes.borrow_mut().push(id.slot);
                 }
-                if let Some(w) = c.reader.take() {
+                if c.failed() {
+                    // Also a task waiting for its output to drain: it never will.
+                    c.wake_all();
+                } else if let Some(w) = c.reader.take() {
                     w.wake();
                 }
                 if c.handle_gone || c.failed() {
@@ -727,6 +745,10 @@ impl Loop {
                 // now would leave nobody to resume it: the task only asks when it takes bytes.)
                 RecvState::Stopping if c.inbox.len() <= INBOX_PAUSE && !c.handle_gone => {
                     c.recv = RecvState::On;
+                    if let Driver::Epoll(e) = &mut *self.driver.borrow_mut() {
+                        // It may have stopped reading when the inbox was full.
+                        e.resume(c.id);
+                    }
                 }
                 RecvState::Stopping => match &mut *self.driver.borrow_mut() {
                     Driver::Uring(u) => u.cancel_recv(c.id),

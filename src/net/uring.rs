@@ -255,7 +255,7 @@ impl Uring {
     pub fn wait(
         &mut self,
         timeout: Option<Duration>,
-        sink: &mut dyn FnMut(Ev<'_>),
+        sink: &mut dyn FnMut(Ev<'_>) -> bool,
     ) -> io::Result<()> {
         let r = match timeout {
             Some(d) if d.is_zero() => {
@@ -291,7 +291,7 @@ impl Uring {
         Ok(())
     }
 
-    fn complete(&mut self, cqe: &cqueue::Entry, sink: &mut dyn FnMut(Ev<'_>)) {
+    fn complete(&mut self, cqe: &cqueue::Entry, sink: &mut dyn FnMut(Ev<'_>) -> bool) {
         let (kind, id) = split(cqe.user_data());
         let res = cqe.result();
         let more = cqueue::more(cqe.flags());
@@ -344,7 +344,9 @@ impl Uring {
                 if !more {
                     match self.listeners.get(idx).copied() {
                         Some((fd, true)) => self.arm_accept(idx, fd),
-                        _ => sink(Ev::AcceptEnded { idx }),
+                        _ => {
+                            sink(Ev::AcceptEnded { idx });
+                        }
                     }
                 }
             }
