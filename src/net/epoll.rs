@@ -145,8 +145,11 @@ impl Epoll {
         }
     }
 
-    /// Reads what a connection has, up to a turn's share.
-    fn read_conn(&mut self, id: ConnId, sink: &mut dyn FnMut(Ev<'_>) -> bool) {
+    /// Reads what a connection has, up to a turn's share. A short read normally means the
+    /// socket is drained (the next arrival raises a new edge); with `until_empty` it reads on to
+    /// EAGAIN or end of stream: when the peer's FIN came with the data, or edges were ignored
+    /// while the connection was paused.
+    fn read_conn(&mut self, id: ConnId, until_empty: bool, sink: &mut dyn FnMut(Ev<'_>) -> bool) {
         let Some(e) = self.entry(id).copied() else {
             return;
         };
@@ -173,10 +176,11 @@ impl Epoll {
                 if !more {
                     return; // the loop pauses it; resuming reads again
                 }
-                if n < self.scratch.len() {
+                if n < self.scratch.len() && !until_empty {
                     return; // drained: the next arrival raises a new edge
                 }
                 if total >= READ_BATCH {
+                    // The rest next turn (to EAGAIN: an end may be waiting behind it).
                     self.to_read.push(id);
                     return;
                 }
@@ -262,7 +266,7 @@ impl Epoll {
             }
         };
         for id in carried {
-            self.read_conn(id, sink);
+            self.read_conn(id, true, sink);
         }
         // SAFETY: the kernel writes at most `events.len()` entries into the live vector.
         let n = unsafe {
@@ -295,8 +299,9 @@ impl Epoll {
                 KIND_CONN => {
                     let input =
                         (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+                    let ended = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
                     if flags & input != 0 {
-                        self.read_conn(id, sink);
+                        self.read_conn(id, flags & ended != 0, sink);
                     }
                     if flags & libc::EPOLLOUT as u32 != 0 {
                         sink(Ev::Writable { id });
