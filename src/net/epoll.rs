@@ -24,8 +24,8 @@ const READ_BATCH: usize = 64 * 1024;
 const TURN_READ_LIMIT: usize = 4 * 1024 * 1024;
 const SCRATCH: usize = 16 * 1024;
 
-fn token(kind: u64, gen: u16, slot: u32) -> u64 {
-    kind << 56 | (gen as u64) << 32 | slot as u64
+fn token(kind: u64, index: usize) -> u64 {
+    ConnId::index(index).tag(kind)
 }
 
 #[derive(Clone, Copy)]
@@ -70,7 +70,7 @@ impl Epoll {
             libc::EPOLL_CTL_ADD,
             notify_fd,
             libc::EPOLLIN as u32,
-            token(KIND_WAKE, 0, 0),
+            token(KIND_WAKE, 0),
         )?;
         Ok(Epoll {
             epfd,
@@ -93,7 +93,7 @@ impl Epoll {
             libc::EPOLL_CTL_ADD,
             fd,
             libc::EPOLLIN as u32,
-            token(KIND_LISTENER, 0, idx as u32),
+            token(KIND_LISTENER, idx),
         )
     }
 
@@ -114,7 +114,7 @@ impl Epoll {
             libc::EPOLL_CTL_ADD,
             fd,
             (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            token(KIND_CONN, id.gen, id.slot),
+            id.tag(KIND_CONN),
         )?;
         self.conns[slot] = Some(Entry {
             id,
@@ -288,11 +288,7 @@ impl Epoll {
         for i in 0..n as usize {
             let ev = self.events[i];
             let (data, flags) = (ev.u64, ev.events);
-            let kind = data >> 56;
-            let id = ConnId {
-                slot: data as u32,
-                gen: (data >> 32) as u16,
-            };
+            let (kind, id) = ConnId::untag(data);
             match kind {
                 KIND_WAKE => notifier.drain(),
                 KIND_LISTENER => self.accept_on(id.slot as usize, sink),

@@ -336,6 +336,31 @@ struct ConnId {
     gen: u16,
 }
 
+impl ConnId {
+    /// The 64-bit tag a backend attaches to a kernel request: `kind` in the top byte, then the
+    /// generation and the slot (for listeners and the wake-up, the slot is their index).
+    fn tag(self, kind: u64) -> u64 {
+        kind << 56 | (self.gen as u64) << 32 | self.slot as u64
+    }
+
+    /// The kind and id of a [`ConnId::tag`].
+    fn untag(tag: u64) -> (u64, ConnId) {
+        let id = ConnId {
+            slot: tag as u32,
+            gen: (tag >> 32) as u16,
+        };
+        (tag >> 56, id)
+    }
+
+    /// An id naming listener or other non-connection slot `index`.
+    fn index(index: usize) -> ConnId {
+        ConnId {
+            slot: index as u32,
+            gen: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RecvState {
     /// The kernel delivers data as it arrives.
@@ -378,11 +403,28 @@ impl ConnState {
         self.out.len() + self.sending.len() - self.sent
     }
 
-    /// Called when output was sent: once nothing is left, the budget share goes back.
-    fn sent_some(&mut self) {
+    /// Accounts `n` bytes of `sending` as sent: frees the buffer once all of it is, gives the
+    /// budget share back once nothing is staged, and wakes a task waiting for the output to
+    /// drain. Returns whether part of `sending` is still to go.
+    fn advance(&mut self, n: usize) -> bool {
+        self.sent += n;
+        let partial = self.sent < self.sending.len();
+        if !partial {
+            self.sending.clear();
+            self.sent = 0;
+            if self.sending.capacity() > KEEP_CAPACITY {
+                self.sending = Vec::new();
+            }
+        }
         if self.staged() == 0 {
             self.out_budget.resize(0);
         }
+        if self.staged() <= OUT_LOW {
+            if let Some(w) = self.writer.take() {
+                w.wake();
+            }
+        }
+        partial
     }
 
     fn failed(&self) -> bool {
@@ -688,24 +730,11 @@ impl Loop {
                 c.in_flight = false;
                 match result {
                     Ok(n) => {
-                        c.sent += n;
-                        if c.sent >= c.sending.len() {
-                            c.sending.clear();
-                            c.sent = 0;
-                            if c.sending.capacity() > KEEP_CAPACITY {
-                                c.sending = Vec::new();
-                            }
-                        }
-                        c.sent_some();
+                        c.advance(n);
                     }
                     Err(e) => {
                         c.error.get_or_insert(e);
                         c.wake_all();
-                    }
-                }
-                if c.staged() <= OUT_LOW {
-                    if let Some(w) = c.writer.take() {
-                        w.wake();
                     }
                 }
                 self.list(&mut c);
@@ -826,22 +855,7 @@ impl Loop {
                             }
                             break;
                         }
-                        c.sent += r as usize;
-                        let partial = c.sent < c.sending.len();
-                        if !partial {
-                            c.sending.clear();
-                            c.sent = 0;
-                            if c.sending.capacity() > KEEP_CAPACITY {
-                                c.sending = Vec::new();
-                            }
-                        }
-                        c.sent_some();
-                        if c.staged() <= OUT_LOW {
-                            if let Some(w) = c.writer.take() {
-                                w.wake();
-                            }
-                        }
-                        if partial {
+                        if c.advance(r as usize) {
                             break; // the socket is full
                         }
                     }
@@ -914,6 +928,8 @@ impl Loop {
             // seen here, mail posted after it finds the flag and writes the eventfd.
             self.notifier.sleeping.store(true, Ordering::SeqCst);
             if self.has_pending_work() {
+                // Not sleeping after all: peers need not write the eventfd.
+                self.notifier.sleeping.store(false, Ordering::Relaxed);
                 timeout = Some(Duration::ZERO);
             }
         }

@@ -23,22 +23,12 @@ const KIND_CANCEL: u64 = 5;
 
 const ENTER_GETEVENTS: u32 = 1;
 
-fn user_data(kind: u64, gen: u16, slot: u32) -> u64 {
-    kind << 56 | (gen as u64) << 32 | slot as u64
+fn user_data(kind: u64, index: usize) -> u64 {
+    ConnId::index(index).tag(kind)
 }
 
 fn conn_data(kind: u64, id: ConnId) -> u64 {
-    user_data(kind, id.gen, id.slot)
-}
-
-fn split(ud: u64) -> (u64, ConnId) {
-    (
-        ud >> 56,
-        ConnId {
-            slot: ud as u32,
-            gen: (ud >> 32) as u16,
-        },
-    )
+    id.tag(kind)
 }
 
 /// Checks that a ring with the flags the loop uses can be created here.
@@ -195,7 +185,7 @@ impl Uring {
         let buf = (&mut *self.wake_buf as *mut u64).cast::<u8>();
         let sqe = opcode::Read::new(types::Fd(self.notify_fd), buf, 8)
             .build()
-            .user_data(user_data(KIND_WAKE, 0, 0));
+            .user_data(user_data(KIND_WAKE, 0));
         self.push(sqe);
     }
 
@@ -207,7 +197,7 @@ impl Uring {
         let sqe = opcode::AcceptMulti::new(types::Fd(fd))
             .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             .build()
-            .user_data(user_data(KIND_ACCEPT, 0, idx as u32));
+            .user_data(user_data(KIND_ACCEPT, idx));
         self.push(sqe);
     }
 
@@ -222,9 +212,9 @@ impl Uring {
         if let Some(l) = self.listeners.get_mut(idx) {
             l.1 = false;
         }
-        let sqe = opcode::AsyncCancel::new(user_data(KIND_ACCEPT, 0, idx as u32))
+        let sqe = opcode::AsyncCancel::new(user_data(KIND_ACCEPT, idx))
             .build()
-            .user_data(user_data(KIND_CANCEL, 0, 0));
+            .user_data(user_data(KIND_CANCEL, 0));
         self.push(sqe);
     }
 
@@ -238,7 +228,7 @@ impl Uring {
     pub fn cancel_recv(&mut self, id: ConnId) {
         let sqe = opcode::AsyncCancel::new(conn_data(KIND_RECV, id))
             .build()
-            .user_data(user_data(KIND_CANCEL, 0, 0));
+            .user_data(user_data(KIND_CANCEL, 0));
         self.push(sqe);
     }
 
@@ -292,7 +282,7 @@ impl Uring {
     }
 
     fn complete(&mut self, cqe: &cqueue::Entry, sink: &mut dyn FnMut(Ev<'_>) -> bool) {
-        let (kind, id) = split(cqe.user_data());
+        let (kind, id) = ConnId::untag(cqe.user_data());
         let res = cqe.result();
         let more = cqueue::more(cqe.flags());
         match kind {
