@@ -78,6 +78,12 @@ pub struct Args {
     /// kernel or a seccomp profile refuses it).
     #[arg(long = "io", value_enum, default_value_t = IoMode::Auto)]
     pub io: IoMode,
+
+    /// Requests of one batch that a connection runs itself, under the owner's lock, on a shard
+    /// of another core, before the rest of that batch goes to the owner as one message.
+    /// 0 sends every request for another core's keys by message.
+    #[arg(long = "direct-limit", default_value_t = 16, value_name = "N")]
+    pub direct_limit: usize,
 }
 
 /// The `--io` choices.
@@ -151,6 +157,8 @@ pub struct Config {
     pub buffer_memory_limit: usize,
     /// Network backend choice.
     pub io: IoMode,
+    /// Requests per batch and owner run directly on another core's shard.
+    pub direct_limit: usize,
 }
 
 impl Config {
@@ -329,6 +337,7 @@ impl Args {
                 .and_then(|m| m.checked_mul(1 << 20))
                 .ok_or_else(|| ConfigError("--buffer-memory-limit: too large".into()))?,
             io: self.io,
+            direct_limit: self.direct_limit,
         })
     }
 }

@@ -95,8 +95,8 @@ fn run_pipeline(c: &mut Client, bytes: Vec<u8>) -> Vec<Resp> {
     out
 }
 
-fn check_mixed_pipeline(threads: &str) {
-    let s = Server::start(&["-t", threads]);
+fn check_mixed_pipeline(args: &[&str]) {
+    let s = Server::start(args);
     let mut c = s.client();
     let (bytes, expect) = mixed_pipeline(5000, 400);
     let got = run_pipeline(&mut c, bytes);
@@ -116,12 +116,31 @@ fn check_mixed_pipeline(threads: &str) {
 
 #[test]
 fn mixed_pipeline_in_order_two_shards() {
-    check_mixed_pipeline("2");
+    check_mixed_pipeline(&["-t", "2"]);
 }
 
 #[test]
 fn mixed_pipeline_in_order_four_shards() {
-    check_mixed_pipeline("4");
+    check_mixed_pipeline(&["-t", "4"]);
+}
+
+/// Every request for another shard's key goes by mail.
+#[test]
+fn mixed_pipeline_in_order_all_by_mail() {
+    check_mixed_pipeline(&["-t", "3", "--direct-limit", "0"]);
+}
+
+/// Each batch switches from direct execution to mail after 3 requests per owner: a key's
+/// later requests must still see its earlier ones.
+#[test]
+fn mixed_pipeline_in_order_direct_then_mail() {
+    check_mixed_pipeline(&["-t", "4", "--direct-limit", "3"]);
+}
+
+/// Every request runs on its owner's store from the connection's own core.
+#[test]
+fn mixed_pipeline_in_order_all_direct() {
+    check_mixed_pipeline(&["-t", "4", "--direct-limit", "100000"]);
 }
 
 #[test]
@@ -282,10 +301,21 @@ fn keys_on_shard(prefix: &str, shard: usize, shards: usize, n: usize) -> Vec<Str
 
 #[test]
 fn big_replies_from_many_shards_stay_in_order() {
-    // Replies past the per-batch cap are deferred and fetched again; order must hold across
-    // shards, with writes interleaved between the reads. For each shard in turn, all big values
-    // live there: whenever that is not the connection's own shard, its replies are deferred.
-    let s = Server::start(&["-t", "4", "-vv"]);
+    // By mail only: an owner's reply past the per-batch cap is deferred and fetched again.
+    big_replies_in_order(&["-t", "4", "-vv", "--direct-limit", "0"], true);
+}
+
+#[test]
+fn big_replies_run_directly_stay_in_order() {
+    // Direct execution fills the connection's own reply arena; the batch stops at its cap.
+    big_replies_in_order(&["-t", "4", "-vv"], false);
+}
+
+fn big_replies_in_order(args: &[&str], expect_deferral: bool) {
+    // Order must hold across shards, with writes interleaved between the reads. For each shard
+    // in turn, all big values live there: whenever that is not the connection's own shard, its
+    // replies come from another core.
+    let s = Server::start(args);
     let mut c = s.client();
     let big = |i: usize| vec![b'a' + (i % 26) as u8; 100_000 + i];
     for shard in 0..4 {
@@ -324,8 +354,10 @@ fn big_replies_from_many_shards_stay_in_order() {
             assert!(r.value == *value, "opaque {opaque}: wrong value");
         }
     }
-    let deferred = common::wait_until(std::time::Duration::from_secs(5), || {
-        s.log().contains("batch partly deferred")
-    });
-    assert!(deferred, "the deferral path was not exercised");
+    if expect_deferral {
+        let deferred = common::wait_until(std::time::Duration::from_secs(5), || {
+            s.log().contains("batch partly deferred")
+        });
+        assert!(deferred, "the deferral path was not exercised");
+    }
 }

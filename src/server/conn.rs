@@ -109,7 +109,7 @@ impl Connection {
         if !self.conn.recv(&mut self.rbuf).await? {
             return Ok(false);
         }
-        self.core.shard.counters().bytes_read += (self.rbuf.len() - before) as u64;
+        self.core.counters().bytes_read += (self.rbuf.len() - before) as u64;
         self.account_rbuf();
         Ok(true)
     }
@@ -175,7 +175,7 @@ impl Connection {
 
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.core.shard.counters().bytes_written += self.out.len() as u64;
+            self.core.counters().bytes_written += self.out.len() as u64;
             self.conn.send(&mut self.out).await?;
         }
         if self.out.capacity() > OUT_KEEP {
@@ -217,7 +217,7 @@ async fn batch<C: Codec>(
                     b.route(core, Command::Delete { key, cas: 0 }, key, None);
                 }
                 if outcome == Outcome::TooLarge {
-                    core.shard.counters().store_too_large += 1;
+                    core.counters().store_too_large += 1;
                 }
                 b.ready(ctx, &[], outcome);
                 let here = skip.min(buf.len() - pos);

@@ -15,7 +15,7 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -60,9 +60,16 @@ pub struct Shared {
     drained: AtomicUsize,
     /// Large connection buffers, all shards together.
     pub buffers: Arc<MemoryBudget>,
+    /// Every shard, set by its thread once its store exists (for direct cross-core requests).
+    shards: Vec<OnceLock<Arc<Shard>>>,
 }
 
 impl Shared {
+    /// Shard `id`, once its thread has created it.
+    pub fn shard(&self, id: usize) -> Option<&Shard> {
+        self.shards.get(id)?.get().map(|s| &**s)
+    }
+
     fn settings(&self) -> Settings {
         let c = &self.config;
         Settings {
@@ -188,6 +195,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         notifiers: notifiers.clone(),
         drained: AtomicUsize::new(0),
         buffers: MemoryBudget::new(config.buffer_memory_limit),
+        shards: (0..n).map(|_| OnceLock::new()).collect(),
         config,
     });
     spawn_signal_thread(shared.clone())?;
@@ -353,13 +361,10 @@ fn shard_thread(
         max_item_size: shared.config.max_item_size,
         ..Limits::default()
     };
-    let core = Rc::new(Core::new(
-        Shard::new(i, store),
-        n,
-        limits,
-        shared.clone(),
-        office,
-    ));
+    let shard = Arc::new(Shard::new(i, store));
+    // Each shard is set once, by its own thread.
+    let _ = shared.shards[i].set(shard.clone());
+    let core = Rc::new(Core::new(shard, n, limits, shared.clone(), office));
     {
         let (c1, c2) = (core.clone(), core.clone());
         lp.add_hook(move || c1.deliver_mail(), move || c2.has_mail());
@@ -459,7 +464,7 @@ async fn accept_loop(core: Rc<Core>, acceptor: Acceptor) {
         let prev = shared.curr_connections.fetch_add(1, Ordering::AcqRel);
         if prev >= limit {
             shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
-            core.shard.counters().rejected_connections += 1;
+            core.counters().rejected_connections += 1;
             debug!("connection limit {limit} reached: refusing a connection");
             drop(fd);
             continue;
@@ -487,7 +492,7 @@ pub(crate) fn serve_connection(core: &Rc<Core>, fd: OwnedFd) {
             return;
         }
     };
-    core.shard.counters().total_connections += 1;
+    core.counters().total_connections += 1;
     core.live_connections.set(core.live_connections.get() + 1);
     let core = core.clone();
     lp.spawn(async move {

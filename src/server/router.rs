@@ -7,6 +7,14 @@
 //! bits of the same hash for buckets and the top 7 bits for tags, so the two choices are
 //! independent: every shard's table fills evenly. Keep exactly this split.
 //!
+//! Crossing cores: the first [`Config::direct_limit`](crate::config::Config) requests of a batch
+//! for another shard run at once on that shard's store, under its lock, by the connection's own
+//! core (no message, no wake-up of a sleeping owner, no wait); the rest of the batch for that
+//! owner travels as one message. Once a batch sends anything to an owner, its later requests for
+//! that owner follow by mail too, so each key's requests still run in connection order.
+//! Short batches (pipeline 1, small multi-gets) thus cost one uncontended lock instead of a
+//! round trip between cores, and deep pipelines still pay one message per owner per batch.
+//!
 //! A batch for another shard copies its keys and values once into one arena; the commands refer
 //! to it by [`Span`]. The owner answers with outcomes whose values are spans of a reply arena.
 
@@ -25,7 +33,7 @@ use crate::protocol::{Codec, Command, Limits, Outcome};
 use crate::storage::key_hash;
 
 use super::shard::Shard;
-use super::stats::Snapshot;
+use super::stats::{Counters, Snapshot};
 use super::Shared;
 
 /// Requests in flight from one shard to another before a sender waits.
@@ -242,7 +250,10 @@ impl Flag {
 /// One shard's view of the server: its store, its mail, and the shared state.
 pub struct Core {
     /// This shard.
-    pub shard: Rc<Shard>,
+    pub shard: Arc<Shard>,
+    /// Connection-level counters of this core (bytes, connections, refusals); the command
+    /// counters live in the shard, with the store.
+    conn_counters: RefCell<Counters>,
     /// Number of shards.
     pub shards: usize,
     /// Codec limits.
@@ -265,14 +276,15 @@ pub struct Core {
 impl Core {
     /// The core of shard `shard.id`, posting through `office`.
     pub fn new(
-        shard: Shard,
+        shard: Arc<Shard>,
         shards: usize,
         limits: Limits,
         shared: Arc<Shared>,
         office: PostOffice<Mail>,
     ) -> Core {
         Core {
-            shard: Rc::new(shard),
+            shard,
+            conn_counters: RefCell::new(Counters::default()),
             shards,
             limits,
             shared,
@@ -285,6 +297,29 @@ impl Core {
             live_connections: Cell::new(0),
             closed_since_trim: Cell::new(0),
         }
+    }
+
+    /// Counters for connection-level events on this core.
+    pub fn counters(&self) -> std::cell::RefMut<'_, Counters> {
+        self.conn_counters.borrow_mut()
+    }
+
+    /// This core's contribution to `stats`: its shard's and its connections' counters.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = self.shard.snapshot();
+        s.counters.add(&self.conn_counters.borrow());
+        s
+    }
+
+    /// Zeroes this core's counters (`stats reset`).
+    pub fn reset_stats(&self) {
+        self.shard.reset_stats();
+        *self.conn_counters.borrow_mut() = Counters::default();
+    }
+
+    /// Shard `id`, if its thread has started, for running a request directly on its store.
+    fn peer(&self, id: usize) -> Option<&Shard> {
+        self.shared.shard(id)
     }
 
     /// Sends `req` to shard `to` (leaving at the end of this loop turn, batched with the rest
@@ -323,7 +358,7 @@ impl Core {
 
     /// Flush on every shard (each computes the deadline on its own clock).
     pub async fn flush_all(&self, delay: i64) {
-        self.shard.counters().cmd_flush += 1;
+        self.counters().cmd_flush += 1;
         self.fan_out(|| Request::Flush(delay)).await;
         self.shard
             .execute(Command::Flush { delay }, 0, &mut Vec::new());
@@ -338,9 +373,9 @@ impl Core {
                     .execute(Command::Flush { delay }, 0, &mut Vec::new());
                 Reply::Done
             }
-            Request::Stats => Reply::Stats(Box::new(self.shard.snapshot())),
+            Request::Stats => Reply::Stats(Box::new(self.snapshot())),
             Request::ResetStats => {
-                self.shard.reset_stats();
+                self.reset_stats();
                 Reply::Done
             }
         }
@@ -400,6 +435,8 @@ pub struct Batch<'a, Ctx> {
     entries: Vec<Entry<'a, Ctx>>,
     local: Vec<u8>,
     remote: Vec<RequestBatch>,
+    /// Requests run directly on each other shard so far.
+    direct: Vec<usize>,
 }
 
 impl<'a, Ctx> Batch<'a, Ctx> {
@@ -409,6 +446,7 @@ impl<'a, Ctx> Batch<'a, Ctx> {
             entries: Vec::new(),
             local: Vec::new(),
             remote: (0..shards).map(|_| RequestBatch::default()).collect(),
+            direct: vec![0; shards],
         }
     }
 
@@ -433,8 +471,18 @@ impl<'a, Ctx> Batch<'a, Ctx> {
         let key = cmd.key().copied().unwrap_or_default();
         let hash = key_hash(key);
         let o = owner(hash, core.shards);
-        let source = if o == core.shard.id {
-            Source::Ready(core.shard.execute(cmd, hash, &mut self.local))
+        let direct = if o == core.shard.id {
+            Some(&*core.shard)
+        } else if self.remote[o].is_empty() && self.direct[o] < core.shared.config.direct_limit {
+            core.peer(o)
+        } else {
+            None
+        };
+        let source = if let Some(shard) = direct {
+            if shard.id != core.shard.id {
+                self.direct[o] += 1;
+            }
+            Source::Ready(shard.execute(cmd, hash, &mut self.local))
         } else {
             let idx = self.remote[o].len();
             self.remote[o].push(cmd, hash);
@@ -472,6 +520,7 @@ pub async fn gather<C: Codec>(
         mut entries,
         local,
         remote,
+        ..
     } = b;
     let n = core.shards;
     let mut to_send: Vec<Option<RequestBatch>> = remote
@@ -536,7 +585,7 @@ pub async fn gather<C: Codec>(
             "batch partly deferred at request {next} of {}",
             entries.len()
         );
-        core.shard.counters().bytes_written += out.len() as u64;
+        core.counters().bytes_written += out.len() as u64;
         conn.send(out).await?;
         for o in 0..n {
             let answered = replies[o].as_ref().map_or(0, |r| r.outcomes.len());

@@ -1,8 +1,14 @@
-//! One core's shard: its `Store`, counters and latency histograms. Every command that touches a
-//! store runs through [`Shard::execute`], whether it came from a local connection or over the
-//! mesh — the one place mutations pass (replication will hook in here).
+//! One core's shard: its `Store`, command counters and latency histograms. Every command that
+//! touches a store runs through [`Shard::execute`], whether it came from a local connection, from
+//! a connection on another core running a short batch directly, or over the mail — the one place
+//! mutations pass (replication will hook in here).
+//!
+//! The shard's state sits behind one mutex. Its own core takes it uncontended (one atomic
+//! exchange each way per command); another core takes it only for the few requests of a batch
+//! it runs directly instead of sending them (see `router`), so contention stays rare and short:
+//! the lock is held for one command, never across I/O or an await.
 
-use std::cell::{Ref, RefCell, RefMut};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crate::protocol::{ArithOp, Command, ItemMeta, Outcome, StoreMode};
@@ -16,13 +22,19 @@ use super::stats::{Counters, Kind, Latencies, Snapshot};
 /// Items the background reclaimer may examine per tick.
 pub const RECLAIM_BUDGET: usize = 4096;
 
-/// A core's cache and its statistics. Lives on one executor; never shared across threads.
+/// A core's cache and its statistics. Owned by its core's thread; other cores reach it only
+/// through [`Shard::execute`].
 pub struct Shard {
     /// This shard's index.
     pub id: usize,
-    store: RefCell<Store>,
-    counters: RefCell<Counters>,
-    latency: RefCell<Latencies>,
+    state: Mutex<State>,
+}
+
+/// What the shard's mutex guards.
+struct State {
+    store: Store,
+    counters: Counters,
+    latency: Latencies,
 }
 
 fn outcome_of(e: StoreError) -> Outcome<Span> {
@@ -74,20 +86,19 @@ impl Shard {
     pub fn new(id: usize, store: Store) -> Shard {
         Shard {
             id,
-            store: RefCell::new(store),
-            counters: RefCell::new(Counters::default()),
-            latency: RefCell::new(Latencies::default()),
+            state: Mutex::new(State {
+                store,
+                counters: Counters::default(),
+                latency: Latencies::default(),
+            }),
         }
     }
 
-    /// The counters, for connection-level events (bytes, connections).
-    pub fn counters(&self) -> RefMut<'_, Counters> {
-        self.counters.borrow_mut()
-    }
-
-    /// The store, read-only (e.g. for statistics).
-    pub fn store(&self) -> Ref<'_, Store> {
-        self.store.borrow()
+    /// The state. A panic while it was held cannot leave the store half-changed in a way a
+    /// later command would misread (each command's changes are complete before it returns a
+    /// value), so a poisoned lock is used as is rather than taking the server down with it.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs one item command (or a flush) against this shard's store. Values of hits are copied
@@ -95,8 +106,12 @@ impl Shard {
     /// this counts the commands and their latency.
     pub fn execute(&self, cmd: Command<&[u8]>, hash: u64, arena: &mut Vec<u8>) -> Outcome<Span> {
         let started = Instant::now();
-        let mut store = self.store.borrow_mut();
-        let mut c = self.counters.borrow_mut();
+        let mut state = self.lock();
+        let State {
+            store,
+            counters: c,
+            latency,
+        } = &mut *state;
         let value = |item: ItemView<'_>, arena: &mut Vec<u8>| Outcome::Value {
             flags: item.flags,
             cas: item.cas,
@@ -259,8 +274,7 @@ impl Shard {
             // Server-level commands never reach a shard.
             _ => return Outcome::UnknownCommand,
         };
-        drop((store, c));
-        self.latency.borrow_mut().record(kind, started.elapsed());
+        latency.record(kind, started.elapsed());
         outcome.unwrap_or_else(outcome_of)
     }
 
@@ -292,30 +306,32 @@ impl Shard {
 
     /// Advances the store's clock to `unix_secs`.
     pub fn tick(&self, unix_secs: u64) {
-        self.store.borrow_mut().set_time(unix_secs);
+        self.lock().store.set_time(unix_secs);
     }
 
     /// One background housekeeping step: reclaim expired items, move a page if needed.
     pub fn housekeep(&self) {
-        let mut store = self.store.borrow_mut();
+        let store = &mut self.lock().store;
         store.reclaim(RECLAIM_BUDGET);
         store.rebalance();
     }
 
     /// This shard's contribution to `stats`.
     pub fn snapshot(&self) -> Snapshot {
+        let state = self.lock();
         Snapshot {
-            counters: *self.counters.borrow(),
-            store: self.store.borrow().stats(),
-            classes: self.store.borrow().slab_stats(),
-            latency: self.latency.borrow().clone(),
+            counters: state.counters,
+            store: state.store.stats(),
+            classes: state.store.slab_stats(),
+            latency: state.latency.clone(),
         }
     }
 
     /// Zeroes the counters and histograms (`stats reset`).
     pub fn reset_stats(&self) {
-        *self.counters.borrow_mut() = Counters::default();
-        self.latency.borrow_mut().reset();
-        self.store.borrow_mut().reset_stats();
+        let mut state = self.lock();
+        state.counters = Counters::default();
+        state.latency.reset();
+        state.store.reset_stats();
     }
 }

@@ -448,7 +448,7 @@ impl super::router::Core {
         // memcached matches these two by prefix.
         if group.starts_with(b"reset") {
             self.fan_out(|| Request::ResetStats).await;
-            self.shard.reset_stats();
+            self.reset_stats();
             return Outcome::Stats(Vec::new());
         }
         if group.starts_with(b"settings") {
@@ -458,7 +458,7 @@ impl super::router::Core {
         if !known.contains(&group) {
             return Outcome::UnknownStatsGroup;
         }
-        let mut total = self.shard.snapshot();
+        let mut total = self.snapshot();
         for reply in self.fan_out(|| Request::Stats).await {
             if let Reply::Stats(s) = reply {
                 total.add(&s);
