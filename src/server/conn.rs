@@ -8,8 +8,8 @@
 //!
 //! Memory per connection stays bounded: the read buffer holds at most one request beyond what was
 //! decoded; a batch stops growing once its local replies hold 32 KiB, an owner shard defers the
-//! rest of a batch once its reply holds [`REPLY_CAP`](super::router::REPLY_CAP), and [`net::Conn::send`] waits while
-//! too much output is unsent, so a slow reader with a huge pipeline of big gets stops being
+//! rest of a batch once its reply holds [`REPLY_CAP`](super::router::REPLY_CAP), and
+//! [`net::Conn::send`] waits while too much output is unsent, so a slow reader with a huge pipeline of big gets stops being
 //! served (and read) rather than buffered.
 
 use std::borrow::Cow;

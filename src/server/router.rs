@@ -317,11 +317,6 @@ impl Core {
         *self.conn_counters.borrow_mut() = Counters::default();
     }
 
-    /// Shard `id`, if its thread has started, for running a request directly on its store.
-    fn peer(&self, id: usize) -> Option<&Shard> {
-        self.shared.shard(id)
-    }
-
     /// Sends `req` to shard `to` (leaving at the end of this loop turn, batched with the rest
     /// of the turn's mail for that shard); the returned future yields its reply.
     pub async fn send(&self, to: usize, req: Request) -> ReplyFuture {
@@ -471,18 +466,19 @@ impl<'a, Ctx> Batch<'a, Ctx> {
         let key = cmd.key().copied().unwrap_or_default();
         let hash = key_hash(key);
         let o = owner(hash, core.shards);
-        let direct = if o == core.shard.id {
-            Some(&*core.shard)
-        } else if self.remote[o].is_empty() && self.direct[o] < core.shared.config.direct_limit {
-            core.peer(o)
+        let run_direct = o != core.shard.id
+            && self.remote[o].is_empty()
+            && self.direct[o] < core.shared.config.direct_limit;
+        let peer = if run_direct {
+            core.shared.shard(o)
         } else {
             None
         };
-        let source = if let Some(shard) = direct {
-            if shard.id != core.shard.id {
-                self.direct[o] += 1;
-            }
-            Source::Ready(shard.execute(cmd, hash, &mut self.local))
+        let source = if o == core.shard.id {
+            Source::Ready(core.shard.execute(cmd, hash, &mut self.local))
+        } else if let Some(peer) = peer {
+            self.direct[o] += 1;
+            Source::Ready(peer.execute(cmd, hash, &mut self.local))
         } else {
             let idx = self.remote[o].len();
             self.remote[o].push(cmd, hash);
