@@ -361,3 +361,69 @@ fn big_replies_in_order(args: &[&str], expect_deferral: bool) {
         assert!(deferred, "the deferral path was not exercised");
     }
 }
+
+#[test]
+fn slow_reader_gets_mixed_replies_whole_and_in_order() {
+    // Replies of very different sizes queue up behind a reader that takes a few KiB at a time:
+    // small ones are appended to the last queued output chunk, large ones become chunks of their
+    // own, and sends of several chunks end part-way through one. Every byte must still arrive
+    // once and in order.
+    let s = Server::start(&["-t", "2"]);
+    let mut c = s.client();
+    let value = |i: usize| {
+        let len = match i % 5 {
+            0 => 3,
+            1 => 40_000,
+            2 => 70_000,
+            3 => 900,
+            _ => 20_000 + i,
+        };
+        vec![b'A' + (i % 26) as u8; len]
+    };
+    const KEYS: usize = 40;
+    for i in 0..KEYS {
+        c.set(format!("mix:{i}").as_bytes(), &value(i));
+    }
+    let mut bytes = Vec::new();
+    let mut expect = Vec::new();
+    for n in 0..600u32 {
+        let i = (n as usize * 7) % KEYS;
+        let key = format!("mix:{i}");
+        let mut r = get(op::GET, key.as_bytes());
+        r.opaque = n;
+        bytes.extend(r.encode());
+        expect.push((n, value(i)));
+    }
+    let mut end = get(op::NOOP, b"");
+    end.opaque = u32::MAX;
+    bytes.extend(end.encode());
+
+    let mut writer = c.stream.try_clone().unwrap();
+    let t = std::thread::spawn(move || std::io::Write::write_all(&mut writer, &bytes).unwrap());
+    let mut got = Vec::new();
+    let mut replies = Vec::new();
+    let mut parsed = 0;
+    let mut piece = [0u8; 4096];
+    let mut reads = 0u32;
+    while replies.last().is_none_or(|r: &Resp| r.opaque != u32::MAX) {
+        let n = std::io::Read::read(&mut c.stream, &mut piece).expect("read");
+        assert!(n > 0, "server closed the connection");
+        got.extend_from_slice(&piece[..n]);
+        reads += 1;
+        // Slow at first (the server's output queue fills up), then at full speed.
+        if reads < 200 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        while let Some((r, used)) = parse_response(&got[parsed..]) {
+            parsed += used;
+            replies.push(r);
+        }
+    }
+    t.join().unwrap();
+    assert_eq!(parsed, got.len(), "bytes after the last reply");
+    assert_eq!(replies.len(), expect.len() + 1);
+    for (r, (opaque, value)) in replies.iter().zip(&expect) {
+        assert_eq!((r.opaque, r.status), (*opaque, status::OK));
+        assert!(r.value == *value, "opaque {opaque}: wrong value");
+    }
+}

@@ -240,6 +240,15 @@ impl Uring {
         self.push(sqe);
     }
 
+    /// Sends the chunks `msg` points at, in one request.
+    pub fn send_msg(&mut self, id: ConnId, fd: RawFd, msg: *const libc::msghdr) {
+        let sqe = opcode::SendMsg::new(types::Fd(fd), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(conn_data(KIND_SEND, id));
+        self.push(sqe);
+    }
+
     /// Submits what is queued, waits up to `timeout` (None: until something completes) and
     /// reports every completion.
     pub fn wait(
