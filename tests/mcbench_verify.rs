@@ -347,4 +347,8 @@ fn verified_text_protocol_run_against_corecached_is_clean() {
     let run = run_part(&t);
     assert!(run.contains("\"verify_errors\":0,\"failures\":[]"), "{t}");
     assert!(run.contains("\"misses\":0,"), "every key was filled: {t}");
+    assert!(
+        t.contains("\"protocol\":\"text\""),
+        "the report names the protocol: {t}"
+    );
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::args::{Config, KeyPattern};
+use crate::args::{Config, KeyPattern, Protocol};
 use crate::stats::Latency;
 use crate::worker::PhaseResult;
 
@@ -149,9 +149,13 @@ pub fn json(cfg: &Config, phases: &[(&str, &PhaseResult)]) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
-        "{{\"server\":{},\"protocol\":\"binary\",\"threads\":{},\"conns_per_thread\":{},\"pipeline\":{},\
+        "{{\"server\":{},\"protocol\":\"{}\",\"threads\":{},\"conns_per_thread\":{},\"pipeline\":{},\
          \"sets\":{},\"gets\":{},\"keys\":{},\"key_pattern\":{},\"value_min\":{},\"value_max\":{},\"verify\":{}",
         json_str(&cfg.addr.to_string()),
+        match cfg.protocol {
+            Protocol::Binary => "binary",
+            Protocol::Text => "text",
+        },
         cfg.threads,
         cfg.conns,
         cfg.pipeline,
