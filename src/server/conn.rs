@@ -1,6 +1,7 @@
-//! One client connection: receive -> decode every complete request -> run local ones inline,
-//! queue remote ones for their owner shards -> gather outcomes in request order -> encode into
-//! one buffer -> hand it to the network layer, which sends it with the rest of the loop turn.
+//! One client connection: receive -> decode every complete request -> run local ones inline
+//! (answered at once while nothing before them waits), queue remote ones for their owner shards
+//! -> gather the other outcomes in request order -> encode into one buffer -> hand it to the
+//! network layer, which sends it with the rest of the loop turn.
 //!
 //! The first byte fixes the protocol for the connection's life, as in memcached: 0x80 = binary,
 //! anything else = text + meta. Everything below is generic over the [`Codec`], so both protocols
@@ -24,7 +25,7 @@ use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
 use crate::protocol::text::TextCodec;
 use crate::protocol::{Codec, Command, Decode, Limits, Outcome};
 
-use super::router::{gather, Batch, Core};
+use super::router::{encode_answer, gather, Batch, Core};
 
 /// Read buffer a connection may hold without drawing on the shared buffer budget; larger ones
 /// (big values) are given back once used.
@@ -203,7 +204,9 @@ async fn batch<C: Codec>(
     let mut b = Batch::new(core.shards);
     let mut step = Step::default();
     let mut pos = 0;
-    while b.len() < MAX_BATCH && b.local_bytes() < BATCH_REPLY_BYTES {
+    // Requests answered straight into `out` (nothing before them was waiting).
+    let mut answered = 0;
+    while answered + b.len() < MAX_BATCH && out.len() + b.local_bytes() < BATCH_REPLY_BYTES {
         let decoded = codec.decode(&buf[pos..], limits);
         match decoded {
             Decode::Incomplete => break,
@@ -225,7 +228,7 @@ async fn batch<C: Codec>(
                 if outcome == Outcome::TooLarge {
                     core.counters().store_too_large += 1;
                 }
-                b.ready(ctx, &[], outcome);
+                ready(&mut b, codec, out, ctx, outcome);
                 let here = skip.min(buf.len() - pos);
                 pos += here;
                 step.skip = skip - here;
@@ -255,43 +258,58 @@ async fn batch<C: Codec>(
                     | Command::Delete { .. }
                     | Command::Touch { .. } => {
                         let wire_key = command.key().copied().unwrap_or_default();
-                        match codec.item_key(&ctx, wire_key) {
-                            Cow::Borrowed(_) => b.route(core, command, wire_key, Some(ctx)),
+                        let item_key = codec.item_key(&ctx, wire_key);
+                        let command = match &item_key {
+                            Cow::Borrowed(_) => command,
                             Cow::Owned(item_key) => {
                                 // Key fields come first in `map_bytes`: only the key changes.
                                 let mut first = true;
-                                let command = command.map_bytes(|bytes| {
+                                command.map_bytes(|bytes| {
                                     if std::mem::take(&mut first) {
                                         &item_key[..]
                                     } else {
                                         bytes
                                     }
-                                });
-                                b.route(core, command, wire_key, Some(ctx));
+                                })
                             }
+                        };
+                        let now = b.run_now(core, command, |outcome| {
+                            encode_answer(codec, conn, out, &ctx, wire_key, outcome)
+                        });
+                        match now {
+                            Ok(()) => answered += 1,
+                            Err(command) => b.route(core, command, wire_key, Some(ctx)),
                         }
                     }
-                    Command::Noop | Command::Verbosity { .. } => b.ready(ctx, &[], Outcome::Done),
-                    Command::Version => {
-                        b.ready(ctx, &[], Outcome::Version(crate::VERSION_STRING.as_bytes()))
+                    Command::Noop | Command::Verbosity { .. } => {
+                        ready(&mut b, codec, out, ctx, Outcome::Done)
                     }
+                    Command::Version => ready(
+                        &mut b,
+                        codec,
+                        out,
+                        ctx,
+                        Outcome::Version(crate::VERSION_STRING.as_bytes()),
+                    ),
                     // SASL is off: answered as memcached without -S does.
                     Command::SaslListMechs
                     | Command::SaslAuth { .. }
-                    | Command::SaslStep { .. } => b.ready(ctx, &[], Outcome::UnknownCommand),
+                    | Command::SaslStep { .. } => {
+                        ready(&mut b, codec, out, ctx, Outcome::UnknownCommand)
+                    }
                     Command::Quit => {
-                        b.ready(ctx, &[], Outcome::Done);
+                        ready(&mut b, codec, out, ctx, Outcome::Done);
                         step.close = true;
                         break;
                     }
                     Command::Flush { delay } => {
                         core.flush_all(delay).await;
-                        b.ready(ctx, &[], Outcome::Done);
+                        ready(&mut b, codec, out, ctx, Outcome::Done);
                         break;
                     }
                     Command::Stats { group } => {
                         let outcome = core.stats(group).await;
-                        b.ready(ctx, &[], outcome);
+                        ready(&mut b, codec, out, ctx, outcome);
                         break;
                     }
                 }
@@ -301,4 +319,20 @@ async fn batch<C: Codec>(
     step.consumed = pos;
     gather(core, codec, b, conn, out).await?;
     Ok(step)
+}
+
+/// Answers a request whose outcome needs no shard: at once when nothing before it in the batch
+/// waits, else in its place among the batch's answers.
+fn ready<C: Codec>(
+    b: &mut Batch<'_, C::Ctx>,
+    codec: &mut C,
+    out: &mut Vec<u8>,
+    ctx: C::Ctx,
+    outcome: Outcome<&[u8]>,
+) {
+    if b.is_empty() {
+        codec.encode(out, &ctx, &[], &outcome);
+    } else {
+        b.ready(ctx, &[], outcome);
+    }
 }

@@ -460,25 +460,53 @@ impl<'a, Ctx> Batch<'a, Ctx> {
         self.local.len()
     }
 
+    /// The shard that can run a command for owner `o` from this core right now: this one, or
+    /// another directly (within the batch's direct limit and before any mail to it); `None`
+    /// when the request must go by mail.
+    fn runner<'c>(&self, core: &'c Core, o: usize) -> Option<&'c Shard> {
+        if o == core.shard.id {
+            return Some(&core.shard);
+        }
+        if self.remote[o].is_empty() && self.direct[o] < core.shared.config.direct_limit {
+            return core.shared.shard(o);
+        }
+        None
+    }
+
+    /// Runs a key command at once when nothing earlier in the batch still waits for its answer
+    /// and its owner can run it from here: `answer` then gets the outcome under the owner's lock
+    /// (to encode it straight from the store). Gives the command back otherwise.
+    pub fn run_now<'c, R>(
+        &mut self,
+        core: &Core,
+        cmd: Command<&'c [u8]>,
+        answer: impl FnOnce(Outcome<&[u8]>) -> R,
+    ) -> Result<R, Command<&'c [u8]>> {
+        if !self.entries.is_empty() {
+            return Err(cmd);
+        }
+        let hash = key_hash(cmd.key().copied().unwrap_or_default());
+        let o = owner(hash, core.shards);
+        let Some(shard) = self.runner(core, o) else {
+            return Err(cmd);
+        };
+        if o != core.shard.id {
+            self.direct[o] += 1;
+        }
+        Ok(shard.execute_with(cmd, hash, answer))
+    }
+
     /// Runs a key command on its owner: at once when local, else queued for its shard. The
     /// command is used (run or copied) before this returns; `echo` is the key the reply names.
     pub fn route(&mut self, core: &Core, cmd: Command<&[u8]>, echo: &'a [u8], ctx: Option<Ctx>) {
         let key = cmd.key().copied().unwrap_or_default();
         let hash = key_hash(key);
         let o = owner(hash, core.shards);
-        let run_direct = o != core.shard.id
-            && self.remote[o].is_empty()
-            && self.direct[o] < core.shared.config.direct_limit;
-        let peer = if run_direct {
-            core.shared.shard(o)
-        } else {
-            None
-        };
-        let source = if o == core.shard.id {
-            Source::Ready(core.shard.execute(cmd, hash, &mut self.local))
-        } else if let Some(peer) = peer {
-            self.direct[o] += 1;
-            Source::Ready(peer.execute(cmd, hash, &mut self.local))
+        let source = if let Some(shard) = self.runner(core, o) {
+            if o != core.shard.id {
+                self.direct[o] += 1;
+            }
+            Source::Ready(shard.execute(cmd, hash, &mut self.local))
         } else {
             let idx = self.remote[o].len();
             self.remote[o].push(cmd, hash);
@@ -501,6 +529,25 @@ impl<'a, Ctx> Batch<'a, Ctx> {
             source: Source::Ready(outcome),
         });
     }
+}
+
+/// Encodes one answer into `out`; a value the connection's output budget cannot take is
+/// answered as out of memory instead.
+pub fn encode_answer<C: Codec>(
+    codec: &mut C,
+    conn: &Conn,
+    out: &mut Vec<u8>,
+    ctx: &C::Ctx,
+    key: &[u8],
+    mut outcome: Outcome<&[u8]>,
+) {
+    if let Outcome::Value { value, .. } | Outcome::Item { value, .. } = &outcome {
+        // Room for the value plus its header line.
+        if !conn.reserve_output(out.len(), value.len() + key.len() + 64) {
+            outcome = Outcome::OutOfMemory;
+        }
+    }
+    codec.encode(out, ctx, key, &outcome);
 }
 
 /// Sends the remote parts, then encodes every outcome in request order into `out`. When an
@@ -562,14 +609,14 @@ pub async fn gather<C: Codec>(
                 }
             };
             if let Some(ctx) = &e.ctx {
-                let mut outcome = outcome.map_bytes(|s| s.get(arena));
-                if let Outcome::Value { value, .. } | Outcome::Item { value, .. } = &outcome {
-                    // Room for the value plus its header line.
-                    if !conn.reserve_output(out.len(), value.len() + e.key.len() + 64) {
-                        outcome = Outcome::OutOfMemory;
-                    }
-                }
-                codec.encode(out, ctx, e.key, &outcome);
+                encode_answer(
+                    codec,
+                    conn,
+                    out,
+                    ctx,
+                    e.key,
+                    outcome.map_bytes(|s| s.get(arena)),
+                );
             }
             next += 1;
         }

@@ -37,7 +37,7 @@ struct State {
     latency: Latencies,
 }
 
-fn outcome_of(e: StoreError) -> Outcome<Span> {
+fn outcome_of<B>(e: StoreError) -> Outcome<B> {
     match e {
         StoreError::NotFound => Outcome::NotFound,
         StoreError::Exists => Outcome::Exists,
@@ -102,9 +102,21 @@ impl Shard {
     }
 
     /// Runs one item command (or a flush) against this shard's store. Values of hits are copied
-    /// into `arena`; the outcome refers to them by span. The store keeps the hit/miss counters;
-    /// this counts the commands and their latency.
+    /// into `arena`; the outcome refers to them by span.
     pub fn execute(&self, cmd: Command<&[u8]>, hash: u64, arena: &mut Vec<u8>) -> Outcome<Span> {
+        self.execute_with(cmd, hash, |o| o.map_bytes(|b| Span::push(arena, b)))
+    }
+
+    /// Runs one item command (or a flush) and hands its outcome to `answer` while the shard is
+    /// still locked, so a hit's value can be encoded straight from the store (one copy instead
+    /// of two). The store keeps the hit/miss counters; this counts the commands and their
+    /// latency (`answer` not included).
+    pub fn execute_with<R>(
+        &self,
+        cmd: Command<&[u8]>,
+        hash: u64,
+        answer: impl FnOnce(Outcome<&[u8]>) -> R,
+    ) -> R {
         let started = Instant::now();
         let mut state = self.lock();
         let State {
@@ -112,15 +124,17 @@ impl Shard {
             counters: c,
             latency,
         } = &mut *state;
-        let value = |item: ItemView<'_>, arena: &mut Vec<u8>| Outcome::Value {
-            flags: item.flags,
-            cas: item.cas,
-            value: Span::push(arena, item.value),
-        };
+        fn value(item: ItemView<'_>) -> Outcome<&[u8]> {
+            Outcome::Value {
+                flags: item.flags,
+                cas: item.cas,
+                value: item.value,
+            }
+        }
         let (kind, outcome) = match cmd {
             Command::Get { key, touch: None } => {
                 c.cmd_get += 1;
-                let o = store.get(key, hash).map(|item| value(item, arena));
+                let o = store.get(key, hash).map(value);
                 (Kind::Get, o)
             }
             Command::Get {
@@ -128,9 +142,7 @@ impl Shard {
                 touch: Some(exptime),
             } => {
                 c.cmd_touch += 1;
-                let o = store
-                    .get_and_touch(key, hash, exptime)
-                    .map(|item| value(item, arena));
+                let o = store.get_and_touch(key, hash, exptime).map(value);
                 (Kind::Gat, o)
             }
             Command::MetaGet {
@@ -157,7 +169,7 @@ impl Shard {
                         won: f.won,
                         ..item_meta(&f.info)
                     };
-                    let value = Span::push(arena, if want_value { f.item.value } else { &[] });
+                    let value = if want_value { f.item.value } else { &[] };
                     Outcome::Item {
                         flags: f.item.flags,
                         cas: f.item.cas,
@@ -269,13 +281,13 @@ impl Shard {
             }
             Command::Flush { delay } => {
                 store.flush(delay);
-                return Outcome::Done;
+                return answer(Outcome::Done);
             }
             // Server-level commands never reach a shard.
-            _ => return Outcome::UnknownCommand,
+            _ => return answer(Outcome::UnknownCommand),
         };
         latency.record(kind, started.elapsed());
-        outcome.unwrap_or_else(outcome_of)
+        answer(outcome.unwrap_or_else(outcome_of))
     }
 
     /// Runs a batch from another shard, in order, until its reply holds `cap` bytes of values;
