@@ -77,6 +77,10 @@ const CASES: &[(&str, &str)] = &[
     ("set x 0 4294967297 1\r\nx\r\nget x\r\nset x 0 2147483648 1\r\nx\r\nget x\r\nset x 0 0 4294967297\r\nx\r\n", "STORED\r\nVALUE x 0 1\r\nx\r\nEND\r\nSTORED\r\nEND\r\nSTORED\r\n"),
     ("set y 0 0 1\r\n1\r\ndecr y 1 noreply\r\nget y\r\nreplace zz 0 0 1\r\nx\r\nadd y 0 0 1\r\nx\r\nprepend zz 0 0 1\r\nx\r\ncas y 0 0 1 1\r\nx\r\n", "STORED\r\nVALUE y 0 1\r\n0\r\nEND\r\nNOT_STORED\r\nNOT_STORED\r\nNOT_STORED\r\nEXISTS\r\n"),
     ("set a 0 0 1\r\nx\r\nappend a 0 0 2\r\nyz\r\nprepend a 0 0 1\r\nw\r\nget a\r\n", "STORED\r\nSTORED\r\nSTORED\r\nVALUE a 0 4\r\nwxyz\r\nEND\r\n"),
+    // Lengths within 2 of INT_MAX overflow memcached's length + "\r\n": a bad command line.
+    ("set k 0 0 2147483647\r\nset k 0 0 2147483646\r\nget k\r\n", "CLIENT_ERROR bad command line format\r\nCLIENT_ERROR bad command line format\r\nEND\r\n"),
+    // A known command with an HTTP-looking key is still that command.
+    ("get / HTTP/1.0\r\n", "END\r\n"),
 ];
 
 #[test]
@@ -171,6 +175,26 @@ fn a_bad_key_in_a_multi_get_answers_one_error_and_no_values() {
         line.as_bytes(),
         b"CLIENT_ERROR bad command line format\r\nVALUE a 0 1\r\nx\r\nEND\r\n",
     );
+}
+
+#[test]
+fn an_http_request_line_closes_without_a_reply() {
+    // memcached 1.6.18: an unknown command whose last word starts with "HTTP/" closes the
+    // connection at once, with no ERROR.
+    let server = Server::start(&[]);
+    for line in [
+        &b"GET / HTTP/1.0\r\n"[..],
+        b"POST /x HTTP/1.1\r\nversion\r\n",
+        b"HTTP/1.0\r\nversion\r\n",
+        b"foo HTTP/\r\n",
+    ] {
+        let mut s = connect(&server);
+        s.write_all(line).unwrap();
+        assert_closed(&mut s);
+    }
+    // Other unknown commands still answer ERROR and keep the connection.
+    let mut s = connect(&server);
+    exchange(&mut s, b"GET / HTTP1.0\r\nget k\r\n", b"ERROR\r\nEND\r\n");
 }
 
 #[test]

@@ -422,7 +422,12 @@ impl Codec for TextCodec {
                 } else {
                     0
                 };
-                let Ok(vlen) = usize::try_from(vlen) else {
+                // memcached adds 2 for the "\r\n" to an int: a length within 2 of its maximum is a
+                // bad command line, not a value too large.
+                let Some(vlen) = usize::try_from(vlen)
+                    .ok()
+                    .filter(|&v| v <= i32::MAX as usize - 2)
+                else {
                     return refuse(BAD_FORMAT, noreply, line_len);
                 };
                 match data_block(buf, line_len, vlen, limits) {
@@ -597,6 +602,14 @@ impl Codec for TextCodec {
                     ),
                     line_len,
                 )
+            }
+            // An unknown command whose last word starts with "HTTP/" is a web request line
+            // (`GET / HTTP/1.1`): memcached closes the connection without a reply.
+            _ if tokens(content)
+                .last()
+                .is_some_and(|w| w.starts_with(b"HTTP/")) =>
+            {
+                Decode::Close
             }
             _ => refuse(ERROR, false, line_len),
         }
@@ -880,6 +893,41 @@ mod tests {
         assert_eq!(meta::base64_decode(b"Zm9v").as_deref(), Some(&b"foo"[..]));
         assert_eq!(meta::base64_decode(b"Zm8="), Some(b"fo".to_vec()));
         assert_eq!(meta::base64_decode(b"!"), None);
+    }
+
+    #[test]
+    fn http_request_lines_close_and_huge_lengths_are_bad_format() {
+        let limits = Limits::default();
+        let mut codec = TextCodec::default();
+        for line in [&b"GET / HTTP/1.1\r\n"[..], b"HTTP/1.0\r\n"] {
+            assert!(
+                matches!(codec.decode(line, &limits), Decode::Close),
+                "{line:?}"
+            );
+        }
+        // A known command keeps its meaning whatever its keys look like.
+        assert!(matches!(
+            codec.decode(b"get / HTTP/1.1\r\n", &limits),
+            Decode::Request { .. }
+        ));
+        for (line, bad_format) in [
+            (&b"set k 0 0 2147483646\r\n"[..], true),
+            (b"set k 0 0 2147483647\r\n", true),
+            (b"set k 0 0 2147483645\r\n", false),
+        ] {
+            let mut codec = TextCodec::default();
+            let Decode::Reject { ctx, outcome, .. } = codec.decode(line, &limits) else {
+                panic!("{line:?} not refused");
+            };
+            let mut out = Vec::new();
+            codec.encode(&mut out, &ctx, b"", &outcome);
+            let want: &[u8] = if bad_format {
+                b"CLIENT_ERROR bad command line format\r\n"
+            } else {
+                b"SERVER_ERROR object too large for cache\r\n"
+            };
+            assert_eq!(out, want, "{line:?}");
+        }
     }
 
     #[test]
