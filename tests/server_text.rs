@@ -79,6 +79,8 @@ const CASES: &[(&str, &str)] = &[
     ("set a 0 0 1\r\nx\r\nappend a 0 0 2\r\nyz\r\nprepend a 0 0 1\r\nw\r\nget a\r\n", "STORED\r\nSTORED\r\nSTORED\r\nVALUE a 0 4\r\nwxyz\r\nEND\r\n"),
     // Lengths within 2 of INT_MAX overflow memcached's length + "\r\n": a bad command line.
     ("set k 0 0 2147483647\r\nset k 0 0 2147483646\r\nget k\r\n", "CLIENT_ERROR bad command line format\r\nCLIENT_ERROR bad command line format\r\nEND\r\n"),
+    // `cas` with unique 0 compares with 0: EXISTS on an item, NOT_FOUND (nothing created) without.
+    ("set moo 0 0 1\r\nx\r\ncas moo 0 0 1 0\r\ny\r\ncas nokey 0 0 1 0\r\ny\r\nget moo nokey\r\n", "STORED\r\nEXISTS\r\nNOT_FOUND\r\nVALUE moo 0 1\r\nx\r\nEND\r\n"),
     // A known command with an HTTP-looking key is still that command.
     ("get / HTTP/1.0\r\n", "END\r\n"),
 ];

@@ -21,6 +21,9 @@ pub enum StoreMode {
     Append,
     /// Add bytes before the existing value (flags and expiry kept).
     Prepend,
+    /// Store only if the key exists and its CAS equals the command's, 0 included (text `cas`,
+    /// meta `ms` with a `C` flag): memcached answers EXISTS or NOT_FOUND, never stores blindly.
+    Cas,
 }
 
 /// Direction of a counter command.
@@ -109,7 +112,8 @@ pub enum Command<B> {
         /// The key.
         key: B,
     },
-    /// Set/Add/Replace/Append/Prepend; `cas != 0` turns it into a compare-and-swap.
+    /// Set/Add/Replace/Append/Prepend; `cas != 0` turns it into a compare-and-swap (mode
+    /// [`StoreMode::Cas`] compares even 0).
     Store {
         /// Which storage rule applies.
         mode: StoreMode,

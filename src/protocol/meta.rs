@@ -130,6 +130,8 @@ fn refuse<'a>(msg: &'static str, skip: usize) -> Decode<'a, ReplyCtx> {
 #[derive(Default)]
 struct Flags {
     cas: u64,
+    /// A `C` flag was given (`C0` included: a compare that can only fail).
+    cas_given: bool,
     flags: u32,
     ttl: Option<i64>,
     delta: Option<u64>,
@@ -216,7 +218,10 @@ fn parse_flags<'t>(
             b'I' => f.invalidate = true,
             // 0 is "no CAS" everywhere, so it cannot be an explicit one.
             b'E' => f.new_cas = num_u().ok().filter(|&c| c != 0).ok_or(bad_token)?,
-            b'C' => f.cas = num_u()?,
+            b'C' => {
+                f.cas = num_u()?;
+                f.cas_given = true;
+            }
             b'D' => f.delta = Some(num_u()?),
             b'J' => f.initial = num_u()?,
             b'F' => {
@@ -315,6 +320,8 @@ pub(crate) fn decode<'a>(
         }
         b"ms" => {
             let mode = match f.mode {
+                // A set with C compares, as memcached's NREAD_CAS, even with C0.
+                None | Some(b'S') if f.cas_given => StoreMode::Cas,
                 None | Some(b'S') => StoreMode::Set,
                 Some(b'E') => StoreMode::Add,
                 Some(b'R') => StoreMode::Replace,
@@ -323,7 +330,7 @@ pub(crate) fn decode<'a>(
                 Some(_) => return refuse("CLIENT_ERROR invalid mode for ms M token", consumed),
             };
             ctx.cmd = MetaCmd::Set {
-                compare: f.cas != 0,
+                compare: f.cas_given,
             };
             if f.invalidate || f.new_cas != 0 {
                 Command::MetaStore {

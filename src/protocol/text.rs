@@ -403,6 +403,7 @@ impl Codec for TextCodec {
                     b"replace" => StoreMode::Replace,
                     b"append" => StoreMode::Append,
                     b"prepend" => StoreMode::Prepend,
+                    b"cas" => StoreMode::Cas,
                     _ => StoreMode::Set,
                 };
                 let key = args[0];

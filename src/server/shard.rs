@@ -78,6 +78,7 @@ fn store_mode(m: StoreMode) -> storage::StoreMode {
         StoreMode::Replace => storage::StoreMode::Replace,
         StoreMode::Append => storage::StoreMode::Append,
         StoreMode::Prepend => storage::StoreMode::Prepend,
+        StoreMode::Cas => storage::StoreMode::Cas,
     }
 }
 

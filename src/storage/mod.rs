@@ -138,6 +138,9 @@ pub enum StoreMode {
     Append,
     /// Prepend to the existing value (flags and expiry kept).
     Prepend,
+    /// Store only over an existing item whose CAS equals the given one, even 0 (which other
+    /// modes read as "no compare").
+    Cas,
 }
 
 /// Counter direction.
@@ -618,7 +621,7 @@ impl Store {
         };
         // Invalidation mode: (expiry, token handed out) the new, stale item inherits.
         let mut stale_from = None;
-        if cas != 0 {
+        if cas != 0 || mode == StoreMode::Cas {
             match old {
                 None => {
                     self.stats.cas_misses += 1;

@@ -241,6 +241,34 @@ fn failed_set_deletes_the_old_value() {
 }
 
 #[test]
+fn cas_mode_compares_even_zero_and_never_creates() {
+    let mut s = small();
+    assert_eq!(
+        put(&mut s, StoreMode::Cas, b"k", b"new", 0),
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        get(&mut s, b"k"),
+        None,
+        "a compare must not create the item"
+    );
+    let cas = set(&mut s, b"k", b"old");
+    assert_eq!(
+        put(&mut s, StoreMode::Cas, b"k", b"new", 0),
+        Err(StoreError::Exists)
+    );
+    assert_eq!(
+        put(&mut s, StoreMode::Cas, b"k", b"new", cas + 1),
+        Err(StoreError::Exists)
+    );
+    assert_eq!(get(&mut s, b"k"), Some(b"old".to_vec()));
+    assert!(put(&mut s, StoreMode::Cas, b"k", b"new", cas).is_ok());
+    assert_eq!(get(&mut s, b"k"), Some(b"new".to_vec()));
+    // Set with 0 stays the unconditional store.
+    assert!(put(&mut s, StoreMode::Set, b"k", b"any", 0).is_ok());
+}
+
+#[test]
 fn empty_value_is_stored() {
     let mut s = small();
     set(&mut s, b"k", b"");

@@ -58,7 +58,7 @@ pub fn request_opcode<B>(command: &Command<B>, variant: Variant) -> Option<u8> {
             Some(ops[usize::from(echo_key) * 2 + usize::from(quiet)])
         }
         Command::Store { mode, .. } => pick(match mode {
-            StoreMode::Set => [SET, SETQ],
+            StoreMode::Set | StoreMode::Cas => [SET, SETQ],
             StoreMode::Add => [ADD, ADDQ],
             StoreMode::Replace => [REPLACE, REPLACEQ],
             StoreMode::Append => [APPEND, APPENDQ],
@@ -166,7 +166,9 @@ pub fn encode_request(
         } => {
             (key, value, cas) = (k, v, c);
             match mode {
-                StoreMode::Set | StoreMode::Add | StoreMode::Replace => {
+                // The binary protocol reads CAS 0 as "no compare": a compare with 0 has no form.
+                StoreMode::Cas if c == 0 => return Err(EncodeError::Unrepresentable),
+                StoreMode::Set | StoreMode::Add | StoreMode::Replace | StoreMode::Cas => {
                     extras[..4].copy_from_slice(&flags.to_be_bytes());
                     extras[4..8].copy_from_slice(&wire_exptime(exptime)?.to_be_bytes());
                     8

@@ -269,7 +269,8 @@ impl Kind {
         match self {
             Kind::Get | Kind::Delete => ext == 0 && key > 0 && body == key,
             Kind::GetTouch | Kind::Touch => ext == 4 && key > 0 && body == key + 4,
-            Kind::Store(StoreMode::Set | StoreMode::Add | StoreMode::Replace) => {
+            // (The binary protocol has no Cas mode: a SET with a non-zero CAS compares.)
+            Kind::Store(StoreMode::Set | StoreMode::Add | StoreMode::Replace | StoreMode::Cas) => {
                 ext == 8 && key > 0
             }
             Kind::Store(StoreMode::Append | StoreMode::Prepend)
