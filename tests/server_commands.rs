@@ -438,6 +438,14 @@ fn stats_groups_follow_memcached() {
     let r = c.call(&get(op::STAT, b"bogus"));
     assert_eq!(r.status, status::NOT_FOUND);
     assert_eq!(c.call(&noop()).opcode, op::NOOP);
+    // `detail on|off`: terminator only; `detail dump`: one "detailed" stat, as memcached 1.6.18
+    // answers with detail off.
+    assert!(c.stats("detail on").is_empty());
+    assert!(c.stats("detail off").is_empty());
+    assert_eq!(
+        c.stats("detail dump"),
+        vec![("detailed".to_string(), "END\r\n".to_string())]
+    );
     // Reset: terminator only, counters zeroed.
     assert!(c.stats("reset").is_empty());
     assert_eq!(c.stat("cmd_get"), 0);

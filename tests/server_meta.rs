@@ -37,6 +37,9 @@ const CASES: &[(&str, &str)] = &[
      "CLIENT_ERROR invalid flag\r\nHD\r\nHD\r\nVA 4\r\nhihi\r\nNS\r\nHD\r\nNF\r\nCLIENT_ERROR bad token in command line format\r\n"),
     ("ms foo 2 T100\r\nhi\r\nmg foo t v T50\r\nmg foo t\r\nset n 0 0 1\r\n5\r\nma n v MD D9\r\nma n q v\r\nma n MD q\r\nma foo\r\nmn\r\n",
      "HD\r\nVA 2 t100\r\nhi\r\nHD t50\r\nSTORED\r\nVA 1\r\n0\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nMN\r\n"),
+    // mg parses C (as a number, once) and ignores it.
+    ("set ck 0 0 1\r\nx\r\nmg ck v C1\r\nmg ck v Cabc\r\nmg ck v C1 C2\r\n",
+     "STORED\r\nVA 1\r\nx\r\nCLIENT_ERROR bad token in command line format\r\nCLIENT_ERROR duplicate flag\r\n"),
     // A set with C0 compares with 0 (never stores, never creates); an append with C0 does not.
     ("set moo 0 0 1\r\nx\r\nms moo 1 C0\r\nz\r\nms nokey2 1 C0\r\nz\r\nms moo 1 C0 MA\r\nz\r\nmg moo v\r\nmg nokey2 v\r\n",
      "STORED\r\nEX\r\nNF\r\nHD\r\nVA 2\r\nxz\r\nEN\r\n"),

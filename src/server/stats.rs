@@ -454,6 +454,16 @@ impl super::router::Core {
         if group.starts_with(b"settings") {
             return Outcome::Stats(settings(&self.shared.settings()));
         }
+        // Binary `stats detail on|off|dump` (the text decoder answers these itself, the same
+        // way): per-prefix detail is not collected yet, so on/off are accepted and the dump is
+        // memcached's with detail off.
+        match group {
+            b"detail on" | b"detail off" => return Outcome::Stats(Vec::new()),
+            b"detail dump" => {
+                return Outcome::Stats(vec![("detailed".into(), "END\r\n".into())]);
+            }
+            _ => {}
+        }
         let known: &[&[u8]] = &[b"", b"items", b"slabs", b"latency"];
         if !known.contains(&group) {
             return Outcome::UnknownStatsGroup;
