@@ -59,6 +59,8 @@ pub enum Command<B> {
         recache: Option<i64>,
         /// Explicit CAS for a created placeholder (meta `E`; 0 = generated).
         new_cas: u64,
+        /// Leave the item's fetched mark and recency as they are (meta `u`).
+        no_update: bool,
     },
     /// Meta set with invalidation mode or an explicit CAS (plain sets use [`Command::Store`]).
     MetaStore {
@@ -206,6 +208,7 @@ impl<B> Command<B> {
                 vivify,
                 recache,
                 new_cas,
+                no_update,
             } => Command::MetaGet {
                 key: f(key),
                 touch,
@@ -213,6 +216,7 @@ impl<B> Command<B> {
                 vivify,
                 recache,
                 new_cas,
+                no_update,
             },
             Command::MetaStore {
                 mode,

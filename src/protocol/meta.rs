@@ -132,6 +132,8 @@ struct Flags {
     cas: u64,
     /// A `C` flag was given (`C0` included: a compare that can only fail).
     cas_given: bool,
+    /// `u`: no fetched mark, no LRU bump.
+    no_update: bool,
     flags: u32,
     ttl: Option<i64>,
     delta: Option<u64>,
@@ -206,6 +208,7 @@ fn parse_flags<'t>(
             b'q' => ctx.quiet = true,
             b'b' => ctx.base64 = true,
             b'v' => f.value = true,
+            b'u' => f.no_update = true,
             b'O' => {
                 if arg.len() > MAX_OPAQUE {
                     return Err(OPAQUE_TOO_LONG);
@@ -317,6 +320,7 @@ pub(crate) fn decode<'a>(
                 vivify: f.vivify,
                 recache: f.recache,
                 new_cas: f.new_cas,
+                no_update: f.no_update,
             }
         }
         b"ms" => {

@@ -153,6 +153,7 @@ impl Shard {
                 vivify,
                 recache,
                 new_cas,
+                no_update,
             } => {
                 match touch {
                     None => c.cmd_get += 1,
@@ -163,6 +164,7 @@ impl Shard {
                     vivify,
                     recache_below: recache,
                     new_cas,
+                    no_update,
                 };
                 // Metadata is read before the access: memcached reports h, l and t as they were.
                 let o = store.fetch(key, hash, opts).map(|f| {

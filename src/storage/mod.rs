@@ -299,6 +299,9 @@ pub struct FetchOptions {
     pub recache_below: Option<i64>,
     /// Explicit wire CAS for a placeholder created by `vivify` (0 = a generated one).
     pub new_cas: u64,
+    /// Count the hit but leave the fetched mark, access time and recency as they are
+    /// (memcached's meta `u`: the next plain read still sees "never fetched").
+    pub no_update: bool,
 }
 
 /// The result of a [`Store::fetch`].
@@ -721,7 +724,12 @@ impl Store {
             }
             None => self.stats.get_hits += 1,
         }
-        self.hit(id);
+        if opts.no_update {
+            let class = self.slab.class_of(id);
+            self.classes[class].win_hits += 1;
+        } else {
+            self.hit(id);
+        }
         Ok(Fetched {
             item: self.view(id),
             info,

@@ -1254,3 +1254,25 @@ fn explicit_cas_is_kept_until_the_next_change_and_survives_nothing_flush_kills()
     assert_eq!(get(&mut s, b"p"), None);
     s.verify();
 }
+
+#[test]
+fn fetch_without_update_leaves_the_fetched_mark() {
+    let mut s = small();
+    set(&mut s, b"k", b"v");
+    let quiet = FetchOptions {
+        no_update: true,
+        ..FetchOptions::default()
+    };
+    let (_, info, _) = fetch(&mut s, b"k", quiet).unwrap();
+    assert!(!info.fetched);
+    let (_, info, _) = fetch(&mut s, b"k", quiet).unwrap();
+    assert!(
+        !info.fetched,
+        "a no-update read must not mark the item fetched"
+    );
+    let (_, info, _) = fetch(&mut s, b"k", FetchOptions::default()).unwrap();
+    assert!(!info.fetched);
+    let (_, info, _) = fetch(&mut s, b"k", quiet).unwrap();
+    assert!(info.fetched);
+    assert_eq!(s.stats().get_hits, 4, "every read is still a hit");
+}
