@@ -37,6 +37,9 @@ const CASES: &[(&str, &str)] = &[
      "CLIENT_ERROR invalid flag\r\nHD\r\nHD\r\nVA 4\r\nhihi\r\nNS\r\nHD\r\nNF\r\nCLIENT_ERROR bad token in command line format\r\n"),
     ("ms foo 2 T100\r\nhi\r\nmg foo t v T50\r\nmg foo t\r\nset n 0 0 1\r\n5\r\nma n v MD D9\r\nma n q v\r\nma n MD q\r\nma foo\r\nmn\r\n",
      "HD\r\nVA 2 t100\r\nhi\r\nHD t50\r\nSTORED\r\nVA 1\r\n0\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nMN\r\n"),
+    // Flags in order: t after T reports the touched TTL, t before T the old one.
+    ("ms gk 4 T100\r\nooom\r\nmg gk s v T300 t\r\nmg gk t T50\r\nmg gk t\r\nmg nope t T5\r\nms never 1\r\nx\r\nmg never T0 t\r\n",
+     "HD\r\nVA 4 s4 t300\r\nooom\r\nHD t300\r\nHD t50\r\nEN\r\nHD\r\nHD t-1\r\n"),
     // u: the read leaves the fetched mark alone (the next read still reports h0).
     ("ms noupdate 3 T100\r\nhit\r\nmg noupdate s u h\r\nmg noupdate s h\r\nmg noupdate s u h\r\nmg noupdate s h\r\n",
      "HD\r\nHD s3 h0\r\nHD s3 h0\r\nHD s3 h1\r\nHD s3 h1\r\n"),

@@ -354,6 +354,8 @@ pub struct ItemMeta {
     pub value_len: u32,
     /// Seconds left to live; -1 = never expires.
     pub ttl: i64,
+    /// Seconds left to live after this request's touch (meta `t` written after `T`).
+    pub ttl_after: i64,
     /// Seconds since the last access (before this request).
     pub idle: u32,
     /// Whether the item had been read before this request.

@@ -55,6 +55,8 @@ pub struct MetaCtx {
     pub quiet: bool,
     /// `b`: the key is base64 (echoed as sent, followed by ` b`).
     pub base64: bool,
+    /// `t` came after `T`: report the TTL the touch set (memcached handles flags in order).
+    ttl_after_touch: bool,
 }
 
 impl MetaCtx {
@@ -67,6 +69,7 @@ impl MetaCtx {
             olen: 0,
             quiet: false,
             base64: false,
+            ttl_after_touch: false,
         }
     }
 
@@ -208,6 +211,7 @@ fn parse_flags<'t>(
             b'q' => ctx.quiet = true,
             b'b' => ctx.base64 = true,
             b'v' => f.value = true,
+            b't' if seen[usize::from(b'T')] => ctx.ttl_after_touch = true,
             b'u' => f.no_update = true,
             b'O' => {
                 if arg.len() > MAX_OPAQUE {
@@ -485,6 +489,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, ctx: &MetaCtx, key: &[u8], outcome: &Out
                 |f, out| match f {
                     b'f' => put_num(out, flags),
                     b'c' => put_num(out, cas),
+                    b't' if ctx.ttl_after_touch => put_num(out, meta.ttl_after),
                     b't' => put_num(out, meta.ttl),
                     b's' => put_num(out, meta.value_len),
                     b'h' => put_num(out, u8::from(meta.fetched)),

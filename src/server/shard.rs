@@ -53,6 +53,7 @@ fn item_meta(i: &ItemInfo) -> ItemMeta {
     ItemMeta {
         value_len: i.value_len as u32,
         ttl: i.ttl.map_or(-1, i64::from),
+        ttl_after: i.ttl.map_or(-1, i64::from),
         idle: i.idle,
         fetched: i.fetched,
         cas: i.cas,
@@ -170,6 +171,7 @@ impl Shard {
                 let o = store.fetch(key, hash, opts).map(|f| {
                     let meta = ItemMeta {
                         won: f.won,
+                        ttl_after: f.ttl_after.map_or(-1, i64::from),
                         ..item_meta(&f.info)
                     };
                     let value = if want_value { f.item.value } else { &[] };

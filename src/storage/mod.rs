@@ -313,6 +313,8 @@ pub struct Fetched<'a> {
     pub info: ItemInfo,
     /// This caller won the right to recompute the value; the item now records a token as sent.
     pub won: bool,
+    /// Seconds left to live after the access (differs from `info.ttl` after a touch).
+    pub ttl_after: Option<u32>,
 }
 
 /// Options of [`Store::arith_with`].
@@ -730,10 +732,15 @@ impl Store {
         } else {
             self.hit(id);
         }
+        let ttl_after = match opts.touch {
+            Some(_) => self.info(id).ttl,
+            None => info.ttl,
+        };
         Ok(Fetched {
             item: self.view(id),
             info,
             won,
+            ttl_after,
         })
     }
 
