@@ -489,14 +489,13 @@ impl ConnState {
     fn discard_unsent(&mut self, spare: &RefCell<Vec<Vec<u8>>>) {
         while self.out.len() > self.in_flight {
             if let Some(chunk) = self.out.pop_back() {
-                self.staged -= chunk.len() - if self.out.is_empty() { self.sent } else { 0 };
                 recycle(spare, chunk);
             }
         }
         if self.out.is_empty() {
             self.sent = 0;
-            self.staged = 0;
         }
+        self.staged = self.out.iter().map(Vec::len).sum::<usize>() - self.sent;
     }
 
     fn failed(&self) -> bool {

@@ -727,8 +727,7 @@ impl Store {
             None => self.stats.get_hits += 1,
         }
         if opts.no_update {
-            let class = self.slab.class_of(id);
-            self.classes[class].win_hits += 1;
+            self.count_hit(id);
         } else {
             self.hit(id);
         }
@@ -1151,10 +1150,15 @@ impl Store {
     /// A read or touch: marks fetched, moves it in the policy, stamps the access time.
     #[inline]
     fn hit(&mut self, id: ItemId) {
-        let class = self.slab.class_of(id);
-        self.classes[class].win_hits += 1;
+        self.count_hit(id);
         item::set_fetched(self.slab.chunk_mut(id));
         self.touch_recency(id);
+    }
+
+    /// Counts a hit in the item's class, without marking or moving the item.
+    fn count_hit(&mut self, id: ItemId) {
+        let class = self.slab.class_of(id);
+        self.classes[class].win_hits += 1;
     }
 
     /// Moves an item in the policy and stamps its access time (no fetched mark).
