@@ -46,10 +46,73 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 const CHUNK: usize = 64 * 1024;
 /// Output up to this size is copied onto the last queued chunk; larger output is queued as is.
 const COPY_MAX: usize = 4 * 1024;
-/// Chunks one send carries at most (one io_uring SQE, or one `sendmsg` on epoll).
-const MAX_IOV: usize = 16;
+/// Chunks one send carries at most (one io_uring SQE, or one `sendmsg` on epoll). A lent value
+/// takes a chunk of its own between two owned ones, so a pipeline of 16 large gets needs ~33.
+const MAX_IOV: usize = 64;
 /// Empty chunks a loop keeps for reuse (at most `SPARE_CHUNKS * CHUNK` bytes held idle).
 const SPARE_CHUNKS: usize = 32;
+
+/// Bytes a connection sends without owning them (a cached value, sent from where it is stored
+/// instead of being copied into the output): `keep` holds whatever keeps them there, and is
+/// dropped once no send reads them any more (after the send's completion, or when the
+/// connection fails). The layer never reads the bytes itself, only hands their address to the
+/// kernel.
+pub struct Lent {
+    ptr: *const u8,
+    len: usize,
+    _keep: Box<dyn std::any::Any>,
+}
+
+impl Lent {
+    /// Wraps `len` bytes at `ptr`, kept valid by `keep`.
+    ///
+    /// # Safety
+    /// The bytes must stay allocated and unchanged until `keep` is dropped.
+    pub unsafe fn new(ptr: *const u8, len: usize, keep: Box<dyn std::any::Any>) -> Lent {
+        Lent {
+            ptr,
+            len,
+            _keep: keep,
+        }
+    }
+
+    /// Bytes lent.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no bytes are lent.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One piece of a connection's output.
+enum Chunk {
+    /// Bytes the layer owns (reused for later output once sent).
+    Own(Vec<u8>),
+    /// Bytes lent by the task (see [`Lent`]).
+    Lent(Lent),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Own(v) => v.len(),
+            Chunk::Lent(l) => l.len,
+        }
+    }
+
+    /// The address of byte `from` (`from <= len`).
+    fn ptr_at(&self, from: usize) -> *const u8 {
+        debug_assert!(from <= self.len());
+        match self {
+            Chunk::Own(v) => v[from..].as_ptr(),
+            // `from` stays within the lent bytes, so the offset is in bounds of their object.
+            Chunk::Lent(l) => l.ptr.wrapping_add(from),
+        }
+    }
+}
 
 /// Which kernel interface a loop uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,7 +455,7 @@ struct ConnState {
     error: Option<io::Error>,
     reader: Option<Waker>,
     /// Output the task handed over, in order, not yet sent; `out[0][sent..]` goes first.
-    out: VecDeque<Vec<u8>>,
+    out: VecDeque<Chunk>,
     sent: usize,
     /// Bytes in `out` not yet sent.
     staged: usize,
@@ -445,12 +508,13 @@ impl ConnState {
         let mut bytes = 0;
         let mut chunks = 0;
         for (i, chunk) in self.out.iter().take(MAX_IOV).enumerate() {
-            let rest = &chunk[if i == 0 { self.sent } else { 0 }..];
+            let from = if i == 0 { self.sent } else { 0 };
+            let len = chunk.len() - from;
             v.iov[i] = libc::iovec {
-                iov_base: rest.as_ptr() as *mut libc::c_void,
-                iov_len: rest.len(),
+                iov_base: chunk.ptr_at(from) as *mut libc::c_void,
+                iov_len: len,
             };
-            bytes += rest.len();
+            bytes += len;
             chunks += 1;
         }
         v.msg.msg_iov = v.iov.as_mut_ptr();
@@ -495,7 +559,7 @@ impl ConnState {
         if self.out.is_empty() {
             self.sent = 0;
         }
-        self.staged = self.out.iter().map(Vec::len).sum::<usize>() - self.sent;
+        self.staged = self.out.iter().map(Chunk::len).sum::<usize>() - self.sent;
     }
 
     fn failed(&self) -> bool {
@@ -512,8 +576,12 @@ impl ConnState {
     }
 }
 
-/// Keeps an emptied output chunk for reuse, unless it is large or enough are kept.
-fn recycle(spare: &RefCell<Vec<Vec<u8>>>, mut chunk: Vec<u8>) {
+/// Keeps an emptied output chunk for reuse, unless it is large or enough are kept; a lent one
+/// is given back to its lender.
+fn recycle(spare: &RefCell<Vec<Vec<u8>>>, chunk: Chunk) {
+    let Chunk::Own(mut chunk) = chunk else {
+        return;
+    };
     let mut spare = spare.borrow_mut();
     if chunk.capacity() <= CHUNK && spare.len() < SPARE_CHUNKS {
         chunk.clear();
@@ -911,8 +979,8 @@ impl Loop {
                         // `vec`, are neither touched nor dropped while `in_flight` covers them;
                         // the slot is not freed before the send's completion (see `try_close`).
                         if c.out.len() == 1 {
-                            let rest = &c.out[0][c.sent..];
-                            u.send(id, raw, rest.as_ptr(), rest.len());
+                            let len = c.out[0].len() - c.sent;
+                            u.send(id, raw, c.out[0].ptr_at(c.sent), len);
                             c.in_flight = 1;
                         } else {
                             let (chunks, _) = c.fill_vec();
@@ -1190,29 +1258,7 @@ impl Conn {
     /// connection's output is still unsent, so a client that does not read stops its own
     /// requests from being served.
     pub async fn send(&self, out: &mut Vec<u8>) -> io::Result<()> {
-        if !out.is_empty() {
-            let mut c = self.state.borrow_mut();
-            if let Some(e) = &c.error {
-                return Err(io::Error::new(e.kind(), e.to_string()));
-            }
-            let len = out.len();
-            // Copy small output onto the last chunk if no send reads it and it stays small;
-            // queue anything larger as a chunk of its own (no copy; the send's vector joins
-            // them) and give the caller a spare in its place.
-            let appendable = c.out.len() > c.in_flight && len < COPY_MAX;
-            match c.out.back_mut() {
-                Some(last) if appendable && last.len() + len <= CHUNK => {
-                    last.extend_from_slice(out);
-                    out.clear();
-                }
-                _ => {
-                    let fresh = self.lp.spare.borrow_mut().pop().unwrap_or_default();
-                    c.out.push_back(std::mem::replace(out, fresh));
-                }
-            }
-            c.staged += len;
-            self.lp.list(&mut c);
-        }
+        self.stage(out)?;
         std::future::poll_fn(|cx| {
             let mut c = self.state.borrow_mut();
             if let Some(e) = &c.error {
@@ -1226,6 +1272,46 @@ impl Conn {
             Poll::Pending
         })
         .await
+    }
+
+    /// Queues `out` for sending without waiting (it leaves `out` empty); the next
+    /// [`Conn::send`] waits for the lot.
+    pub fn stage(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.state.borrow_mut();
+        if let Some(e) = &c.error {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        let len = out.len();
+        // Copy small output onto the last chunk if no send reads it and it stays small;
+        // queue anything larger as a chunk of its own (no copy; the send's vector joins
+        // them) and give the caller a spare in its place.
+        let appendable = c.out.len() > c.in_flight && len < COPY_MAX;
+        match c.out.back_mut() {
+            Some(Chunk::Own(last)) if appendable && last.len() + len <= CHUNK => {
+                last.extend_from_slice(out);
+                out.clear();
+            }
+            _ => {
+                let fresh = self.lp.spare.borrow_mut().pop().unwrap_or_default();
+                c.out.push_back(Chunk::Own(std::mem::replace(out, fresh)));
+            }
+        }
+        c.staged += len;
+        self.lp.list(&mut c);
+        Ok(())
+    }
+
+    /// Queues lent bytes after everything staged so far, without waiting. Never drops `lent`
+    /// here (a failed connection lets it go on the loop's next flush), so a caller may call
+    /// this while holding whatever `lent`'s keeper takes back on drop.
+    pub fn stage_lent(&self, lent: Lent) {
+        let mut c = self.state.borrow_mut();
+        c.staged += lent.len;
+        c.out.push_back(Chunk::Lent(lent));
+        self.lp.list(&mut c);
     }
 
     /// Asks room to stage `more` output bytes on top of the `pending` bytes the task is still

@@ -49,6 +49,21 @@ pub trait Codec {
     /// Appends the reply to `outcome` (nothing when the protocol suppresses it); `key` is the
     /// request's key, empty when it has none.
     fn encode(&mut self, out: &mut Vec<u8>, ctx: &Self::Ctx, key: &[u8], outcome: &Outcome<&[u8]>);
+    /// Appends the reply as [`Codec::encode`] does, except that a hit's value
+    /// (`Outcome::Value`) is not copied: `put_value` is called where its bytes belong, with
+    /// `out` holding everything before them, and may take those bytes away (the caller then
+    /// places the value after them by its own means). Returns false, having written nothing,
+    /// when this reply does not carry its value that way; the caller then uses `encode`.
+    fn encode_split(
+        &mut self,
+        _out: &mut Vec<u8>,
+        _ctx: &Self::Ctx,
+        _key: &[u8],
+        _outcome: &Outcome<&[u8]>,
+        _put_value: &mut dyn FnMut(&mut Vec<u8>),
+    ) -> bool {
+        false
+    }
     /// The item key that a request's key names: the wire key itself, except where the protocol
     /// encodes keys (meta `b`: base64). Replies echo the wire key.
     fn item_key<'k>(&self, _ctx: &Self::Ctx, wire_key: &'k [u8]) -> Cow<'k, [u8]> {

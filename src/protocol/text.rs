@@ -627,6 +627,33 @@ impl Codec for TextCodec {
         }
     }
 
+    fn encode_split(
+        &mut self,
+        out: &mut Vec<u8>,
+        ctx: &ReplyCtx,
+        key: &[u8],
+        outcome: &Outcome<&[u8]>,
+        put_value: &mut dyn FnMut(&mut Vec<u8>),
+    ) -> bool {
+        let (
+            ReplyCtx::Text {
+                kind: Kind::Get { cas: with_cas, end },
+                noreply: false,
+            },
+            Outcome::Value { flags, cas, value },
+        ) = (ctx, outcome)
+        else {
+            return false;
+        };
+        value_line(out, key, *flags, value.len(), with_cas.then_some(*cas));
+        put_value(out);
+        out.extend_from_slice(b"\r\n");
+        if *end {
+            line_out(out, b"END");
+        }
+        true
+    }
+
     fn item_key<'k>(&self, ctx: &ReplyCtx, wire_key: &'k [u8]) -> Cow<'k, [u8]> {
         match ctx {
             // Checked when decoded, so the decoding cannot fail here.
@@ -636,6 +663,18 @@ impl Codec for TextCodec {
             _ => Cow::Borrowed(wire_key),
         }
     }
+}
+
+/// `VALUE <key> <flags> <bytes>[ <cas>]\r\n`, the line in front of a get's data block.
+fn value_line(out: &mut Vec<u8>, key: &[u8], flags: u32, len: usize, cas: Option<u64>) {
+    use std::io::Write;
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(key);
+    // Writing into a Vec cannot fail.
+    let _ = match cas {
+        Some(cas) => write!(out, " {flags} {len} {cas}\r\n"),
+        None => write!(out, " {flags} {len}\r\n"),
+    };
 }
 
 fn line_out(out: &mut Vec<u8>, text: &[u8]) {
@@ -655,16 +694,8 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
     match kind {
         Kind::Get { cas: with_cas, end } => {
             if let Outcome::Value { flags, cas, value } = outcome {
-                let mut head = Vec::with_capacity(key.len() + 48);
-                head.extend_from_slice(b"VALUE ");
-                head.extend_from_slice(key);
-                let nums = if with_cas {
-                    format!(" {flags} {} {cas}", value.len())
-                } else {
-                    format!(" {flags} {}", value.len())
-                };
-                head.extend_from_slice(nums.as_bytes());
-                line_out(out, &head);
+                let cas = with_cas.then_some(*cas);
+                value_line(out, key, *flags, value.len(), cas);
                 line_out(out, value);
             } else if let Outcome::OutOfMemory = outcome {
                 line_out(out, GET_OUT_OF_MEMORY.as_bytes());
@@ -726,6 +757,42 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_encoding_is_the_whole_encoding_with_the_value_put_in_by_the_caller() {
+        let value = b"0123456789";
+        let hit = Outcome::Value {
+            flags: 3,
+            cas: 99,
+            value: &value[..],
+        };
+        for (with_cas, end) in [(false, false), (false, true), (true, false), (true, true)] {
+            let ctx = ReplyCtx::Text {
+                kind: Kind::Get { cas: with_cas, end },
+                noreply: false,
+            };
+            let (mut whole, mut split) = (Vec::new(), Vec::new());
+            let mut codec = TextCodec::default();
+            codec.encode(&mut whole, &ctx, b"k", &hit);
+            let done = codec.encode_split(&mut split, &ctx, b"k", &hit, &mut |out| {
+                out.extend_from_slice(value)
+            });
+            assert!(done);
+            assert_eq!(split, whole, "gets {with_cas}, end {end}");
+        }
+        let miss = ReplyCtx::Text {
+            kind: Kind::Get {
+                cas: false,
+                end: true,
+            },
+            noreply: false,
+        };
+        let mut out = Vec::new();
+        let never = &mut |_: &mut Vec<u8>| panic!("no value to place");
+        let mut codec = TextCodec::default();
+        assert!(!codec.encode_split(&mut out, &miss, b"k", &Outcome::NotFound, never));
+        assert!(out.is_empty());
+    }
 
     /// What one decode step produced, owned, for comparing whole streams.
     #[derive(Debug, PartialEq, Eq)]

@@ -181,10 +181,9 @@ impl Connection {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            self.core.counters().bytes_written += self.out.len() as u64;
-            self.conn.send(&mut self.out).await?;
-        }
+        self.core.counters().bytes_written += self.out.len() as u64;
+        // Even with nothing left in `out`: values staged from the store may need the wait.
+        self.conn.send(&mut self.out).await?;
         if self.out.capacity() > OUT_KEEP {
             self.out = Vec::new();
         }
@@ -206,7 +205,10 @@ async fn batch<C: Codec>(
     let mut pos = 0;
     // Requests answered straight into `out` (nothing before them was waiting).
     let mut answered = 0;
-    while answered + b.len() < MAX_BATCH && out.len() + b.local_bytes() < BATCH_REPLY_BYTES {
+    // Bytes of those answers already staged on the connection (values sent from the store).
+    let mut staged = 0;
+    while answered + b.len() < MAX_BATCH && staged + out.len() + b.local_bytes() < BATCH_REPLY_BYTES
+    {
         let decoded = codec.decode(&buf[pos..], limits);
         match decoded {
             Decode::Incomplete => break,
@@ -273,11 +275,14 @@ async fn batch<C: Codec>(
                                 })
                             }
                         };
-                        let now = b.run_now(core, command, |outcome| {
-                            encode_answer(codec, conn, out, &ctx, wire_key, outcome)
+                        let now = b.run_now(core, command, |outcome, lent| {
+                            encode_answer(codec, conn, out, &ctx, wire_key, outcome, lent)
                         });
                         match now {
-                            Ok(()) => answered += 1,
+                            Ok(bytes) => {
+                                answered += 1;
+                                staged += bytes;
+                            }
                             Err(command) => b.route(core, command, wire_key, Some(ctx)),
                         }
                     }
@@ -317,6 +322,7 @@ async fn batch<C: Codec>(
         }
     }
     step.consumed = pos;
+    core.counters().bytes_written += staged as u64;
     gather(core, codec, b, conn, out).await?;
     Ok(step)
 }

@@ -66,8 +66,8 @@ pub struct Shared {
 
 impl Shared {
     /// Shard `id`, once its thread has created it.
-    pub fn shard(&self, id: usize) -> Option<&Shard> {
-        self.shards.get(id)?.get().map(|s| &**s)
+    pub fn shard(&self, id: usize) -> Option<&Arc<Shard>> {
+        self.shards.get(id)?.get()
     }
 
     fn settings(&self) -> Settings {

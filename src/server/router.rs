@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::net::mail::{Credits, Outbox, PostOffice};
-use crate::net::Conn;
+use crate::net::{Conn, Lent};
 use crate::protocol::{Codec, Command, Limits, Outcome};
 use crate::storage::key_hash;
 
@@ -463,7 +463,7 @@ impl<'a, Ctx> Batch<'a, Ctx> {
     /// The shard that can run a command for owner `o` from this core right now: this one, or
     /// another directly (within the batch's direct limit and before any mail to it); `None`
     /// when the request must go by mail.
-    fn runner<'c>(&self, core: &'c Core, o: usize) -> Option<&'c Shard> {
+    fn runner<'c>(&self, core: &'c Core, o: usize) -> Option<&'c Arc<Shard>> {
         if o == core.shard.id {
             return Some(&core.shard);
         }
@@ -480,7 +480,7 @@ impl<'a, Ctx> Batch<'a, Ctx> {
         &mut self,
         core: &Core,
         cmd: Command<&'c [u8]>,
-        answer: impl FnOnce(Outcome<&[u8]>) -> R,
+        answer: impl FnOnce(Outcome<&[u8]>, Option<Lent>) -> R,
     ) -> Result<R, Command<&'c [u8]>> {
         if !self.entries.is_empty() {
             return Err(cmd);
@@ -493,7 +493,7 @@ impl<'a, Ctx> Batch<'a, Ctx> {
         if o != core.shard.id {
             self.direct[o] += 1;
         }
-        Ok(shard.execute_with(cmd, hash, answer))
+        Ok(shard.execute_lending(cmd, hash, answer))
     }
 
     /// Runs a key command on its owner: at once when local, else queued for its shard. The
@@ -532,7 +532,9 @@ impl<'a, Ctx> Batch<'a, Ctx> {
 }
 
 /// Encodes one answer into `out`; a value the connection's output budget cannot take is
-/// answered as out of memory instead.
+/// answered as out of memory instead. A `lent` value goes from the store: what `out` holds in
+/// front of it is staged on `conn`, then the value itself; returns the bytes staged that way
+/// (no longer in `out`), 0 when the answer went into `out` whole.
 pub fn encode_answer<C: Codec>(
     codec: &mut C,
     conn: &Conn,
@@ -540,14 +542,34 @@ pub fn encode_answer<C: Codec>(
     ctx: &C::Ctx,
     key: &[u8],
     mut outcome: Outcome<&[u8]>,
-) {
+    lent: Option<Lent>,
+) -> usize {
     if let Outcome::Value { value, .. } | Outcome::Item { value, .. } = &outcome {
         // Room for the value plus its header line.
         if !conn.reserve_output(out.len(), value.len() + key.len() + 64) {
             outcome = Outcome::OutOfMemory;
         }
     }
+    if let Some(lent) = lent {
+        let mut lent = Some(lent);
+        let mut staged = 0;
+        let split = codec.encode_split(out, ctx, key, &outcome, &mut |head| {
+            if let Some(value) = lent.take() {
+                staged = head.len() + value.len();
+                if conn.stage(head).is_err() {
+                    // The connection failed: nothing of it will be sent.
+                    head.clear();
+                }
+                conn.stage_lent(value);
+            }
+        });
+        if split {
+            return staged;
+        }
+        // Not sent from the store after all: the loan ends (queued, since the store is locked).
+    }
     codec.encode(out, ctx, key, &outcome);
+    0
 }
 
 /// Sends the remote parts, then encodes every outcome in request order into `out`. When an
@@ -616,6 +638,7 @@ pub async fn gather<C: Codec>(
                     ctx,
                     e.key,
                     outcome.map_bytes(|s| s.get(arena)),
+                    None,
                 );
             }
             next += 1;

@@ -8,12 +8,15 @@
 //! it runs directly instead of sending them (see `router`), so contention stays rare and short:
 //! the lock is held for one command, never across I/O or an await.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Instant;
+
+use crate::net::Lent;
 
 use crate::protocol::{ArithOp, Command, ItemMeta, Outcome, StoreMode};
 use crate::storage::{
-    self, ArithOptions, FetchOptions, ItemInfo, ItemView, Store, StoreError, StoreOptions,
+    self, ArithOptions, FetchOptions, ItemInfo, ItemRef, ItemView, Store, StoreError, StoreOptions,
 };
 
 use super::router::{ReplyBatch, RequestBatch, Span};
@@ -22,12 +25,47 @@ use super::stats::{Counters, Kind, Latencies, Snapshot};
 /// Items the background reclaimer may examine per tick.
 pub const RECLAIM_BUDGET: usize = 4096;
 
+/// Values at least this long are sent from the store (lent, see [`ValueLoan`]) instead of being
+/// copied into the reply. Below it the copy costs less than the loan (a lock to end it, an
+/// allocation, an iovec of its own).
+pub const LEND_MIN: usize = 8 * 1024;
+
 /// A core's cache and its statistics. Owned by its core's thread; other cores reach it only
 /// through [`Shard::execute`].
 pub struct Shard {
     /// This shard's index.
     pub id: usize,
     state: Mutex<State>,
+    /// Loans that ended while the state was locked (by this thread or another): ended on the
+    /// next lock instead of waiting for it.
+    returns: Mutex<Vec<ItemRef>>,
+    returns_pending: AtomicBool,
+}
+
+/// A hit's value lent to the network layer: the store keeps the bytes in place until this is
+/// dropped (see `Store::lend`). Dropping never blocks: if the shard is locked, the loan is
+/// queued and ended by the next command.
+pub struct ValueLoan {
+    shard: Arc<Shard>,
+    item: ItemRef,
+}
+
+impl Drop for ValueLoan {
+    fn drop(&mut self) {
+        let shard = &self.shard;
+        match shard.state.try_lock() {
+            Ok(mut state) => state.store.end_loan(self.item),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().store.end_loan(self.item),
+            Err(TryLockError::WouldBlock) => {
+                shard
+                    .returns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(self.item);
+                shard.returns_pending.store(true, Ordering::Release);
+            }
+        }
+    }
 }
 
 /// What the shard's mutex guards.
@@ -93,6 +131,8 @@ impl Shard {
                 counters: Counters::default(),
                 latency: Latencies::default(),
             }),
+            returns: Mutex::new(Vec::new()),
+            returns_pending: AtomicBool::new(false),
         }
     }
 
@@ -100,7 +140,16 @@ impl Shard {
     /// later command would misread (each command's changes are complete before it returns a
     /// value), so a poisoned lock is used as is rather than taking the server down with it.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.returns_pending.load(Ordering::Acquire) {
+            self.returns_pending.store(false, Ordering::Relaxed);
+            let returned =
+                std::mem::take(&mut *self.returns.lock().unwrap_or_else(PoisonError::into_inner));
+            for item in returned {
+                state.store.end_loan(item);
+            }
+        }
+        state
     }
 
     /// Runs one item command (or a flush) against this shard's store. Values of hits are copied
@@ -119,6 +168,27 @@ impl Shard {
         hash: u64,
         answer: impl FnOnce(Outcome<&[u8]>) -> R,
     ) -> R {
+        self.run(None, cmd, hash, |o, _| answer(o))
+    }
+
+    /// As [`Shard::execute_with`], and a get's hit of at least [`LEND_MIN`] bytes comes with
+    /// its value lent, for sending it from the store without a copy.
+    pub fn execute_lending<R>(
+        self: &Arc<Self>,
+        cmd: Command<&[u8]>,
+        hash: u64,
+        answer: impl FnOnce(Outcome<&[u8]>, Option<Lent>) -> R,
+    ) -> R {
+        self.run(Some(self), cmd, hash, answer)
+    }
+
+    fn run<R>(
+        &self,
+        lender: Option<&Arc<Shard>>,
+        cmd: Command<&[u8]>,
+        hash: u64,
+        answer: impl FnOnce(Outcome<&[u8]>, Option<Lent>) -> R,
+    ) -> R {
         let started = Instant::now();
         let mut state = self.lock();
         let State {
@@ -133,19 +203,40 @@ impl Shard {
                 value: item.value,
             }
         }
+        let mut lent = None;
         let (kind, outcome) = match cmd {
-            Command::Get { key, touch: None } => {
-                c.cmd_get += 1;
-                let o = store.get(key, hash).map(value);
-                (Kind::Get, o)
-            }
-            Command::Get {
-                key,
-                touch: Some(exptime),
-            } => {
-                c.cmd_touch += 1;
-                let o = store.get_and_touch(key, hash, exptime).map(value);
-                (Kind::Gat, o)
+            Command::Get { key, touch } => {
+                let (kind, found) = match touch {
+                    None => {
+                        c.cmd_get += 1;
+                        (Kind::Get, store.get(key, hash).map(|v| v.item))
+                    }
+                    Some(exptime) => {
+                        c.cmd_touch += 1;
+                        let found = store.get_and_touch(key, hash, exptime);
+                        (Kind::Gat, found.map(|v| v.item))
+                    }
+                };
+                match found {
+                    Ok(item) => {
+                        if let Some(shard) =
+                            lender.filter(|_| store.item(item).value.len() >= LEND_MIN)
+                        {
+                            let v = store.lend(item);
+                            let loan = ValueLoan {
+                                shard: shard.clone(),
+                                item,
+                            };
+                            // SAFETY: the store keeps the value's bytes allocated and unchanged
+                            // while the loan lasts (`Store::lend`), and the loan ends only when
+                            // `ValueLoan` (kept by the `Lent`) is dropped. The network layer never
+                            // forms a reference over them; only the kernel reads them.
+                            lent = Some(unsafe { Lent::new(v.ptr, v.len, Box::new(loan)) });
+                        }
+                        (kind, Ok(value(store.item(item))))
+                    }
+                    Err(e) => (kind, Err(e)),
+                }
             }
             Command::MetaGet {
                 key,
@@ -286,13 +377,13 @@ impl Shard {
             }
             Command::Flush { delay } => {
                 store.flush(delay);
-                return answer(Outcome::Done);
+                return answer(Outcome::Done, None);
             }
             // Server-level commands never reach a shard.
-            _ => return answer(Outcome::UnknownCommand),
+            _ => return answer(Outcome::UnknownCommand, None),
         };
         latency.record(kind, started.elapsed());
-        answer(outcome.unwrap_or_else(outcome_of))
+        answer(outcome.unwrap_or_else(outcome_of), lent)
     }
 
     /// Runs a batch from another shard, in order, until its reply holds `cap` bytes of values;

@@ -24,6 +24,8 @@ mod slab;
 
 use std::fmt;
 
+use hashbrown::HashMap;
+
 pub use clock::MAX_RELATIVE_EXPTIME;
 
 use clock::Clock;
@@ -161,6 +163,30 @@ pub struct ItemView<'a> {
     pub flags: u32,
     /// The item's CAS.
     pub cas: u64,
+    /// The item itself, to lend its value out ([`Store::lend`]) before the store changes.
+    pub item: ItemRef,
+}
+
+/// Names one stored item for [`Store::lend`] and [`Store::end_loan`]; valid until the store
+/// changes, or for as long as a loan on it lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ItemRef(ItemId);
+
+/// The value bytes of a lent item (see [`Store::lend`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LentValue {
+    /// Address of the first value byte.
+    pub ptr: *const u8,
+    /// Value length.
+    pub len: usize,
+}
+
+/// Loans outstanding on one chunk.
+#[derive(Debug, Clone, Copy)]
+struct Loan {
+    count: u32,
+    /// The item was unlinked meanwhile: its chunk is withheld until the last loan ends.
+    unlinked: bool,
 }
 
 /// Counters and gauges of one store, with memcached's names and meanings.
@@ -402,6 +428,9 @@ pub struct Store {
     protect: ItemId,
     /// Reused buffer for victim candidates.
     candidates: Vec<ItemId>,
+    /// Items whose value is lent out (`lend`): neither overwritten in place, evicted, nor moved,
+    /// and their chunk not reused, until the loans end.
+    lent: HashMap<ItemId, Loan>,
 }
 
 /// memcached's `isspace`.
@@ -490,6 +519,7 @@ impl Store {
             reclaim_cursor: 0,
             protect: NIL,
             candidates: Vec::with_capacity(SEARCH_DEPTH),
+            lent: HashMap::new(),
             config,
         })
     }
@@ -546,6 +576,56 @@ impl Store {
                 Err(StoreError::NotFound)
             }
         }
+    }
+
+    /// The item a view named, unchanged since (the caller has not changed the store in between,
+    /// or holds a loan on it).
+    pub fn item(&self, item: ItemRef) -> ItemView<'_> {
+        self.view(item.0)
+    }
+
+    /// Lends a live item's value to a reader outside the store (a send the kernel performs
+    /// later). Until the matching [`Store::end_loan`], the value's bytes stay at the returned
+    /// address and unchanged: the item is not rewritten in place, evicted or moved to another
+    /// page, and if it is deleted or replaced meanwhile, its chunk is kept from reuse until the
+    /// last loan ends. Loans nest. The reader must not form a Rust reference over the bytes:
+    /// the store keeps writing the item's header next to them.
+    pub fn lend(&mut self, item: ItemRef) -> LentValue {
+        let v = self.view(item.0).value;
+        let lent = LentValue {
+            ptr: v.as_ptr(),
+            len: v.len(),
+        };
+        self.lent
+            .entry(item.0)
+            .and_modify(|l| l.count += 1)
+            .or_insert(Loan {
+                count: 1,
+                unlinked: false,
+            });
+        lent
+    }
+
+    /// Ends one loan of [`Store::lend`]; the last one frees the chunk of an item unlinked
+    /// meanwhile.
+    pub fn end_loan(&mut self, item: ItemRef) {
+        let Some(loan) = self.lent.get_mut(&item.0) else {
+            debug_assert!(false, "loan ended twice");
+            return;
+        };
+        loan.count -= 1;
+        if loan.count == 0 {
+            let unlinked = loan.unlinked;
+            self.lent.remove(&item.0);
+            if unlinked {
+                self.slab.release_withheld(item.0);
+            }
+        }
+    }
+
+    /// Loans outstanding, counted per item.
+    pub fn lent_items(&self) -> usize {
+        self.lent.len()
     }
 
     /// Looks up a live item and sets its expiry (wire exptime, memcached rules).
@@ -880,7 +960,7 @@ impl Store {
         let mut buf = [0u8; 20];
         let digits = format_counter(next, &mut buf);
         let new_size = item::item_size(h.key_len(), digits.len()) + explicit_len(new_cas);
-        if new_size <= self.slab.chunk_size_of(id) {
+        if new_size <= self.slab.chunk_size_of(id) && !self.is_lent(id) {
             // Rewrite in place: same chunk, flags, expiry and stampede marks (as memcached's
             // in-place incr keeps them); new CAS and length.
             let c = self.next_cas();
@@ -1178,6 +1258,7 @@ impl Store {
             value: &c[start..start + h.value_len()],
             flags: h.flags,
             cas: self.item_cas(id),
+            item: ItemRef(id),
         }
     }
 
@@ -1188,7 +1269,24 @@ impl Store {
         let removed = self.index.remove(hash, id);
         debug_assert!(removed, "linked item missing from the index");
         self.policy.on_remove(&mut self.slab, class, id);
-        self.slab.free(id);
+        match self.lent.get_mut(&id) {
+            Some(loan) => {
+                loan.unlinked = true;
+                self.slab.withhold(id);
+            }
+            None => self.slab.free(id),
+        }
+    }
+
+    /// Whether a loan holds the item's bytes in place.
+    #[inline]
+    fn is_lent(&self, id: ItemId) -> bool {
+        !self.lent.is_empty() && self.lent.contains_key(&id)
+    }
+
+    /// Whether any item of a page is lent (the page cannot be drained).
+    fn page_lent(&self, page: u32) -> bool {
+        self.lent.keys().any(|&id| self.slab.page_index(id) == page)
     }
 
     /// Frees a dead item found by the store itself.
@@ -1261,7 +1359,7 @@ impl Store {
         let size = item::item_size(key.len(), value.len()) + explicit_len(new_cas);
         let class = self.slab.class_for(size).ok_or(StoreError::TooLarge)?;
         if let Some(id) = old {
-            if self.slab.class_of(id) == class {
+            if self.slab.class_of(id) == class && !self.is_lent(id) {
                 // Same class: overwrite the chunk in place, the index entry stays.
                 let old_size = Header::load(self.slab.chunk(id)).total_size();
                 self.policy.on_remove(&mut self.slab, class, id);
@@ -1306,7 +1404,7 @@ impl Store {
             return Err(StoreError::TooLarge);
         }
         let class = self.slab.class_of(id);
-        if size <= self.slab.chunk_size_of(id) {
+        if size <= self.slab.chunk_size_of(id) && !self.is_lent(id) {
             // Fits the chunk: edit in place.
             self.policy.on_remove(&mut self.slab, class, id);
             let cas = self.next_cas();
@@ -1381,7 +1479,7 @@ impl Store {
         let now = self.clock.now();
         self.policy
             .candidates(&mut self.slab, class, SEARCH_DEPTH, now, &mut cands);
-        cands.retain(|&id| id != self.protect);
+        cands.retain(|&id| id != self.protect && !self.is_lent(id));
         let dead = cands.iter().copied().find(|&id| self.is_dead(id));
         let freed = if let Some(id) = dead {
             self.reclaim_item(id);
@@ -1422,9 +1520,10 @@ impl Store {
     fn pick_donor(&self, to: usize, force: bool) -> Option<usize> {
         let classes = self.slab.classes();
         let protected_page = (self.protect != NIL).then(|| self.slab.page_index(self.protect));
-        // A donor must have a page it can give: any page but the one holding the protected item.
-        let holds =
-            |i: usize| i != to && classes[i].pages.iter().any(|&p| Some(p) != protected_page);
+        // A donor must have a page it can give: any page but the one holding the protected item
+        // or a lent one.
+        let givable = |p: u32| Some(p) != protected_page && !self.page_lent(p);
+        let holds = |i: usize| i != to && classes[i].pages.iter().any(|&p| givable(p));
         // A class with a page's worth of free chunks can give a page without evicting anything.
         let roomy = (0..classes.len())
             .filter(|&i| holds(i) && classes[i].free >= classes[i].per_page)
@@ -1457,7 +1556,7 @@ impl Store {
             .pages
             .iter()
             .copied()
-            .filter(|&p| Some(p) != protected_page)
+            .filter(|&p| Some(p) != protected_page && !self.page_lent(p))
             .min_by_key(|&p| self.slab.page_used(p))
         else {
             return false;

@@ -51,6 +51,8 @@ pub(crate) struct Class {
     pub used: u32,
     /// Sum of the sizes of the items held (memcached's `mem_requested`).
     pub mem_requested: u64,
+    /// Chunks freed but kept off the free list until their readers are done (see `withhold`).
+    pub withheld: u32,
 }
 
 /// The arena of one store.
@@ -114,6 +116,7 @@ impl Slab {
                 free: 0,
                 used: 0,
                 mem_requested: 0,
+                withheld: 0,
             })
             .collect();
         Ok(Slab {
@@ -238,6 +241,35 @@ impl Slab {
 
     /// Returns an item's chunk to its class (its accounting goes with it).
     pub(crate) fn free(&mut self, id: ItemId) {
+        let (page, class) = self.retire(id);
+        if !self.pages[page].draining {
+            self.push_free(class, id);
+        }
+    }
+
+    /// Frees an item's chunk but keeps it off the free list, so nothing overwrites it while a
+    /// reader outside the store still reads its value (see `Store::lend`); the chunk's header
+    /// says "free" from now on, its value bytes stay. [`Slab::release_withheld`] makes it
+    /// reusable. The page of a withheld chunk must not be drained.
+    pub(crate) fn withhold(&mut self, id: ItemId) {
+        let (_, class) = self.retire(id);
+        self.classes[class].withheld += 1;
+    }
+
+    /// Puts a withheld chunk on its class's free list.
+    pub(crate) fn release_withheld(&mut self, id: ItemId) {
+        let page = self.page_of(id);
+        let class = self.pages[page].class as usize;
+        self.classes[class].withheld -= 1;
+        debug_assert!(
+            !self.pages[page].draining,
+            "a page with a withheld chunk was drained"
+        );
+        self.push_free(class, id);
+    }
+
+    /// Marks a chunk free and takes it out of the accounting; returns its page and class.
+    fn retire(&mut self, id: ItemId) -> (usize, usize) {
         let page = self.page_of(id);
         let class = self.pages[page].class as usize;
         let size = Header::load(self.chunk(id)).total_size() as u64;
@@ -246,9 +278,7 @@ impl Slab {
         let c = &mut self.classes[class];
         c.used -= 1;
         c.mem_requested -= size;
-        if !self.pages[page].draining {
-            self.push_free(class, id);
-        }
+        (page, class)
     }
 
     /// Records that an item of `size` bytes now sits in a chunk of `class`.
@@ -445,7 +475,7 @@ impl Slab {
                 id = item::w1(self.chunk(id));
             }
             assert_eq!(c.free, free, "class {ci} free list");
-            assert_eq!(used + free, c.pages.len() as u32 * c.per_page);
+            assert_eq!(used + free + c.withheld, c.pages.len() as u32 * c.per_page);
         }
         used_ids
     }

@@ -1276,3 +1276,112 @@ fn fetch_without_update_leaves_the_fetched_mark() {
     assert!(info.fetched);
     assert_eq!(s.stats().get_hits, 4, "every read is still a hit");
 }
+
+// ---- lent values ----
+
+fn lend(s: &mut Store, key: &[u8]) -> (ItemRef, LentValue) {
+    let item = s.get(key, key_hash(key)).unwrap().item;
+    (item, s.lend(item))
+}
+
+/// The bytes a loan covers, read as the kernel would read them.
+fn read_lent(v: LentValue) -> Vec<u8> {
+    // SAFETY: tests read a loan's bytes only while it lasts, so they are allocated and
+    // unchanged; nothing in the store writes them during the copy (single thread).
+    unsafe { std::slice::from_raw_parts(v.ptr, v.len) }.to_vec()
+}
+
+#[test]
+fn a_deleted_lent_item_keeps_its_bytes_until_the_loan_ends() {
+    let mut s = small();
+    let old = vec![b'a'; 9000];
+    set(&mut s, b"k", &old);
+    let (item, v) = lend(&mut s, b"k");
+    s.delete(b"k", key_hash(b"k"), 0).unwrap();
+    // Same class, so a free chunk would be the deleted one: it must not be.
+    for i in 0..20 {
+        set(&mut s, format!("other{i}").as_bytes(), &vec![b'b'; 9000]);
+    }
+    assert_eq!(get(&mut s, b"k"), None);
+    assert_eq!(read_lent(v), old);
+    s.verify();
+    s.end_loan(item);
+    assert_eq!(s.lent_items(), 0);
+    s.verify();
+    let classes = s.slab_stats();
+    assert!(classes
+        .iter()
+        .all(|c| c.used_chunks + c.free_chunks == c.total_chunks));
+}
+
+#[test]
+fn a_lent_item_is_replaced_elsewhere_not_in_place() {
+    let mut s = small();
+    let old = vec![b'a'; 9000];
+    set(&mut s, b"k", &old);
+    let (item, v) = lend(&mut s, b"k");
+    let new = vec![b'n'; 9000];
+    set(&mut s, b"k", &new);
+    s.store(StoreMode::Append, b"k", key_hash(b"k"), b"tail", 0, 0, 0)
+        .unwrap();
+    assert_eq!(read_lent(v), old);
+    let mut want = new.clone();
+    want.extend_from_slice(b"tail");
+    assert_eq!(get(&mut s, b"k"), Some(want));
+    s.end_loan(item);
+    s.verify();
+}
+
+#[test]
+fn a_lent_item_in_place_append_or_prepend_goes_elsewhere() {
+    let mut s = small();
+    // Room left in the chunk, so both would otherwise edit in place.
+    set(&mut s, b"k", &vec![b'a'; 8000]);
+    let (item, v) = lend(&mut s, b"k");
+    s.store(StoreMode::Prepend, b"k", key_hash(b"k"), b"head", 0, 0, 0)
+        .unwrap();
+    assert_eq!(read_lent(v), vec![b'a'; 8000]);
+    let got = get(&mut s, b"k").unwrap();
+    assert_eq!(&got[..4], b"head");
+    s.end_loan(item);
+    s.verify();
+}
+
+#[test]
+fn loans_nest_and_the_last_one_frees_an_unlinked_chunk() {
+    let mut s = small();
+    set(&mut s, b"k", &vec![b'a'; 9000]);
+    let (item, _) = lend(&mut s, b"k");
+    let (again, v) = lend(&mut s, b"k");
+    assert_eq!(item, again);
+    s.delete(b"k", key_hash(b"k"), 0).unwrap();
+    s.end_loan(item);
+    assert_eq!(s.lent_items(), 1);
+    assert_eq!(read_lent(v), vec![b'a'; 9000]);
+    s.end_loan(again);
+    assert_eq!(s.lent_items(), 0);
+    s.verify();
+}
+
+#[test]
+fn a_full_class_does_not_evict_or_move_a_lent_item() {
+    let mut s = store_with(cfg(2 * MIB));
+    let v0 = vec![b'z'; 9000];
+    set(&mut s, b"lent", &v0);
+    let (item, v) = lend(&mut s, b"lent");
+    // Many more items of the class than fit, then of another class (page moves).
+    for i in 0..400 {
+        set(&mut s, format!("fill{i}").as_bytes(), &vec![b'f'; 9000]);
+    }
+    for i in 0..20_000 {
+        set(&mut s, format!("small{i}").as_bytes(), b"xx");
+    }
+    for _ in 0..8 {
+        s.rebalance();
+    }
+    assert_eq!(get(&mut s, b"lent"), Some(v0.clone()));
+    assert_eq!(read_lent(v), v0);
+    s.verify();
+    s.end_loan(item);
+    s.verify();
+}

@@ -212,6 +212,28 @@ impl super::Codec for BinaryCodec {
     fn encode(&mut self, out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &Outcome<&[u8]>) {
         encode_response(out, ctx, key, outcome);
     }
+
+    fn encode_split(
+        &mut self,
+        out: &mut Vec<u8>,
+        ctx: &ReplyCtx,
+        key: &[u8],
+        outcome: &Outcome<&[u8]>,
+        put_value: &mut dyn FnMut(&mut Vec<u8>),
+    ) -> bool {
+        let Outcome::Value { flags, cas, value } = outcome else {
+            return false;
+        };
+        // A Touch hit has no value to carry; a suppressed reply nothing at all.
+        if ctx.opcode == opcode::TOUCH || ctx.suppresses(outcome) {
+            return false;
+        }
+        let key = if ctx.echo_key { key } else { &[] };
+        let extras = flags.to_be_bytes();
+        put_packet_head(out, ctx, status::NO_ERROR, *cas, &extras, key, value.len());
+        put_value(out);
+        true
+    }
 }
 
 /// The request families, each with memcached's shape rule.
@@ -490,7 +512,22 @@ fn put_packet(
     key: &[u8],
     value: &[u8],
 ) {
-    let body = extras.len() + key.len() + value.len();
+    put_packet_head(out, ctx, status, cas, extras, key, value.len());
+    out.extend_from_slice(value);
+}
+
+/// Appends a response packet's header, extras and key: everything but its `value_len` bytes of
+/// value.
+fn put_packet_head(
+    out: &mut Vec<u8>,
+    ctx: &ReplyCtx,
+    status: u16,
+    cas: u64,
+    extras: &[u8],
+    key: &[u8],
+    value_len: usize,
+) {
+    let body = extras.len() + key.len() + value_len;
     debug_assert!(key.len() <= usize::from(u16::MAX) && extras.len() <= usize::from(u8::MAX));
     debug_assert!(body <= u32::MAX as usize);
     let mut header = [0u8; HEADER_LEN];
@@ -507,7 +544,6 @@ fn put_packet(
     out.extend_from_slice(&header);
     out.extend_from_slice(extras);
     out.extend_from_slice(key);
-    out.extend_from_slice(value);
 }
 
 /// Appends an error packet: the status with memcached's text as the body, CAS 0, no extras/key.

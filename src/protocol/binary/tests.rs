@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::protocol::{ArithOp, Command, Decode, Limits, Outcome, StoreMode};
+use crate::protocol::{ArithOp, Codec, Command, Decode, Limits, Outcome, StoreMode};
 
 /// Bytes from hex pairs and `'quoted ASCII'`; whitespace separates nothing and is ignored.
 fn hex(s: &str) -> Vec<u8> {
@@ -1743,4 +1743,29 @@ fn values_beyond_the_buffer_room_are_out_of_memory_and_skipped() {
     let mut wire = Vec::new();
     encode_packet(&mut wire, 0x01, 0, 0, &[0; 8], b"k", &value[..50]).unwrap();
     assert!(matches!(decode(&wire, &limits), Decode::Request { .. }));
+}
+
+#[test]
+fn split_encoding_is_the_whole_encoding_with_the_value_put_in_by_the_caller() {
+    let value = b"a value sent from elsewhere";
+    let hit = Outcome::Value {
+        flags: 7,
+        cas: 42,
+        value: &value[..],
+    };
+    // GET, GETQ, GETK, GETKQ, GAT, GATK: each carries the value; TOUCH and misses do not split.
+    for op in [0x00, 0x09, 0x0c, 0x0d, 0x1d, 0x23] {
+        let c = ctx(op);
+        let mut split = Vec::new();
+        let done = BinaryCodec.encode_split(&mut split, &c, b"key", &hit, &mut |out| {
+            out.extend_from_slice(value)
+        });
+        assert!(done, "opcode {op:#x}");
+        assert_eq!(split, response(&c, b"key", hit.clone()), "opcode {op:#x}");
+    }
+    let mut out = Vec::new();
+    let never = &mut |_: &mut Vec<u8>| panic!("no value to place");
+    assert!(!BinaryCodec.encode_split(&mut out, &ctx(0x1c), b"key", &hit, never));
+    assert!(!BinaryCodec.encode_split(&mut out, &ctx(0x00), b"key", &Outcome::NotFound, never));
+    assert!(out.is_empty());
 }
