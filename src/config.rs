@@ -12,18 +12,25 @@ use crate::storage::EvictionPolicy;
 /// Size of one slab page: the unit of memory accounting, so each shard needs at least one.
 pub const PAGE_SIZE: usize = 1024 * 1024;
 
-/// The flags, as typed.
+/// The flags, as typed: memcached 1.6's short and long names, then corecached's own.
+///
+/// `-h` prints [`HELP`] (memcached's list in its style); `-V` the version; `-i` the license.
 #[derive(Debug, Parser)]
-#[command(name = "corecached", version = crate::VERSION_STRING, about = "A memcached-compatible cache server, thread-per-core")]
+#[command(
+    name = "corecached",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    about = "A memcached-compatible cache server, thread-per-core"
+)]
 pub struct Args {
     /// TCP port to listen on (0 = pick a free port; the bound address is logged).
     #[arg(short = 'p', long = "port", default_value_t = 11211)]
     pub port: u16,
 
-    /// Interface(s) to listen on, comma separated. The default, like memcached's, is every
-    /// IPv4 interface; pass 127.0.0.1 to stay local.
-    #[arg(short = 'l', long = "listen", default_value = "0.0.0.0")]
-    pub listen: String,
+    /// Interface(s) to listen on, comma separated or repeated. The default, like memcached's, is
+    /// every IPv4 interface; pass 127.0.0.1 to stay local. `ADDR:PORT` sets a port per address.
+    #[arg(short = 'l', long = "listen", action = ArgAction::Append)]
+    pub listen: Vec<String>,
 
     /// Item memory in megabytes, split evenly over the shards.
     #[arg(short = 'm', long = "memory-limit", default_value_t = 64)]
@@ -50,7 +57,7 @@ pub struct Args {
     pub growth_factor: f64,
 
     /// More logging: -v debug (connections), -vv trace.
-    #[arg(short = 'v', action = ArgAction::Count)]
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
 
     /// Victim choice when memory is full.
@@ -65,6 +72,114 @@ pub struct Args {
     /// the path is replaced).
     #[arg(short = 's', long = "unix-socket")]
     pub unix_socket: Option<PathBuf>,
+
+    /// Permissions of the unix socket, octal (memcached's default 700).
+    #[arg(short = 'a', long = "unix-mask", default_value = "700")]
+    pub unix_mask: String,
+
+    /// Enable the text `shutdown` command.
+    #[arg(short = 'A', long = "enable-shutdown")]
+    pub enable_shutdown: bool,
+
+    /// Run as a daemon.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+
+    /// Raise the core file size limit to its maximum.
+    #[arg(short = 'r', long = "enable-coredumps")]
+    pub enable_coredumps: bool,
+
+    /// User to switch to after binding (when started as root).
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+
+    /// Answer out of memory instead of evicting.
+    #[arg(short = 'M', long = "disable-evictions")]
+    pub disable_evictions: bool,
+
+    /// Lock all memory (mlockall).
+    #[arg(short = 'k', long = "lock-memory")]
+    pub lock_memory: bool,
+
+    /// Print the help and exit.
+    #[arg(short = 'h', long = "help")]
+    pub help: bool,
+
+    /// Print the license and exit.
+    #[arg(short = 'i', long = "license")]
+    pub license: bool,
+
+    /// Print the version and exit.
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
+
+    /// File to write the process id to (removed on a clean exit).
+    #[arg(short = 'P', long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Smallest key+value+flags space (memcached's slab minimum; reported only).
+    #[arg(short = 'n', long = "slab-min-size", default_value_t = 48)]
+    pub slab_min_size: usize,
+
+    /// Try large memory pages (not used here: a warning).
+    #[arg(short = 'L', long = "enable-largepages")]
+    pub enable_largepages: bool,
+
+    /// Delimiter between key prefixes and ids for `stats detail`.
+    #[arg(short = 'D', value_name = "CHAR")]
+    pub prefix_delimiter: Option<String>,
+
+    /// Requests one connection may have decoded per batch.
+    #[arg(short = 'R', long = "max-reqs-per-event")]
+    pub max_reqs_per_event: Option<usize>,
+
+    /// Disable CAS: every CAS value is 0.
+    #[arg(short = 'C', long = "disable-cas")]
+    pub disable_cas: bool,
+
+    /// Listen backlog.
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
+    pub listen_backlog: i32,
+
+    /// Protocol: auto, ascii or binary.
+    #[arg(short = 'B', long = "protocol", default_value = "auto")]
+    pub protocol: String,
+
+    /// SASL authentication (not built in: refused).
+    #[arg(short = 'S', long = "enable-sasl")]
+    pub enable_sasl: bool,
+
+    /// Disable `flush_all`.
+    #[arg(short = 'F', long = "disable-flush-all")]
+    pub disable_flush_all: bool,
+
+    /// Disable `stats cachedump` and `lru_crawler metadump` (neither exists here).
+    #[arg(short = 'X', long = "disable-dumping")]
+    pub disable_dumping: bool,
+
+    /// Disable `watch` (not implemented here).
+    #[arg(short = 'W', long = "disable-watch")]
+    pub disable_watch: bool,
+
+    /// Text protocol authentication file (not supported: refused).
+    #[arg(short = 'Y', long = "auth-file")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Item memory in a mapped file (not supported: refused).
+    #[arg(short = 'e', long = "memory-file")]
+    pub memory_file: Option<PathBuf>,
+
+    /// TLS (not supported: refused).
+    #[arg(short = 'Z', long = "enable-ssl")]
+    pub enable_ssl: bool,
+
+    /// Number of NAPI ids (reported only).
+    #[arg(short = 'N', long = "napi_ids")]
+    pub napi_ids: Option<u32>,
+
+    /// memcached's extended options, `key[=value],...`; may be repeated.
+    #[arg(short = 'o', long = "extended", action = ArgAction::Append)]
+    pub extended: Vec<String>,
 
     /// Megabytes all connections together may use for large request and reply buffers
     /// (beyond 16 KiB in and 64 KiB out each). A set that cannot be buffered is answered
@@ -84,6 +199,184 @@ pub struct Args {
     /// 0 sends every request for another core's keys by message.
     #[arg(long = "direct-limit", default_value_t = 16, value_name = "N")]
     pub direct_limit: usize,
+}
+
+/// `corecached -h`: memcached 1.6's flags in its layout, then corecached's own.
+pub const HELP: &str = "\
+-p, --port=<num>          TCP port to listen on (default: 11211; 0 picks a free one)
+-U, --udp-port=<num>      UDP port (only 0, off: corecached speaks TCP only)
+-s, --unix-socket=<file>  UNIX socket to listen on (replaces the TCP listeners)
+-a, --unix-mask=<mask>    permissions of the UNIX socket, octal (default: 700)
+-A, --enable-shutdown     allow the text \"shutdown\" command
+-l, --listen=<addr>       interfaces to listen on, comma separated (default: 0.0.0.0)
+-d, --daemon              run in the background as a daemon
+-r, --enable-coredumps    raise the core file size limit to its maximum
+-u, --user=<user>         switch to this user after binding (when started as root)
+-m, --memory-limit=<num>  item memory in megabytes (default: 64)
+-M, --disable-evictions   answer out of memory when full instead of evicting
+-c, --conn-limit=<num>    most simultaneous connections (default: 1024)
+-k, --lock-memory         lock all of the process's memory (mlockall)
+-v, --verbose             verbose (connections and errors)
+-vv                       very verbose (requests too)
+-vvv                      as -vv
+-h, --help                show this help and exit
+-i, --license             show the license and exit
+-V, --version             show the version and exit
+-P, --pidfile=<file>      write the process id to <file>; removed on a clean exit
+-f, --slab-growth-factor=<num> growth factor between slab chunk sizes (default: 1.25)
+-n, --slab-min-size=<bytes> smallest space for key+value+flags (default: 48; reported only)
+-L, --enable-largepages   use large memory pages (not used here: a warning)
+-D <char>                 delimiter between key prefixes and ids, used by the
+                          per-prefix \"stats detail\" reports (default: \":\")
+-t, --threads=<num>       shards, one thread each (default: every usable CPU)
+-R, --max-reqs-per-event  most requests decoded per connection per batch, so one
+                          connection cannot starve the others (default: 256)
+-C, --disable-cas         no CAS values (all are 0)
+-b, --listen-backlog=<num> backlog of the listening sockets (default: 1024)
+-B, --protocol=<name>     ascii, binary or auto (default: auto-negotiate)
+-I, --max-item-size=<num> largest item (default: 1m, min: 1k, max: 1024m)
+-S, --enable-sasl         SASL authentication (not built in: refused)
+-F, --disable-flush-all   refuse the flush_all command
+-X, --disable-dumping     disable stats cachedump and lru_crawler metadump
+-W  --disable-watch       disable the watch command
+-Y, --auth-file=<file>    text protocol authentication (not supported: refused)
+-e, --memory-file=<file>  item memory in a mapped file (not supported: refused)
+-Z, --enable-ssl          TLS (not supported: refused)
+-N, --napi_ids            number of NAPI ids (reported only)
+-o, --extended            comma separated list of extended options
+                          (memcached's names; those with no meaning here are
+                          accepted with one warning line each):
+   - maxconns_fast:       close new connections over the limit at once (always so here)
+   - hashpower:           initial hash table size as a power of two (grows anyway)
+   - tail_repair_time:    seconds before a stuck LRU tail item is forced out (none here)
+   - hash_algorithm:      jenkins, murmur3 or xxh3 (corecached always uses xxh3)
+   - no_lru_crawler, lru_crawler, lru_crawler_sleep, lru_crawler_tocrawl:
+                          background expiry crawler (here: a bounded reclaimer each second)
+   - read_buf_mem_limit:  megabytes for connection buffers (as --buffer-memory-limit)
+   - no_lru_maintainer, lru_maintainer, hot_lru_pct, warm_lru_pct, hot_max_factor,
+     warm_max_factor, temporary_ttl, temp_lru:
+                          segmented LRU tuning (see --eviction)
+   - idle_timeout:        seconds before an idle connection is closed (0: never)
+   - slab_chunk_max:      largest slab chunk in kilobytes (default: 512)
+   - slab_reassign, slab_automove, slab_automove_ratio, slab_automove_window,
+     slab_automove_freeratio: page moves between slab classes (always on here)
+   - watcher_logbuf_size, worker_logbuf_size, track_sizes, no_hashexpand,
+     modern, no_modern, sock_cookie_id, no_inline_ascii_resp, ext_*, ssl_*
+corecached's own:
+    --eviction=<policy>   lru, fifo, lfu or random (default: lru)
+    --cpus=<list>         CPUs to pin the shards to, e.g. 0,2-3
+    --io=<backend>        auto, uring or epoll (default: auto)
+    --buffer-memory-limit=<num> megabytes all connections may use for large
+                          request and reply buffers (default: 32)
+    --direct-limit=<num>  requests per batch run directly on another core's
+                          shard before the rest goes by message (default: 16)
+";
+
+/// `-B`: which protocols connections may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Chosen by each connection's first byte.
+    Auto,
+    /// Text and meta only: every byte is read as text.
+    Ascii,
+    /// Binary only: a connection that starts otherwise is closed.
+    Binary,
+}
+
+impl Protocol {
+    /// The `binding_protocol` value of `stats settings`, as memcached names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Auto => "auto-negotiate",
+            Protocol::Ascii => "ascii",
+            Protocol::Binary => "binary",
+        }
+    }
+}
+
+/// memcached's `-o` settings as this server reports them in `stats settings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extended {
+    /// `maxconns_fast`.
+    pub maxconns_fast: bool,
+    /// `hashpower` (0 = default).
+    pub hashpower_init: u32,
+    /// `slab_reassign`.
+    pub slab_reassign: bool,
+    /// `slab_automove` (0, 1 or 2).
+    pub slab_automove: u32,
+    /// `slab_automove_ratio`.
+    pub slab_automove_ratio: f64,
+    /// `slab_automove_window`.
+    pub slab_automove_window: u32,
+    /// `slab_chunk_max` in bytes.
+    pub slab_chunk_max: usize,
+    /// `lru_crawler`.
+    pub lru_crawler: bool,
+    /// `lru_crawler_sleep`.
+    pub lru_crawler_sleep: u32,
+    /// `lru_crawler_tocrawl`.
+    pub lru_crawler_tocrawl: u32,
+    /// `tail_repair_time`.
+    pub tail_repair_time: u32,
+    /// `lru_maintainer`.
+    pub lru_maintainer_thread: bool,
+    /// `lru_segmented`.
+    pub lru_segmented: bool,
+    /// `hot_lru_pct`.
+    pub hot_lru_pct: u32,
+    /// `warm_lru_pct`.
+    pub warm_lru_pct: u32,
+    /// `hot_max_factor`.
+    pub hot_max_factor: f64,
+    /// `warm_max_factor`.
+    pub warm_max_factor: f64,
+    /// `temp_lru`.
+    pub temp_lru: bool,
+    /// `temporary_ttl`.
+    pub temporary_ttl: u32,
+    /// `idle_timeout` in seconds (0 = none).
+    pub idle_timeout: u32,
+    /// `watcher_logbuf_size` in bytes.
+    pub watcher_logbuf_size: usize,
+    /// `worker_logbuf_size` in bytes.
+    pub worker_logbuf_size: usize,
+    /// `track_sizes`.
+    pub track_sizes: bool,
+    /// `inline_ascii_response`.
+    pub inline_ascii_response: bool,
+}
+
+impl Default for Extended {
+    /// memcached 1.6.18's defaults.
+    fn default() -> Self {
+        Extended {
+            maxconns_fast: true,
+            hashpower_init: 0,
+            slab_reassign: true,
+            slab_automove: 1,
+            slab_automove_ratio: 0.8,
+            slab_automove_window: 30,
+            slab_chunk_max: 512 * 1024,
+            lru_crawler: true,
+            lru_crawler_sleep: 100,
+            lru_crawler_tocrawl: 0,
+            tail_repair_time: 0,
+            lru_maintainer_thread: true,
+            lru_segmented: true,
+            hot_lru_pct: 20,
+            warm_lru_pct: 40,
+            hot_max_factor: 0.2,
+            warm_max_factor: 2.0,
+            temp_lru: false,
+            temporary_ttl: 61,
+            idle_timeout: 0,
+            watcher_logbuf_size: 256 * 1024,
+            worker_logbuf_size: 64 * 1024,
+            track_sizes: false,
+            inline_ascii_response: false,
+        }
+    }
 }
 
 /// The `--io` choices.
@@ -159,6 +452,50 @@ pub struct Config {
     pub io: IoMode,
     /// Requests per batch and owner run directly on another core's shard.
     pub direct_limit: usize,
+    /// `-a`: permissions of the unix socket.
+    pub unix_mask: u32,
+    /// `-A`: the text `shutdown` command is allowed.
+    pub enable_shutdown: bool,
+    /// `-d`: run as a daemon.
+    pub daemon: bool,
+    /// `-r`: raise the core file limit.
+    pub enable_coredumps: bool,
+    /// `-u`: user to switch to after binding.
+    pub user: Option<String>,
+    /// `-M`: out of memory instead of evicting.
+    pub disable_evictions: bool,
+    /// `-k`: mlockall.
+    pub lock_memory: bool,
+    /// `-P`: pid file.
+    pub pidfile: Option<PathBuf>,
+    /// `-n` (reported only).
+    pub slab_min_size: usize,
+    /// `-L`.
+    pub large_pages: bool,
+    /// `-D`: stats detail prefix delimiter.
+    pub prefix_delimiter: char,
+    /// `-D` given: memcached turns detail collection on with it.
+    pub detail_enabled: bool,
+    /// `-R`: requests decoded per batch per connection (None: the built-in 256).
+    pub reqs_per_event: Option<usize>,
+    /// `-C`: CAS disabled.
+    pub disable_cas: bool,
+    /// `-b`: listen backlog.
+    pub listen_backlog: i32,
+    /// `-B`.
+    pub protocol: Protocol,
+    /// `-F`: flush_all refused.
+    pub disable_flush_all: bool,
+    /// `-X`.
+    pub disable_dumping: bool,
+    /// `-W`.
+    pub disable_watch: bool,
+    /// `-N` (reported only).
+    pub napi_ids: Option<u32>,
+    /// `-o` settings.
+    pub extended: Extended,
+    /// One line per accepted flag or option that has no effect here (logged at start).
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -189,6 +526,24 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// The exit status memcached 1.6.18 gives the same mistake: 1 for a bad `-o` list (its
+    /// sub-option parser), 64 (EX_USAGE) for the rest.
+    pub fn exit_code(&self) -> u8 {
+        const SUBOPTION: &[&str] = &[
+            "Illegal suboption",
+            "Missing numeric argument",
+            "Initial hashtable multiplier",
+            "Unknown hash_algorithm",
+        ];
+        if SUBOPTION.iter().any(|p| self.0.starts_with(p)) {
+            1
+        } else {
+            64
+        }
+    }
+}
 
 fn invalid<T>(why: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(why.into()))
@@ -255,15 +610,26 @@ impl Args {
         if self.udp_port != 0 {
             return invalid("UDP is not supported: -U must be 0");
         }
+        if self.enable_sasl {
+            return invalid("-S: SASL is not supported by corecached");
+        }
+        if self.enable_ssl {
+            return invalid("-Z: TLS is not supported by corecached");
+        }
+        if self.auth_file.is_some() {
+            return invalid("-Y: text protocol authentication is not supported by corecached");
+        }
+        if self.memory_file.is_some() {
+            return invalid("-e: a memory file (restartable cache) is not supported by corecached");
+        }
         let mut listen = Vec::new();
-        for part in self.listen.split(',') {
-            let part = part.trim();
-            let ip: IpAddr = part
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .or_else(|_| invalid(format!("-l: {part:?} is not an IP address")))?;
-            listen.push(SocketAddr::new(ip, self.port));
+        let listen_arg = if self.listen.is_empty() {
+            "0.0.0.0".to_string()
+        } else {
+            self.listen.join(",")
+        };
+        for part in listen_arg.split(',') {
+            listen.push(parse_listen(part.trim(), self.port)?);
         }
         let placement = match (&self.cpus, self.threads) {
             (Some(list), threads) => {
@@ -322,6 +688,66 @@ impl Args {
         if !(self.growth_factor > 1.0 && self.growth_factor.is_finite()) {
             return invalid("-f: the growth factor must be greater than 1.0");
         }
+        let unix_mask = u32::from_str_radix(self.unix_mask.trim(), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| ConfigError(format!("-a: {:?} is not an octal mask", self.unix_mask)))?;
+        let protocol = match self.protocol.as_str() {
+            "auto" => Protocol::Auto,
+            "ascii" => Protocol::Ascii,
+            "binary" => Protocol::Binary,
+            other => {
+                return invalid(format!(
+                    "Invalid value for binding protocol: {other}\n -- should be one of auto, binary, or ascii"
+                ))
+            }
+        };
+        let prefix_delimiter = match &self.prefix_delimiter {
+            None => ':',
+            Some(d) => {
+                let mut chars = d.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) => c,
+                    _ => return invalid("-D: the delimiter must be one character"),
+                }
+            }
+        };
+        if self.listen_backlog <= 0 {
+            return invalid("-b: the backlog must be a positive number");
+        }
+        if self.max_reqs_per_event == Some(0) {
+            return invalid("-R: the number of requests per event must be at least 1");
+        }
+        let mut warnings = Vec::new();
+        let mut buffer_memory_limit = self.buffer_memory_limit;
+        let extended = parse_extended(
+            &self.extended,
+            max_item_size,
+            &mut warnings,
+            &mut buffer_memory_limit,
+        )?;
+        if self.enable_largepages {
+            warnings
+                .push("-L: large pages are not used: slab pages are 1 MiB heap allocations".into());
+        }
+        if self.slab_min_size != 48 {
+            warnings.push(format!(
+                "-n {}: ignored: the smallest slab chunk here follows the item header and -f",
+                self.slab_min_size
+            ));
+        }
+        if self.disable_dumping {
+            warnings.push(
+                "-X: stats cachedump and lru_crawler metadump do not exist here: nothing to disable"
+                    .into(),
+            );
+        }
+        if self.disable_watch {
+            warnings.push("-W: the watch command does not exist here: nothing to disable".into());
+        }
+        if self.napi_ids.is_some() {
+            warnings.push("-N: NAPI ids are not used: connections are dealt round-robin".into());
+        }
         Ok(Config {
             listen,
             memory_limit,
@@ -332,14 +758,235 @@ impl Args {
             eviction: self.eviction,
             verbosity: self.verbose,
             unix_socket: self.unix_socket,
-            buffer_memory_limit: usize::try_from(self.buffer_memory_limit)
+            buffer_memory_limit: usize::try_from(buffer_memory_limit)
                 .ok()
                 .and_then(|m| m.checked_mul(1 << 20))
                 .ok_or_else(|| ConfigError("--buffer-memory-limit: too large".into()))?,
             io: self.io,
             direct_limit: self.direct_limit,
+            unix_mask,
+            enable_shutdown: self.enable_shutdown,
+            daemon: self.daemon,
+            enable_coredumps: self.enable_coredumps,
+            user: self.user,
+            disable_evictions: self.disable_evictions,
+            lock_memory: self.lock_memory,
+            pidfile: self.pidfile,
+            slab_min_size: self.slab_min_size,
+            large_pages: self.enable_largepages,
+            detail_enabled: self.prefix_delimiter.is_some(),
+            prefix_delimiter,
+            reqs_per_event: self.max_reqs_per_event,
+            disable_cas: self.disable_cas,
+            listen_backlog: self.listen_backlog,
+            protocol,
+            disable_flush_all: self.disable_flush_all,
+            disable_dumping: self.disable_dumping,
+            disable_watch: self.disable_watch,
+            napi_ids: self.napi_ids,
+            extended,
+            warnings,
         })
     }
+}
+
+/// One `-l` entry: an IP address (the `-p` port), or `ADDR:PORT` / `[V6]:PORT`.
+fn parse_listen(part: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+    if let Ok(ip) = part
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    if let Ok(sa) = part.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    invalid(format!("-l: {part:?} is not an IP address"))
+}
+
+/// Options of `-o` that have no counterpart here; accepted with this reason.
+fn no_effect(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "maxconns_fast" | "no_maxconns_fast" => {
+            "connections over -c are always closed at once here"
+        }
+        "hashpower" | "no_hashexpand" => "each shard's index sizes itself",
+        "tail_repair_time" => "items are never pinned, so no tail needs repair",
+        "slab_reassign"
+        | "no_slab_reassign"
+        | "slab_automove"
+        | "no_slab_automove"
+        | "slab_automove_ratio"
+        | "slab_automove_window"
+        | "slab_automove_freeratio" => "pages move between slab classes on demand here, always",
+        "lru_crawler" | "no_lru_crawler" | "lru_crawler_sleep" | "lru_crawler_tocrawl" => {
+            "expired items are reclaimed lazily and by a bounded sweep each second"
+        }
+        "lru_maintainer" | "no_lru_maintainer" | "hot_lru_pct" | "warm_lru_pct"
+        | "hot_max_factor" | "warm_max_factor" | "temporary_ttl" => {
+            "there is no segmented LRU here; --eviction picks the policy"
+        }
+        "watcher_logbuf_size" | "worker_logbuf_size" => "there is no watch logging here",
+        "slab_sizes" => "slab classes follow -f here",
+        "track_sizes" => "stats sizes is not collected here",
+        "inline_ascii_resp" | "no_inline_ascii_resp" | "no_chunked_items" => {
+            "item layout is fixed here"
+        }
+        "modern" => "it changes nothing in memcached 1.6.18 either",
+        "no_modern" => "there are no 1.4 defaults to return to",
+        "drop_privileges" | "no_drop_privileges" | "relaxed_privileges" => {
+            "no seccomp filter is installed here"
+        }
+        "resp_obj_mem_limit" => "replies are bounded by --buffer-memory-limit",
+        "sock_cookie_id" => "sockets are not marked here",
+        "proxy_config" | "proxy_uring" => "there is no proxy mode here",
+        "idle_timeout" => "idle connections are not timed out here yet",
+        "slab_chunk_max" => "items are stored whole, never chunked",
+        _ if key.starts_with("ssl_") => "TLS is not supported here",
+        _ if key.starts_with("ext_") => "there is no external storage here",
+        _ => return None,
+    })
+}
+
+/// Keys of `-o` whose value memcached reads as a number.
+const NUMERIC: &[&str] = &[
+    "hashpower",
+    "slab_automove",
+    "slab_automove_window",
+    "tail_repair_time",
+    "lru_crawler_sleep",
+    "lru_crawler_tocrawl",
+    "hot_lru_pct",
+    "warm_lru_pct",
+    "temporary_ttl",
+    "idle_timeout",
+    "watcher_logbuf_size",
+    "worker_logbuf_size",
+    "slab_chunk_max",
+    "read_buf_mem_limit",
+    "resp_obj_mem_limit",
+    "sock_cookie_id",
+    "ssl_verify_mode",
+    "ssl_wbuf_size",
+];
+
+/// Parses every `-o` list: memcached's names, each either applied (`read_buf_mem_limit`, and
+/// what `stats settings` reports) or noted in `warnings` with the reason it does not apply;
+/// an unknown name is an error, worded as memcached's.
+fn parse_extended(
+    lists: &[String],
+    max_item_size: usize,
+    warnings: &mut Vec<String>,
+    buffer_memory_limit: &mut u64,
+) -> Result<Extended, ConfigError> {
+    let mut e = Extended::default();
+    for list in lists {
+        for item in list.split(',').filter(|i| !i.is_empty()) {
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (item, None),
+            };
+            let known = key == "hash_algorithm" || key == "read_buf_mem_limit";
+            if !known && no_effect(key).is_none() {
+                return invalid(format!("Illegal suboption \"{item}\""));
+            }
+            let number = if NUMERIC.contains(&key) {
+                // memcached reads these with a plain atoi-like conversion; only a missing
+                // value is an error there.
+                let Some(v) = value else {
+                    return invalid(format!("Missing numeric argument for {key}"));
+                };
+                Some(v.trim().parse::<u64>().unwrap_or(0))
+            } else {
+                None
+            };
+            let n = number.unwrap_or(0);
+            let float = || value.and_then(|v| v.trim().parse::<f64>().ok());
+            match key {
+                "hashpower" => {
+                    if !(12..=64).contains(&n) {
+                        return invalid(format!("Initial hashtable multiplier of {n} is too low"));
+                    }
+                    e.hashpower_init = n as u32;
+                }
+                "hash_algorithm" => match value {
+                    Some("jenkins" | "murmur3") => {
+                        warnings.push(format!(
+                            "-o {item}: ignored: keys are always hashed with xxh3 here"
+                        ));
+                        continue;
+                    }
+                    Some("xxh3") => continue,
+                    _ => return invalid("Unknown hash_algorithm option (jenkins, murmur3, xxh3)"),
+                },
+                "read_buf_mem_limit" => {
+                    // The same job as --buffer-memory-limit; 0 is memcached's "unlimited".
+                    if n > 0 {
+                        *buffer_memory_limit = n;
+                    }
+                    continue;
+                }
+                "slab_chunk_max" => {
+                    let bytes = (n as usize).saturating_mul(1024);
+                    if bytes == 0 || !max_item_size.is_multiple_of(bytes) {
+                        return invalid(format!(
+                            "-I (item_size_max: {max_item_size}) must be evenly divisible by \
+                             slab_chunk_max (bytes: {bytes})"
+                        ));
+                    }
+                    e.slab_chunk_max = bytes;
+                }
+                "maxconns_fast" => e.maxconns_fast = true,
+                "no_maxconns_fast" => e.maxconns_fast = false,
+                "slab_reassign" => e.slab_reassign = true,
+                "no_slab_reassign" => e.slab_reassign = false,
+                "slab_automove" => e.slab_automove = n as u32,
+                "no_slab_automove" => e.slab_automove = 0,
+                "slab_automove_ratio" => e.slab_automove_ratio = float().unwrap_or(0.0),
+                "slab_automove_window" => e.slab_automove_window = n as u32,
+                "tail_repair_time" => e.tail_repair_time = n as u32,
+                "lru_crawler" => e.lru_crawler = true,
+                "no_lru_crawler" => e.lru_crawler = false,
+                "lru_crawler_sleep" => e.lru_crawler_sleep = n as u32,
+                "lru_crawler_tocrawl" => e.lru_crawler_tocrawl = n as u32,
+                "lru_maintainer" => e.lru_maintainer_thread = true,
+                "no_lru_maintainer" => e.lru_maintainer_thread = false,
+                "hot_lru_pct" => e.hot_lru_pct = n as u32,
+                "warm_lru_pct" => e.warm_lru_pct = n as u32,
+                "hot_max_factor" => e.hot_max_factor = float().unwrap_or(0.0),
+                "warm_max_factor" => e.warm_max_factor = float().unwrap_or(0.0),
+                "temporary_ttl" => {
+                    e.temp_lru = true;
+                    e.temporary_ttl = n as u32;
+                }
+                "idle_timeout" => e.idle_timeout = n as u32,
+                "watcher_logbuf_size" => e.watcher_logbuf_size = (n as usize) * 1024,
+                "worker_logbuf_size" => e.worker_logbuf_size = (n as usize) * 1024,
+                "track_sizes" => e.track_sizes = true,
+                "inline_ascii_resp" => e.inline_ascii_response = true,
+                "no_inline_ascii_resp" => e.inline_ascii_response = false,
+                "modern" => {
+                    e.slab_reassign = true;
+                    e.slab_automove = 1;
+                    e.lru_maintainer_thread = true;
+                    e.lru_segmented = true;
+                }
+                "no_modern" => {
+                    e.slab_reassign = false;
+                    e.slab_automove = 0;
+                    e.lru_maintainer_thread = false;
+                    e.lru_segmented = false;
+                    e.lru_crawler = false;
+                }
+                _ => {}
+            }
+            if let Some(why) = no_effect(key) {
+                warnings.push(format!("-o {item}: accepted, no effect: {why}"));
+            }
+        }
+    }
+    Ok(e)
 }
 
 #[cfg(test)]
@@ -393,5 +1040,74 @@ mod tests {
         assert!(config(&["-U", "11211"]).is_err());
         assert!(config(&["-l", "nowhere"]).is_err());
         assert!(config(&["-c", "0"]).is_err());
+        assert!(config(&["-S"]).is_err());
+        assert!(config(&["-a", "8"]).is_err());
+        assert!(config(&["-D", "ab"]).is_err());
+    }
+
+    #[test]
+    fn memcached_flags_fill_the_config() {
+        let c = config(&[
+            "-A",
+            "-C",
+            "-M",
+            "-b",
+            "10",
+            "-B",
+            "binary",
+            "-a",
+            "644",
+            "-D",
+            "/",
+            "-R",
+            "5",
+            "-l",
+            "127.0.0.1",
+            "-l",
+            "[::1]:7000",
+            "-P",
+            "/tmp/x.pid",
+            "-u",
+            "nobody",
+            "-d",
+        ])
+        .unwrap();
+        assert!(c.enable_shutdown && c.disable_cas && c.disable_evictions && c.daemon);
+        assert_eq!(c.listen_backlog, 10);
+        assert_eq!(c.protocol, Protocol::Binary);
+        assert_eq!(c.unix_mask, 0o644);
+        assert_eq!((c.prefix_delimiter, c.detail_enabled), ('/', true));
+        assert_eq!(c.reqs_per_event, Some(5));
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.listen[1].port(), 7000);
+        assert_eq!(c.user.as_deref(), Some("nobody"));
+    }
+
+    #[test]
+    fn extended_options_apply_warn_or_refuse() {
+        let c = config(&[
+            "-o",
+            "read_buf_mem_limit=8,modern",
+            "-o",
+            "slab_chunk_max=256",
+        ])
+        .unwrap();
+        assert_eq!(c.buffer_memory_limit, 8 << 20);
+        assert_eq!(c.extended.slab_chunk_max, 256 << 10);
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        let c = config(&["-o", "hash_algorithm=xxh3,no_lru_crawler"]).unwrap();
+        assert!(!c.extended.lru_crawler);
+        assert_eq!(c.warnings.len(), 1);
+        for bad in [
+            "foo",
+            "hashpower",
+            "hashpower=3",
+            "hash_algorithm=md5",
+            "slab_chunk_max=7",
+        ] {
+            assert!(config(&["-o", bad]).is_err(), "{bad}");
+        }
+        assert_eq!(config(&["-o", "foo=1"]).unwrap_err().exit_code(), 1);
+        assert_eq!(config(&["-B", "x"]).unwrap_err().exit_code(), 64);
     }
 }

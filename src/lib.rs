@@ -16,6 +16,7 @@
 pub mod client;
 pub mod config;
 pub mod net;
+pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod storage;

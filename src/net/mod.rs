@@ -241,9 +241,14 @@ pub struct Listener {
 impl Listener {
     /// Binds and listens on `addr`.
     pub fn bind(addr: &ListenAddr) -> io::Result<Listener> {
+        Listener::bind_with(addr, BACKLOG)
+    }
+
+    /// As [`Listener::bind`], with the listen backlog given (memcached's `-b`).
+    pub fn bind_with(addr: &ListenAddr, backlog: libc::c_int) -> io::Result<Listener> {
         match addr {
-            ListenAddr::Tcp(sa) => bind_tcp(*sa),
-            ListenAddr::Unix(path) => bind_unix(path),
+            ListenAddr::Tcp(sa) => bind_tcp(*sa, backlog),
+            ListenAddr::Unix(path) => bind_unix(path, backlog),
         }
     }
 
@@ -303,7 +308,7 @@ fn new_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
 
 const BACKLOG: libc::c_int = 1024;
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<Listener> {
+fn bind_tcp(addr: SocketAddr, backlog: libc::c_int) -> io::Result<Listener> {
     let fd = new_socket(match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -348,7 +353,7 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<Listener> {
         )
     })?;
     // SAFETY: listen takes no pointers.
-    cvt(unsafe { libc::listen(raw, BACKLOG) })?;
+    cvt(unsafe { libc::listen(raw, backlog) })?;
     let bound = std::net::TcpListener::from(fd);
     let local = bound.local_addr()?;
     Ok(Listener {
@@ -357,7 +362,7 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<Listener> {
     })
 }
 
-fn bind_unix(path: &std::path::Path) -> io::Result<Listener> {
+fn bind_unix(path: &std::path::Path, backlog: libc::c_int) -> io::Result<Listener> {
     use std::os::unix::fs::FileTypeExt;
     // Like memcached: a socket file left by an earlier run is replaced; anything else is not.
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -366,6 +371,9 @@ fn bind_unix(path: &std::path::Path) -> io::Result<Listener> {
         }
     }
     let l = std::os::unix::net::UnixListener::bind(path)?;
+    // std listens with its own backlog; listening again only changes it.
+    // SAFETY: listen takes no pointers; the descriptor is the listener's own.
+    cvt(unsafe { libc::listen(l.as_raw_fd(), backlog) })?;
     l.set_nonblocking(true)?;
     Ok(Listener {
         fd: OwnedFd::from(l),

@@ -168,6 +168,11 @@ pub enum Command<B> {
     Version,
     /// Close the connection (after replying, unless quiet).
     Quit,
+    /// Text `shutdown [graceful]`: stop the server (allowed by memcached's `-A`).
+    Shutdown {
+        /// The mode argument was absent or `graceful`; false for anything else.
+        valid_mode: bool,
+    },
     /// Statistics; `group` is empty for the general group.
     Stats {
         /// Group name ("", "settings", "items", "slabs", ...).
@@ -309,6 +314,7 @@ impl<B> Command<B> {
             Command::Noop => Command::Noop,
             Command::Version => Command::Version,
             Command::Quit => Command::Quit,
+            Command::Shutdown { valid_mode } => Command::Shutdown { valid_mode },
             Command::Stats { group } => Command::Stats { group: f(group) },
             Command::Verbosity { level } => Command::Verbosity { level },
             Command::SaslListMechs => Command::SaslListMechs,

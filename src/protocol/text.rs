@@ -71,6 +71,8 @@ pub enum Kind {
     },
     /// quit: no reply, the connection closes.
     Quit,
+    /// shutdown: no reply when it stops the server; memcached's errors when it does not.
+    Shutdown,
     /// A refused line: this exact error text.
     Error(&'static str),
 }
@@ -572,6 +574,13 @@ impl Codec for TextCodec {
                 line_len,
             ),
             b"quit" => request(Command::Quit, ReplyCtx::text(Kind::Quit, false), line_len),
+            b"shutdown" => request(
+                Command::Shutdown {
+                    valid_mode: matches!(args, [] | [b"graceful"]),
+                },
+                ReplyCtx::text(Kind::Shutdown, false),
+                line_len,
+            ),
             b"stats" => {
                 let group = args.first().copied().unwrap_or_default();
                 // `stats detail on|off|dump` and `stats sizes` have fixed answers here.
@@ -729,6 +738,10 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
             Outcome::NotFound => line_out(out, b"NOT_FOUND"),
             o => error(out, o),
         },
+        // flush_all under memcached's -F.
+        Kind::Ok if *outcome == Outcome::AuthError => {
+            line_out(out, b"CLIENT_ERROR flush_all not allowed")
+        }
         Kind::Ok => line_out(out, b"OK"),
         Kind::Version => {
             if let Outcome::Version(v) = outcome {
@@ -750,6 +763,12 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
             _ => line_out(out, ERROR.as_bytes()),
         },
         Kind::Quit => {}
+        // memcached's answers for shutdown without -A and with a bad mode.
+        Kind::Shutdown => match outcome {
+            Outcome::UnknownCommand => line_out(out, b"ERROR: shutdown not enabled"),
+            Outcome::InvalidArguments => line_out(out, b"CLIENT_ERROR invalid shutdown mode"),
+            _ => {}
+        },
         Kind::Error(text) => line_out(out, text.as_bytes()),
     }
 }

@@ -4,7 +4,8 @@
 //! network layer, which sends it with the rest of the loop turn.
 //!
 //! The first byte fixes the protocol for the connection's life, as in memcached: 0x80 = binary,
-//! anything else = text + meta. Everything below is generic over the [`Codec`], so both protocols
+//! anything else = text + meta (`-B ascii`: always text; `-B binary`: anything else closes the
+//! connection). Everything below is generic over the [`Codec`], so both protocols
 //! share routing, batching, ordering and back-pressure.
 //!
 //! Memory per connection stays bounded: the read buffer holds at most one request beyond what was
@@ -19,6 +20,7 @@ use std::rc::Rc;
 
 use log::debug;
 
+use crate::config::Protocol;
 use crate::net;
 use crate::net::Reservation;
 use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
@@ -53,9 +55,14 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
         in_budget: Reservation::new(core.shared.buffers.clone()),
         over_budget: false,
     };
+    let protocol = core.shared.config().protocol;
     let result = match c.fill().await {
         Ok(false) => Ok(()),
+        // -B ascii: every byte is text, 0x80 included (memcached answers ERROR at the newline).
+        Ok(true) if protocol == Protocol::Ascii => c.run(TextCodec::default()).await,
         Ok(true) if c.rbuf[0] == REQUEST_MAGIC => c.run(BinaryCodec).await,
+        // -B binary: memcached closes a connection that does not start with the magic byte.
+        Ok(true) if protocol == Protocol::Binary => Ok(()),
         Ok(true) => c.run(TextCodec::default()).await,
         Err(e) => Err(e),
     };
@@ -207,7 +214,12 @@ async fn batch<C: Codec>(
     let mut answered = 0;
     // Bytes of those answers already staged on the connection (values sent from the store).
     let mut staged = 0;
-    while answered + b.len() < MAX_BATCH && staged + out.len() + b.local_bytes() < BATCH_REPLY_BYTES
+    let max_batch = core
+        .shared
+        .config()
+        .reqs_per_event
+        .map_or(MAX_BATCH, |r| r.min(MAX_BATCH));
+    while answered + b.len() < max_batch && staged + out.len() + b.local_bytes() < BATCH_REPLY_BYTES
     {
         let decoded = codec.decode(&buf[pos..], limits);
         match decoded {
@@ -307,9 +319,26 @@ async fn batch<C: Codec>(
                         step.close = true;
                         break;
                     }
+                    // -F: memcached refuses with its authentication error (binary 0x20).
+                    Command::Flush { .. } if core.shared.config().disable_flush_all => {
+                        ready(&mut b, codec, out, ctx, Outcome::AuthError)
+                    }
                     Command::Flush { delay } => {
                         core.flush_all(delay).await;
                         ready(&mut b, codec, out, ctx, Outcome::Done);
+                        break;
+                    }
+                    Command::Shutdown { .. } if !core.shared.config().enable_shutdown => {
+                        ready(&mut b, codec, out, ctx, Outcome::UnknownCommand)
+                    }
+                    Command::Shutdown { valid_mode: false } => {
+                        ready(&mut b, codec, out, ctx, Outcome::InvalidArguments)
+                    }
+                    Command::Shutdown { valid_mode: true } => {
+                        // -A: the same graceful stop as SIGTERM; this connection closes.
+                        log::info!("shutdown command: draining connections and stopping");
+                        core.shared.request_stop();
+                        step.close = true;
                         break;
                     }
                     Command::Stats { group } => {

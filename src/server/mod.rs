@@ -71,22 +71,9 @@ impl Shared {
     }
 
     fn settings(&self) -> Settings {
-        let c = &self.config;
         Settings {
-            maxbytes: c.memory_limit,
-            maxconns: c.conn_limit,
+            config: self.config.clone(),
             tcpport: self.port.load(Ordering::Relaxed),
-            inter: c
-                .listen
-                .iter()
-                .map(|a| a.ip().to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            verbosity: c.verbosity,
-            growth_factor: c.growth_factor,
-            num_threads: c.shards(),
-            item_size_max: c.max_item_size,
-            eviction: c.eviction.name(),
         }
     }
 
@@ -98,6 +85,11 @@ impl Shared {
             curr_connections: self.curr_connections.load(Ordering::Relaxed),
             limit_maxbytes: self.config.memory_limit,
         }
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Whether a stop was requested.
@@ -154,8 +146,14 @@ fn bind_listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
             }
             other => other,
         };
-        let l = Listener::bind(&addr)
+        let l = Listener::bind_with(&addr, config.listen_backlog)
             .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+        if let ListenAddr::Unix(path) = &addr {
+            use std::os::unix::fs::PermissionsExt;
+            // memcached's -a: the socket's permission bits.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.unix_mask))
+                .map_err(|e| StartError(format!("cannot set the mode of {addr}: {e}")))?;
+        }
         if let ListenAddr::Tcp(bound) = l.local_addr() {
             // With --port 0 the first bind picks the port; the other addresses reuse it.
             port = bound.port();
@@ -165,11 +163,33 @@ fn bind_listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
     Ok(listeners)
 }
 
+/// What the process around the server wants done at two points of the start.
+#[derive(Default)]
+pub struct Hooks {
+    /// The user to become once every listener is bound (`-u` as root).
+    pub run_as: Option<crate::process::RunAs>,
+    /// Called once the readiness line is logged (`-d`: release the waiting parent).
+    pub on_ready: Option<Box<dyn FnOnce()>>,
+}
+
 /// Runs the server until SIGTERM/SIGINT/SIGUSR1, then drains and returns.
 pub fn run(config: Config) -> Result<(), StartError> {
+    run_with(config, Hooks::default())
+}
+
+/// As [`run`], with the process's [`Hooks`].
+pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
     let n = config.shards();
     let backend = choose_backend(config.io)?;
     let listeners = bind_listeners(&config)?;
+    if let Some(who) = hooks.run_as {
+        crate::process::become_user(who).map_err(|e| {
+            StartError(format!(
+                "failed to assume identity of user {}: {e}",
+                config.user.as_deref().unwrap_or("?")
+            ))
+        })?;
+    }
     let bound: Vec<String> = listeners
         .iter()
         .map(|l| l.local_addr().to_string())
@@ -256,6 +276,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         "corecached ready: listening on {} ({n} shards, {used})",
         bound.join(", ")
     );
+    if let Some(ready) = hooks.on_ready {
+        ready();
+    }
     for h in handles {
         if h.join().is_err() {
             error!("a shard thread panicked");
@@ -354,6 +377,8 @@ fn shard_thread(
         eviction: shared.config.eviction.policy(),
         shard_id: i as u32,
         shard_count: n as u32,
+        evictions: !shared.config.disable_evictions,
+        cas_enabled: !shared.config.disable_cas,
     })
     .map_err(|e| e.to_string())?;
     store.set_time(stats::unix_now());

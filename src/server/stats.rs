@@ -344,52 +344,128 @@ pub fn general(info: &ServerInfo, s: &Snapshot) -> Vec<(String, String)> {
     out
 }
 
-/// Settings the `settings` group reports.
+/// What the `settings` group reports: the configuration and the bound port.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `-m` in bytes.
-    pub maxbytes: usize,
-    /// `-c`.
-    pub maxconns: usize,
+    /// The running configuration.
+    pub config: crate::config::Config,
     /// Bound TCP port.
     pub tcpport: u16,
-    /// Listen address(es), comma separated.
-    pub inter: String,
-    /// `-v` count.
-    pub verbosity: u8,
-    /// `-f`.
-    pub growth_factor: f64,
-    /// Shards.
-    pub num_threads: usize,
-    /// `-I`.
-    pub item_size_max: usize,
-    /// `--eviction` name.
-    pub eviction: &'static str,
 }
 
-/// The settings group, memcached's names in its order, then ours.
+/// The settings group: every name memcached 1.6.18 prints, in its order, with this server's
+/// value, or memcached's default where the concept does not exist here (README, "stats
+/// settings"); then corecached's own.
 pub fn settings(s: &Settings) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::with_capacity(24);
+    let c = &s.config;
+    let e = &c.extended;
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let mut out: Vec<(String, String)> = Vec::with_capacity(96);
     let mut put = |k: &str, v: String| out.push((k.to_string(), v));
-    put("maxbytes", s.maxbytes.to_string());
-    put("maxconns", s.maxconns.to_string());
+    put("maxbytes", c.memory_limit.to_string());
+    put("maxconns", c.conn_limit.to_string());
     put("tcpport", s.tcpport.to_string());
     put("udpport", "0".into());
-    put("inter", s.inter.clone());
-    put("verbosity", s.verbosity.to_string());
-    put("evictions", "on".into());
-    put("domain_socket", "NULL".into());
-    put("growth_factor", format!("{:.2}", s.growth_factor));
-    put("num_threads", s.num_threads.to_string());
-    put("cas_enabled", "yes".into());
-    put("tcp_backlog", "1024".into());
-    put("binding_protocol", "auto-negotiate".into());
+    put(
+        "inter",
+        c.listen
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    put("verbosity", c.verbosity.to_string());
+    put("oldest", "0".into());
+    put(
+        "evictions",
+        if c.disable_evictions { "off" } else { "on" }.into(),
+    );
+    put(
+        "domain_socket",
+        c.unix_socket
+            .as_ref()
+            .map_or("NULL".to_string(), |p| p.display().to_string()),
+    );
+    put("umask", format!("{:o}", c.unix_mask));
+    put("shutdown_command", yes(c.enable_shutdown));
+    put("growth_factor", format!("{:.2}", c.growth_factor));
+    put("chunk_size", c.slab_min_size.to_string());
+    put("num_threads", c.shards().to_string());
+    put("num_threads_per_udp", c.shards().to_string());
+    put("stat_key_prefix", c.prefix_delimiter.to_string());
+    put("detail_enabled", yes(c.detail_enabled));
+    put("reqs_per_event", c.reqs_per_event.unwrap_or(20).to_string());
+    put("cas_enabled", yes(!c.disable_cas));
+    put("tcp_backlog", c.listen_backlog.to_string());
+    put("binding_protocol", c.protocol.name().into());
     put("auth_enabled_sasl", "no".into());
-    put("item_size_max", s.item_size_max.to_string());
-    put("slab_reassign", "yes".into());
-    put("flush_enabled", "yes".into());
+    put("auth_enabled_ascii", "no".into());
+    put("item_size_max", c.max_item_size.to_string());
+    put("maxconns_fast", yes(e.maxconns_fast));
+    put("hashpower_init", e.hashpower_init.to_string());
+    put("slab_reassign", yes(e.slab_reassign));
+    put("slab_automove", e.slab_automove.to_string());
+    put(
+        "slab_automove_ratio",
+        format!("{:.2}", e.slab_automove_ratio),
+    );
+    put("slab_automove_window", e.slab_automove_window.to_string());
+    put("slab_chunk_max", e.slab_chunk_max.to_string());
+    put("lru_crawler", yes(e.lru_crawler));
+    put("lru_crawler_sleep", e.lru_crawler_sleep.to_string());
+    put("lru_crawler_tocrawl", e.lru_crawler_tocrawl.to_string());
+    put("tail_repair_time", e.tail_repair_time.to_string());
+    put("flush_enabled", yes(!c.disable_flush_all));
+    put("dump_enabled", yes(!c.disable_dumping));
     put("hash_algorithm", "xxh3".into());
-    put("eviction_policy", s.eviction.into());
+    put("lru_maintainer_thread", yes(e.lru_maintainer_thread));
+    put("lru_segmented", yes(e.lru_segmented));
+    put("hot_lru_pct", e.hot_lru_pct.to_string());
+    put("warm_lru_pct", e.warm_lru_pct.to_string());
+    put("hot_max_factor", format!("{:.2}", e.hot_max_factor));
+    put("warm_max_factor", format!("{:.2}", e.warm_max_factor));
+    put("temp_lru", yes(e.temp_lru));
+    put("temporary_ttl", e.temporary_ttl.to_string());
+    put("idle_timeout", e.idle_timeout.to_string());
+    put("watcher_logbuf_size", e.watcher_logbuf_size.to_string());
+    put("worker_logbuf_size", e.worker_logbuf_size.to_string());
+    put(
+        "read_buf_mem_limit",
+        (c.buffer_memory_limit >> 20).to_string(),
+    );
+    put("track_sizes", yes(e.track_sizes));
+    put("inline_ascii_response", yes(e.inline_ascii_response));
+    // No external storage here: memcached's defaults.
+    put("ext_item_size", "512".into());
+    put("ext_item_age", "4294967295".into());
+    put("ext_low_ttl", "0".into());
+    put("ext_recache_rate", "2000".into());
+    put("ext_wbuf_size", "4194304".into());
+    put("ext_compact_under", "0".into());
+    put("ext_drop_under", "0".into());
+    put("ext_max_sleep", "1000000".into());
+    put("ext_max_frag", "0.80".into());
+    put("slab_automove_freeratio", "0.010".into());
+    put("ext_drop_unread", "no".into());
+    // No TLS here: memcached's values with TLS off.
+    put("ssl_enabled", "no".into());
+    put("ssl_chain_cert", "(null)".into());
+    put("ssl_key", "(null)".into());
+    put("ssl_verify_mode", "0".into());
+    put("ssl_keyformat", "1".into());
+    put("ssl_ciphers", "NULL".into());
+    put("ssl_ca_cert", "NULL".into());
+    put("ssl_wbuf_size", "16384".into());
+    put("ssl_session_cache", "no".into());
+    put("ssl_kernel_tls", "no".into());
+    put("ssl_min_version", "tlsv1.2".into());
+    put(
+        "num_napi_ids",
+        c.napi_ids.map_or("(null)".to_string(), |n| n.to_string()),
+    );
+    put("memory_file", "(null)".into());
+    // corecached's own.
+    put("eviction_policy", c.eviction.name().into());
     out
 }
 

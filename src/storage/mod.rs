@@ -72,6 +72,12 @@ pub struct StoreConfig {
     pub shard_id: u32,
     /// Number of shards, for cross-shard unique CAS values.
     pub shard_count: u32,
+    /// Whether live items may be evicted to make room (memcached's `-M` turns this off: a
+    /// store that finds no free or dead chunk fails with out of memory).
+    pub evictions: bool,
+    /// Whether items carry CAS values (memcached's `-C` turns this off: every CAS reads 0 and
+    /// a CAS-conditional store finds the item changed).
+    pub cas_enabled: bool,
 }
 
 impl Default for StoreConfig {
@@ -83,6 +89,8 @@ impl Default for StoreConfig {
             eviction: EvictionPolicy::Lru,
             shard_id: 0,
             shard_count: 1,
+            evictions: true,
+            cas_enabled: true,
         }
     }
 }
@@ -712,6 +720,11 @@ impl Store {
                     self.stats.cas_misses += 1;
                     return Err(StoreError::NotFound);
                 }
+                // As memcached with -C: no CAS ever matches.
+                Some(_) if !self.config.cas_enabled => {
+                    self.stats.cas_badval += 1;
+                    return Err(StoreError::Exists);
+                }
                 Some(id) if self.item_cas(id) == cas => self.stats.cas_hits += 1,
                 Some(id) if opts.invalidate && cas < self.item_cas(id) => {
                     self.stats.cas_hits += 1;
@@ -1183,6 +1196,9 @@ impl Store {
     /// The wire CAS of a linked item: its explicit one, else derived from its counter.
     #[inline]
     fn item_cas(&self, id: ItemId) -> u64 {
+        if !self.config.cas_enabled {
+            return 0;
+        }
         let c = self.slab.chunk(id);
         item::explicit_cas(c).unwrap_or_else(|| self.wire_cas(item::cas(c)))
     }
@@ -1461,7 +1477,10 @@ impl Store {
         if let Some(id) = self.slab.pop_free(class) {
             return Ok(id);
         }
-        if self.slab.grow(class) || self.make_room(class) || self.rebalance_into(class, true) {
+        if self.slab.grow(class)
+            || self.make_room(class)
+            || (self.config.evictions && self.rebalance_into(class, true))
+        {
             if let Some(id) = self.slab.pop_free(class) {
                 return Ok(id);
             }
@@ -1484,6 +1503,8 @@ impl Store {
         let freed = if let Some(id) = dead {
             self.reclaim_item(id);
             true
+        } else if !self.config.evictions {
+            false
         } else if let Some(&id) = cands.first() {
             self.evict_item(id, true);
             // A page's worth of evictions since the last try: see whether a colder class can

@@ -74,7 +74,8 @@ pub fn request_opcode<B>(command: &Command<B>, variant: Variant) -> Option<u8> {
         Command::Touch { .. } => single(TOUCH),
         // Meta-protocol lookups have no binary opcode.
         // Meta-only commands have no binary opcode.
-        Command::MetaGet { .. }
+        Command::Shutdown { .. }
+        | Command::MetaGet { .. }
         | Command::Inspect { .. }
         | Command::MetaStore { .. }
         | Command::Invalidate { .. }
@@ -140,6 +141,7 @@ pub fn encode_request(
         | Command::Inspect { .. }
         | Command::MetaStore { .. }
         | Command::Invalidate { .. }
+        | Command::Shutdown { .. }
         | Command::MetaArith { .. } => return Err(EncodeError::NoSuchVariant),
         Command::Get { key: k, touch } => {
             key = k;
