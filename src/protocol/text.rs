@@ -654,12 +654,8 @@ impl Codec for TextCodec {
         else {
             return false;
         };
-        value_line(out, key, *flags, value.len(), with_cas.then_some(*cas));
-        put_value(out);
-        out.extend_from_slice(b"\r\n");
-        if *end {
-            line_out(out, b"END");
-        }
+        let cas = with_cas.then_some(*cas);
+        get_hit(out, key, *flags, value.len(), cas, *end, put_value);
         true
     }
 
@@ -686,6 +682,24 @@ fn value_line(out: &mut Vec<u8>, key: &[u8], flags: u32, len: usize, cas: Option
     };
 }
 
+/// A get's hit: its VALUE line, the data block `put_value` appends, and `END` after the last key.
+fn get_hit(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    flags: u32,
+    len: usize,
+    cas: Option<u64>,
+    end: bool,
+    put_value: &mut dyn FnMut(&mut Vec<u8>),
+) {
+    value_line(out, key, flags, len, cas);
+    put_value(out);
+    out.extend_from_slice(b"\r\n");
+    if end {
+        line_out(out, b"END");
+    }
+}
+
 fn line_out(out: &mut Vec<u8>, text: &[u8]) {
     out.extend_from_slice(text);
     out.extend_from_slice(b"\r\n");
@@ -704,9 +718,12 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
         Kind::Get { cas: with_cas, end } => {
             if let Outcome::Value { flags, cas, value } = outcome {
                 let cas = with_cas.then_some(*cas);
-                value_line(out, key, *flags, value.len(), cas);
-                line_out(out, value);
-            } else if let Outcome::OutOfMemory = outcome {
+                get_hit(out, key, *flags, value.len(), cas, end, &mut |out| {
+                    out.extend_from_slice(value)
+                });
+                return;
+            }
+            if let Outcome::OutOfMemory = outcome {
                 line_out(out, GET_OUT_OF_MEMORY.as_bytes());
             }
             if end {

@@ -228,10 +228,7 @@ impl super::Codec for BinaryCodec {
         if ctx.opcode == opcode::TOUCH || ctx.suppresses(outcome) {
             return false;
         }
-        let key = if ctx.echo_key { key } else { &[] };
-        let extras = flags.to_be_bytes();
-        put_packet_head(out, ctx, status::NO_ERROR, *cas, &extras, key, value.len());
-        put_value(out);
+        put_hit(out, ctx, key, *flags, *cas, value.len(), put_value);
         true
     }
 }
@@ -516,6 +513,22 @@ fn put_packet(
     out.extend_from_slice(value);
 }
 
+/// Appends the packet of a hit carrying `value_len` bytes of value, which `put_value` appends.
+fn put_hit(
+    out: &mut Vec<u8>,
+    ctx: &ReplyCtx,
+    key: &[u8],
+    flags: u32,
+    cas: u64,
+    value_len: usize,
+    put_value: &mut dyn FnMut(&mut Vec<u8>),
+) {
+    let key = if ctx.echo_key { key } else { &[] };
+    let extras = flags.to_be_bytes();
+    put_packet_head(out, ctx, status::NO_ERROR, cas, &extras, key, value_len);
+    put_value(out);
+}
+
 /// Appends a response packet's header, extras and key: everything but its `value_len` bytes of
 /// value.
 fn put_packet_head(
@@ -572,22 +585,15 @@ pub fn encode_response(out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &
     let no_key: &[u8] = &[];
     match outcome {
         Outcome::Value { flags, cas, value } => {
-            let key = if ctx.echo_key { key } else { no_key };
             // A Touch hit carries the flags but not the value.
             let value = if ctx.opcode == opcode::TOUCH {
                 no_key
             } else {
                 value
             };
-            put_packet(
-                out,
-                ctx,
-                status::NO_ERROR,
-                *cas,
-                &flags.to_be_bytes(),
-                key,
-                value,
-            );
+            put_hit(out, ctx, key, *flags, *cas, value.len(), &mut |out| {
+                out.extend_from_slice(value)
+            });
         }
         Outcome::Touched { flags, cas } => {
             put_packet(
