@@ -350,6 +350,13 @@ async fn batch<C: Codec>(
             }
         }
     }
+    // -R cut the batch short with requests left: memcached's `conn_yields`.
+    if core.shared.config().reqs_per_event.is_some()
+        && answered + b.len() >= max_batch
+        && pos < buf.len()
+    {
+        core.counters().conn_yields += 1;
+    }
     step.consumed = pos;
     core.counters().bytes_written += staged as u64;
     gather(core, codec, b, conn, out).await?;

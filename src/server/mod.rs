@@ -62,6 +62,8 @@ pub struct Shared {
     pub buffers: Arc<MemoryBudget>,
     /// Every shard, set by its thread once its store exists (for direct cross-core requests).
     shards: Vec<OnceLock<Arc<Shard>>>,
+    /// The network backend the shards run on (set once all are ready).
+    backend: OnceLock<String>,
 }
 
 impl Shared {
@@ -84,6 +86,13 @@ impl Shared {
             max_connections: self.config.conn_limit,
             curr_connections: self.curr_connections.load(Ordering::Relaxed),
             limit_maxbytes: self.config.memory_limit,
+            backend: self.backend.get().cloned().unwrap_or_default(),
+            maxconns_fast: self.config.extended.maxconns_fast,
+            idle_timeout: self.config.extended.idle_timeout != 0,
+            slab_reassign: self.config.extended.slab_reassign,
+            lru_crawler: self.config.extended.lru_crawler,
+            lru_maintainer: self.config.extended.lru_maintainer_thread,
+            temp_lru: self.config.extended.temp_lru,
         }
     }
 
@@ -216,6 +225,7 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         drained: AtomicUsize::new(0),
         buffers: MemoryBudget::new(config.buffer_memory_limit),
         shards: (0..n).map(|_| OnceLock::new()).collect(),
+        backend: OnceLock::new(),
         config,
     });
     spawn_signal_thread(shared.clone())?;
@@ -272,6 +282,8 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
     } else {
         "mixed io_uring/epoll".into()
     };
+    // One word, as memcached's libevent version is.
+    let _ = shared.backend.set(used.replace(' ', "_"));
     info!(
         "corecached ready: listening on {} ({n} shards, {used})",
         bound.join(", ")

@@ -332,6 +332,7 @@ impl Shard {
                 (Kind::Arith, o)
             }
             Command::Inspect { key } => {
+                c.cmd_meta += 1;
                 let o = store.peek(key, hash).map(|i| Outcome::Info(item_meta(&i)));
                 (Kind::Get, o)
             }

@@ -1,6 +1,6 @@
 //! Per-shard counters and latency histograms, and their aggregation into memcached's `stats`
-//! replies (names, order and meanings of memcached 1.6.18 where a true value exists; names that
-//! would only carry a made-up value are left out).
+//! replies: every name memcached 1.6.18 prints, in its order, with corecached's value where the
+//! concept exists here and 0 where it does not (README.md, "Stats that are always 0").
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +38,10 @@ counters! {
     cmd_flush,
     /// Touch and GAT requests.
     cmd_touch,
+    /// Meta commands memcached counts as such (1.6.18 counts `me` only).
+    cmd_meta,
+    /// Batches cut short by `-R` with requests left in the buffer.
+    conn_yields,
     /// Stores refused for size by the codec, before reaching a store.
     store_too_large,
     /// Bytes read from clients.
@@ -186,7 +190,10 @@ pub fn add_store_stats(a: &mut StoreStats, b: &StoreStats) {
         slab_reassign_evictions,
         total_malloced,
         limit_maxbytes,
-        hash_bytes
+        hash_bytes,
+        crawler_items_checked,
+        crawler_reclaimed,
+        hash_buckets
     );
 }
 
@@ -211,9 +218,22 @@ pub fn add_class_stats(total: &mut Vec<SlabClassStats>, more: &[SlabClassStats])
             evicted_unfetched,
             expired_unfetched,
             reclaimed,
-            outofmemory
+            outofmemory,
+            evicted_nonzero,
+            crawler_items_checked,
+            crawler_reclaimed,
+            get_hits,
+            set_cmds,
+            delete_hits,
+            incr_hits,
+            decr_hits,
+            cas_hits,
+            cas_badval,
+            touch_hits
         );
+        // Per shard "seconds since"; the class's figure is the oldest of them.
         t.age = t.age.max(m.age);
+        t.evicted_time = t.evicted_time.max(m.evicted_time);
     }
 }
 
@@ -253,6 +273,20 @@ pub struct ServerInfo {
     pub curr_connections: usize,
     /// `-m` in bytes.
     pub limit_maxbytes: usize,
+    /// The network backend, reported where memcached names its libevent version.
+    pub backend: String,
+    /// The `-o` settings that decide which names memcached prints.
+    pub maxconns_fast: bool,
+    /// `-o idle_timeout` is set.
+    pub idle_timeout: bool,
+    /// `-o slab_reassign` (default on).
+    pub slab_reassign: bool,
+    /// `-o lru_crawler` (default on).
+    pub lru_crawler: bool,
+    /// `-o lru_maintainer` (default on).
+    pub lru_maintainer: bool,
+    /// `-o temp_lru`.
+    pub temp_lru: bool,
 }
 
 /// Current Unix time in seconds.
@@ -273,29 +307,49 @@ fn rusage() -> (String, String) {
     (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
-/// The general group, in memcached 1.6.18's order.
+/// The general group, in memcached 1.6.18's order and with its conditions (names that depend
+/// on `-o` settings appear when memcached would print them).
 pub fn general(info: &ServerInfo, s: &Snapshot) -> Vec<(String, String)> {
     let now = unix_now();
     let c = &s.counters;
     let st = &s.store;
     let (user, system) = rusage();
-    let mut out: Vec<(String, String)> = Vec::with_capacity(64);
+    let mut out: Vec<(String, String)> = Vec::with_capacity(96);
     let mut put = |k: &str, v: String| out.push((k.to_string(), v));
+    let zero = || "0".to_string();
     put("pid", std::process::id().to_string());
     put("uptime", now.saturating_sub(info.started).to_string());
     put("time", now.to_string());
     put("version", crate::VERSION_STRING.to_string());
+    put("libevent", info.backend.clone());
     put("pointer_size", (usize::BITS).to_string());
     put("rusage_user", user);
     put("rusage_system", system);
     put("max_connections", info.max_connections.to_string());
     put("curr_connections", info.curr_connections.to_string());
     put("total_connections", c.total_connections.to_string());
-    put("rejected_connections", c.rejected_connections.to_string());
+    if info.maxconns_fast {
+        put("rejected_connections", c.rejected_connections.to_string());
+    }
+    // One connection state per open connection; none kept for reuse.
+    put("connection_structures", info.curr_connections.to_string());
+    for name in [
+        "response_obj_oom",
+        "response_obj_count",
+        "response_obj_bytes",
+        "read_buf_count",
+        "read_buf_bytes",
+        "read_buf_bytes_free",
+        "read_buf_oom",
+        "reserved_fds",
+    ] {
+        put(name, zero());
+    }
     put("cmd_get", c.cmd_get.to_string());
     put("cmd_set", c.cmd_set.to_string());
     put("cmd_flush", c.cmd_flush.to_string());
     put("cmd_touch", c.cmd_touch.to_string());
+    put("cmd_meta", c.cmd_meta.to_string());
     put("get_hits", st.get_hits.to_string());
     put("get_misses", st.get_misses.to_string());
     put("get_expired", st.get_expired.to_string());
@@ -317,30 +371,88 @@ pub fn general(info: &ServerInfo, s: &Snapshot) -> Vec<(String, String)> {
     );
     put("store_no_memory", st.store_no_memory.to_string());
     // SASL is off: memcached reports zeros then too.
-    put("auth_cmds", "0".into());
-    put("auth_errors", "0".into());
+    put("auth_cmds", zero());
+    put("auth_errors", zero());
+    if info.idle_timeout {
+        put("idle_kicks", zero());
+    }
     put("bytes_read", c.bytes_read.to_string());
     put("bytes_written", c.bytes_written.to_string());
     put("limit_maxbytes", info.limit_maxbytes.to_string());
     put("accepting_conns", "1".into());
+    put("listen_disabled_num", zero());
+    put("time_in_listen_disabled_us", zero());
     put("threads", info.threads.to_string());
+    put("conn_yields", c.conn_yields.to_string());
+    put(
+        "hash_power_level",
+        st.hash_buckets.checked_ilog2().unwrap_or(0).to_string(),
+    );
     put("hash_bytes", st.hash_bytes.to_string());
-    put(
-        "slab_reassign_rescues",
-        st.slab_reassign_rescues.to_string(),
-    );
-    put(
-        "slab_reassign_evictions_nomem",
-        st.slab_reassign_evictions.to_string(),
-    );
-    put("slabs_moved", st.slabs_moved.to_string());
+    put("hash_is_expanding", zero());
+    if info.slab_reassign {
+        put(
+            "slab_reassign_rescues",
+            st.slab_reassign_rescues.to_string(),
+        );
+        put("slab_reassign_chunk_rescues", zero());
+        put(
+            "slab_reassign_evictions_nomem",
+            st.slab_reassign_evictions.to_string(),
+        );
+        put("slab_reassign_inline_reclaim", zero());
+        put("slab_reassign_busy_items", zero());
+        put("slab_reassign_busy_deletes", zero());
+        put("slab_reassign_running", zero());
+        put("slabs_moved", st.slabs_moved.to_string());
+    }
+    if info.lru_crawler {
+        put("lru_crawler_running", zero());
+        put("lru_crawler_starts", zero());
+    }
+    if info.lru_maintainer {
+        put("lru_maintainer_juggles", zero());
+    }
+    for name in [
+        "malloc_fails",
+        "log_worker_dropped",
+        "log_worker_written",
+        "log_watcher_skipped",
+        "log_watcher_sent",
+        "log_watchers",
+        "unexpected_napi_ids",
+        "round_robin_fallback",
+    ] {
+        put(name, zero());
+    }
     put("bytes", st.bytes.to_string());
     put("curr_items", st.curr_items.to_string());
     put("total_items", st.total_items.to_string());
+    put("slab_global_page_pool", zero());
     put("expired_unfetched", st.expired_unfetched.to_string());
     put("evicted_unfetched", st.evicted_unfetched.to_string());
+    if info.lru_maintainer {
+        put("evicted_active", zero());
+    }
     put("evictions", st.evictions.to_string());
     put("reclaimed", st.reclaimed.to_string());
+    put("crawler_reclaimed", st.crawler_reclaimed.to_string());
+    put(
+        "crawler_items_checked",
+        st.crawler_items_checked.to_string(),
+    );
+    put("lrutail_reflocked", zero());
+    if info.lru_maintainer {
+        for name in [
+            "moves_to_cold",
+            "moves_to_warm",
+            "moves_within_lru",
+            "direct_reclaims",
+            "lru_bumps_dropped",
+        ] {
+            put(name, zero());
+        }
+    }
     out
 }
 
@@ -469,7 +581,7 @@ pub fn settings(s: &Settings) -> Vec<(String, String)> {
     out
 }
 
-/// The `slabs` group: per class with pages, memcached's field names, then the totals.
+/// The `slabs` group: per class with pages, memcached 1.6.18's fields, then the totals.
 pub fn slabs(s: &Snapshot) -> Vec<(String, String)> {
     let mut classes: Vec<&SlabClassStats> =
         s.classes.iter().filter(|c| c.total_pages > 0).collect();
@@ -484,6 +596,16 @@ pub fn slabs(s: &Snapshot) -> Vec<(String, String)> {
             ("total_chunks", c.total_chunks),
             ("used_chunks", c.used_chunks),
             ("free_chunks", c.free_chunks),
+            // Pages are carved whole when they join a class: no uncarved end.
+            ("free_chunks_end", 0),
+            ("get_hits", c.get_hits),
+            ("cmd_set", c.set_cmds),
+            ("delete_hits", c.delete_hits),
+            ("incr_hits", c.incr_hits),
+            ("decr_hits", c.decr_hits),
+            ("cas_hits", c.cas_hits),
+            ("cas_badval", c.cas_badval),
+            ("touch_hits", c.touch_hits),
         ] {
             out.push((format!("{n}:{field}"), v.to_string()));
         }
@@ -493,24 +615,53 @@ pub fn slabs(s: &Snapshot) -> Vec<(String, String)> {
     out
 }
 
-/// The `items` group: `items:<class>:<field>` for every class holding items.
-pub fn items(s: &Snapshot) -> Vec<(String, String)> {
+/// The `items` group: `items:<class>:<field>` for every class holding items, memcached
+/// 1.6.18's fields with its conditions. Each class has one eviction list, which plays the part
+/// of memcached's COLD list (where its evictions happen): `number_cold` is the class's items,
+/// `age` its list's tail, `hits_to_cold` its hits; HOT, WARM and TEMP stay empty.
+pub fn items(s: &Snapshot, info: &ServerInfo) -> Vec<(String, String)> {
     let mut classes: Vec<&SlabClassStats> = s.classes.iter().filter(|c| c.number > 0).collect();
     classes.sort_by_key(|c| c.class);
     let mut out = Vec::new();
     for c in classes {
         let n = c.class;
-        for (field, v) in [
-            ("number", c.number),
-            ("age", c.age),
-            ("mem_requested", c.mem_requested),
-            ("evicted", c.evicted),
-            ("outofmemory", c.outofmemory),
-            ("reclaimed", c.reclaimed),
-            ("expired_unfetched", c.expired_unfetched),
-            ("evicted_unfetched", c.evicted_unfetched),
-        ] {
-            out.push((format!("items:{n}:{field}"), v.to_string()));
+        let mut put = |field: &str, v: u64| out.push((format!("items:{n}:{field}"), v.to_string()));
+        put("number", c.number);
+        if info.lru_maintainer {
+            put("number_hot", 0);
+            put("number_warm", 0);
+            put("number_cold", c.number);
+            if info.temp_lru {
+                put("number_temp", 0);
+            }
+            put("age_hot", 0);
+            put("age_warm", 0);
+        }
+        put("age", c.age);
+        put("mem_requested", c.mem_requested);
+        put("evicted", c.evicted);
+        put("evicted_nonzero", c.evicted_nonzero);
+        put("evicted_time", c.evicted_time);
+        put("outofmemory", c.outofmemory);
+        put("tailrepairs", 0);
+        put("reclaimed", c.reclaimed);
+        put("expired_unfetched", c.expired_unfetched);
+        put("evicted_unfetched", c.evicted_unfetched);
+        if info.lru_maintainer {
+            put("evicted_active", 0);
+        }
+        put("crawler_reclaimed", c.crawler_reclaimed);
+        put("crawler_items_checked", c.crawler_items_checked);
+        put("lrutail_reflocked", 0);
+        if info.lru_maintainer {
+            put("moves_to_cold", 0);
+            put("moves_to_warm", 0);
+            put("moves_within_lru", 0);
+            put("direct_reclaims", 0);
+            put("hits_to_hot", 0);
+            put("hits_to_warm", 0);
+            put("hits_to_cold", c.get_hits);
+            put("hits_to_temp", 0);
         }
     }
     out
@@ -551,7 +702,7 @@ impl super::router::Core {
             }
         }
         Outcome::Stats(match group {
-            b"items" => items(&total),
+            b"items" => items(&total, &self.shared.server_info()),
             b"slabs" => slabs(&total),
             b"latency" => total.latency.report(),
             _ => general(&self.shared.server_info(), &total),
@@ -596,6 +747,13 @@ mod tests {
             max_connections: 1024,
             curr_connections: 1,
             limit_maxbytes: 64 << 20,
+            backend: "epoll".into(),
+            maxconns_fast: true,
+            idle_timeout: false,
+            slab_reassign: true,
+            lru_crawler: true,
+            lru_maintainer: true,
+            temp_lru: false,
         };
         let g = general(&info, &Snapshot::default());
         let names: Vec<&str> = g.iter().map(|(k, _)| k.as_str()).collect();

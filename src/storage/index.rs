@@ -67,8 +67,12 @@ impl Index {
 
     /// Bytes the table holds (slots and control bytes, approximately).
     pub(crate) fn heap_bytes(&self) -> usize {
-        let buckets = self.table.capacity() * 8 / 7;
-        buckets * (std::mem::size_of::<ItemId>() + 1)
+        self.buckets() * (std::mem::size_of::<ItemId>() + 1)
+    }
+
+    /// Slots of the table (approximately: capacity over the load factor).
+    pub(crate) fn buckets(&self) -> usize {
+        self.table.capacity() * 8 / 7
     }
 }
 

@@ -261,6 +261,13 @@ pub struct StoreStats {
     pub limit_maxbytes: u64,
     /// Bytes held by the hash index (outside the limit).
     pub hash_bytes: u64,
+    /// Items the background reclaimer examined (memcached's `crawler_items_checked`).
+    pub crawler_items_checked: u64,
+    /// Dead items the background reclaimer freed (memcached's `crawler_reclaimed`; also in
+    /// `reclaimed`).
+    pub crawler_reclaimed: u64,
+    /// Slots of the hash index.
+    pub hash_buckets: u64,
 }
 
 /// Slab and item statistics of one slab class (memcached's `stats slabs` / `stats items`).
@@ -296,6 +303,30 @@ pub struct SlabClassStats {
     pub reclaimed: u64,
     /// Allocations in this class that failed for want of memory.
     pub outofmemory: u64,
+    /// Evicted items of this class that had an expiry time.
+    pub evicted_nonzero: u64,
+    /// Seconds the last item evicted from this class had gone unaccessed.
+    pub evicted_time: u64,
+    /// Items of this class the background reclaimer examined.
+    pub crawler_items_checked: u64,
+    /// Expired or flushed items of this class the background reclaimer freed.
+    pub crawler_reclaimed: u64,
+    /// Get hits on items of this class (get, gat, mg).
+    pub get_hits: u64,
+    /// Storage commands whose item falls in this class (memcached's per-class `cmd_set`).
+    pub set_cmds: u64,
+    /// Deletes that removed an item of this class.
+    pub delete_hits: u64,
+    /// Incr on an item of this class.
+    pub incr_hits: u64,
+    /// Decr on an item of this class.
+    pub decr_hits: u64,
+    /// CAS stores that matched an item of this class.
+    pub cas_hits: u64,
+    /// CAS stores refused by an item of this class.
+    pub cas_badval: u64,
+    /// Touches and get-and-touches of an item of this class.
+    pub touch_hits: u64,
 }
 
 /// What the store knows about one item, read without side effects on recency or stats (for the
@@ -395,6 +426,22 @@ struct ClassCounters {
     expired_unfetched: u64,
     reclaimed: u64,
     outofmemory: u64,
+    /// Evicted items that had an expiry time.
+    evicted_nonzero: u64,
+    /// Seconds the last evicted item had gone unaccessed.
+    evicted_time: u32,
+    /// Items the background reclaimer examined / freed.
+    crawler_items_checked: u64,
+    crawler_reclaimed: u64,
+    /// Command results counted in the item's class (memcached's per-class `stats slabs`).
+    get_hits: u64,
+    set_cmds: u64,
+    delete_hits: u64,
+    incr_hits: u64,
+    decr_hits: u64,
+    cas_hits: u64,
+    cas_badval: u64,
+    touch_hits: u64,
     /// Page-move window: chunks allocated, hits, evictions (halved by each `rebalance` call).
     win_allocs: u64,
     win_hits: u64,
@@ -576,6 +623,7 @@ impl Store {
         match self.lookup(key, hash) {
             Found::Live(id) => {
                 self.stats.get_hits += 1;
+                self.class_mut(id).get_hits += 1;
                 self.hit(id);
                 Ok(self.view(id))
             }
@@ -652,6 +700,7 @@ impl Store {
         match self.lookup(key, hash) {
             Found::Live(id) => {
                 self.stats.touch_hits += 1;
+                self.class_mut(id).touch_hits += 1;
                 let exp = self.clock.expiry(exptime);
                 item::set_exptime(self.slab.chunk_mut(id), exp);
                 self.hit(id);
@@ -708,6 +757,12 @@ impl Store {
             }
             return Err(StoreError::TooLarge);
         }
+        if let Some(class) = self
+            .slab
+            .class_for(item::item_size(key.len(), value.len()) + trailer)
+        {
+            self.classes[class].set_cmds += 1;
+        }
         let old = match self.lookup(key, hash) {
             Found::Live(id) => Some(id),
             Found::Missing => None,
@@ -721,18 +776,24 @@ impl Store {
                     return Err(StoreError::NotFound);
                 }
                 // As memcached with -C: no CAS ever matches.
-                Some(_) if !self.config.cas_enabled => {
+                Some(id) if !self.config.cas_enabled => {
                     self.stats.cas_badval += 1;
+                    self.class_mut(id).cas_badval += 1;
                     return Err(StoreError::Exists);
                 }
-                Some(id) if self.item_cas(id) == cas => self.stats.cas_hits += 1,
+                Some(id) if self.item_cas(id) == cas => {
+                    self.stats.cas_hits += 1;
+                    self.class_mut(id).cas_hits += 1;
+                }
                 Some(id) if opts.invalidate && cas < self.item_cas(id) => {
                     self.stats.cas_hits += 1;
+                    self.class_mut(id).cas_hits += 1;
                     let h = Header::load(self.slab.chunk(id));
                     stale_from = Some((h.exptime, h.token_sent()));
                 }
-                Some(_) => {
+                Some(id) => {
                     self.stats.cas_badval += 1;
+                    self.class_mut(id).cas_badval += 1;
                     return Err(StoreError::Exists);
                 }
             }
@@ -814,10 +875,14 @@ impl Store {
         match opts.touch {
             Some(exptime) => {
                 self.stats.touch_hits += 1;
+                self.class_mut(id).touch_hits += 1;
                 let exp = self.clock.expiry(exptime);
                 item::set_exptime(self.slab.chunk_mut(id), exp);
             }
-            None => self.stats.get_hits += 1,
+            None => {
+                self.stats.get_hits += 1;
+                self.class_mut(id).get_hits += 1;
+            }
         }
         if opts.no_update {
             self.count_hit(id);
@@ -963,10 +1028,12 @@ impl Store {
         let next = match op {
             ArithOp::Incr => {
                 self.stats.incr_hits += 1;
+                self.class_mut(id).incr_hits += 1;
                 current.wrapping_add(delta)
             }
             ArithOp::Decr => {
                 self.stats.decr_hits += 1;
+                self.class_mut(id).decr_hits += 1;
                 current.saturating_sub(delta)
             }
         };
@@ -1019,6 +1086,7 @@ impl Store {
                     return Err(StoreError::Exists);
                 }
                 self.stats.delete_hits += 1;
+                self.class_mut(id).delete_hits += 1;
                 self.unlink(id, Some(hash));
                 Ok(())
             }
@@ -1048,9 +1116,15 @@ impl Store {
         let mut freed = 0;
         let mut id = self.slab.chunk_at_or_after(self.reclaim_cursor);
         for _ in 0..budget {
-            if item::key_len(self.slab.chunk(id)) != 0 && self.is_dead(id) {
-                self.reclaim_item(id);
-                freed += 1;
+            if item::key_len(self.slab.chunk(id)) != 0 {
+                self.stats.crawler_items_checked += 1;
+                self.class_mut(id).crawler_items_checked += 1;
+                if self.is_dead(id) {
+                    self.stats.crawler_reclaimed += 1;
+                    self.class_mut(id).crawler_reclaimed += 1;
+                    self.reclaim_item(id);
+                    freed += 1;
+                }
             }
             id = self.slab.chunk_at_or_after(id.wrapping_add(1));
         }
@@ -1112,6 +1186,7 @@ impl Store {
         s.total_malloced = self.slab.bytes_allocated() as u64;
         s.limit_maxbytes = self.config.memory_limit as u64;
         s.hash_bytes = self.index.heap_bytes() as u64;
+        s.hash_buckets = self.index.buckets() as u64;
         s
     }
 
@@ -1127,6 +1202,29 @@ impl Store {
                 ..ClassCounters::default()
             };
         }
+    }
+
+    /// Starts counting items per size for [`Store::sizes`] (the items held now included).
+    pub fn enable_sizes(&mut self) {
+        self.slab.enable_sizes();
+    }
+
+    /// Stops counting items per size.
+    pub fn disable_sizes(&mut self) {
+        self.slab.disable_sizes();
+    }
+
+    /// Items per size while counting is on (memcached's `stats sizes`): `(size, items)` for
+    /// every non-empty bucket of 32 bytes, `size` the bucket's upper bound, smallest first.
+    pub fn sizes(&self) -> Option<Vec<(u64, u64)>> {
+        let hist = self.slab.sizes()?;
+        Some(
+            hist.iter()
+                .enumerate()
+                .filter(|(_, &n)| n != 0)
+                .map(|(i, &n)| ((i * slab::SIZE_BUCKET) as u64, u64::from(n)))
+                .collect(),
+        )
     }
 
     /// Statistics of every slab class, smallest chunk first (classes without pages included).
@@ -1160,6 +1258,18 @@ impl Store {
                     expired_unfetched: k.expired_unfetched,
                     reclaimed: k.reclaimed,
                     outofmemory: k.outofmemory,
+                    evicted_nonzero: k.evicted_nonzero,
+                    evicted_time: u64::from(k.evicted_time),
+                    crawler_items_checked: k.crawler_items_checked,
+                    crawler_reclaimed: k.crawler_reclaimed,
+                    get_hits: k.get_hits,
+                    set_cmds: k.set_cmds,
+                    delete_hits: k.delete_hits,
+                    incr_hits: k.incr_hits,
+                    decr_hits: k.decr_hits,
+                    cas_hits: k.cas_hits,
+                    cas_badval: k.cas_badval,
+                    touch_hits: k.touch_hits,
                 }
             })
             .collect()
@@ -1251,6 +1361,13 @@ impl Store {
         self.touch_recency(id);
     }
 
+    /// The counters of the item's class.
+    #[inline]
+    fn class_mut(&mut self, id: ItemId) -> &mut ClassCounters {
+        let class = self.slab.class_of(id);
+        &mut self.classes[class]
+    }
+
     /// Counts a hit in the item's class, without marking or moving the item.
     fn count_hit(&mut self, id: ItemId) {
         let class = self.slab.class_of(id);
@@ -1321,8 +1438,15 @@ impl Store {
     /// Frees a live item to make room; `pressure` when its own class needed the chunk.
     fn evict_item(&mut self, id: ItemId, pressure: bool) {
         let class = self.slab.class_of(id);
+        let c = self.slab.chunk(id);
+        let (exptime, idle) = (
+            item::exptime(c),
+            self.clock.now().saturating_sub(item::atime(c)),
+        );
         let k = &mut self.classes[class];
         k.evicted += 1;
+        k.evicted_nonzero += u64::from(exptime != clock::NEVER);
+        k.evicted_time = idle;
         k.win_evicts += u64::from(pressure);
         k.since_attempt += u64::from(pressure);
         self.stats.evictions += 1;

@@ -63,7 +63,12 @@ pub(crate) struct Slab {
     slot_mask: u32,
     pages: Vec<Page>,
     classes: Vec<Class>,
+    /// Items per size bucket of [`SIZE_BUCKET`] bytes (memcached's `stats sizes`), while enabled.
+    sizes: Option<Vec<u32>>,
 }
+
+/// Width of a `stats sizes` bucket, as memcached's.
+pub(crate) const SIZE_BUCKET: usize = 32;
 
 fn align8(n: usize) -> usize {
     (n + 7) & !7
@@ -126,6 +131,7 @@ impl Slab {
             slot_mask: (1 << slot_bits) - 1,
             pages: Vec::new(),
             classes,
+            sizes: None,
         })
     }
 
@@ -278,6 +284,7 @@ impl Slab {
         let c = &mut self.classes[class];
         c.used -= 1;
         c.mem_requested -= size;
+        self.count_size(size as usize, false);
         (page, class)
     }
 
@@ -286,6 +293,50 @@ impl Slab {
     pub(crate) fn account(&mut self, class: usize, old_size: usize, new_size: usize) {
         let c = &mut self.classes[class];
         c.mem_requested = c.mem_requested + new_size as u64 - old_size as u64;
+        if self.sizes.is_some() {
+            if old_size != 0 {
+                self.count_size(old_size, false);
+            }
+            self.count_size(new_size, true);
+        }
+    }
+
+    /// Moves the size histogram's count of an item of `size` bytes up or down.
+    #[inline]
+    fn count_size(&mut self, size: usize, add: bool) {
+        let Some(hist) = &mut self.sizes else { return };
+        if let Some(n) = hist.get_mut(size.div_ceil(SIZE_BUCKET)) {
+            *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        }
+    }
+
+    /// Starts (or keeps) counting items per size, counting the items held now once; sizes up
+    /// to a page fit the buckets.
+    pub(crate) fn enable_sizes(&mut self) {
+        if self.sizes.is_some() {
+            return;
+        }
+        let mut hist = vec![0u32; self.page_size / SIZE_BUCKET + 1];
+        for page in 0..self.pages.len() as u32 {
+            for id in self.items_in_page(page) {
+                let size = Header::load(self.chunk(id)).total_size();
+                if let Some(n) = hist.get_mut(size.div_ceil(SIZE_BUCKET)) {
+                    *n += 1;
+                }
+            }
+        }
+        self.sizes = Some(hist);
+    }
+
+    /// Stops counting items per size and drops the histogram.
+    pub(crate) fn disable_sizes(&mut self) {
+        self.sizes = None;
+    }
+
+    /// The size histogram while enabled: items per bucket, bucket `i` holding sizes in
+    /// `((i-1)*32, i*32]`.
+    pub(crate) fn sizes(&self) -> Option<&[u32]> {
+        self.sizes.as_deref()
     }
 
     fn push_free(&mut self, class: usize, id: ItemId) {

@@ -1385,3 +1385,94 @@ fn a_full_class_does_not_evict_or_move_a_lent_item() {
     s.end_loan(item);
     s.verify();
 }
+
+// ---- per-class counters and the size histogram ----
+
+#[test]
+fn per_class_counters_land_in_the_items_class_and_sum_to_the_totals() {
+    let mut s = small();
+    let big = vec![b'x'; 500];
+    set(&mut s, b"a", b"1");
+    set(&mut s, b"b", &big);
+    let (ca, cb) = (
+        class_of(&mut s, b"a") as usize - 1,
+        class_of(&mut s, b"b") as usize - 1,
+    );
+    assert_ne!(ca, cb);
+    get(&mut s, b"a");
+    get(&mut s, b"b");
+    get(&mut s, b"b");
+    get(&mut s, b"missing");
+    arith(&mut s, ArithOp::Incr, b"a", 1).unwrap();
+    arith(&mut s, ArithOp::Decr, b"a", 1).unwrap();
+    let cas = gets(&mut s, b"b").unwrap().2;
+    put(&mut s, StoreMode::Set, b"b", &big, cas + 1).unwrap_err();
+    put(&mut s, StoreMode::Set, b"b", &big, cas).unwrap();
+    s.touch(b"a", key_hash(b"a"), 100).unwrap();
+    s.delete(b"b", key_hash(b"b"), 0).unwrap();
+    let k = s.slab_stats();
+    let t = s.stats();
+    assert_eq!((k[ca].get_hits, k[cb].get_hits), (1, 3));
+    assert_eq!((k[ca].set_cmds, k[cb].set_cmds), (1, 3));
+    assert_eq!((k[ca].incr_hits, k[ca].decr_hits), (1, 1));
+    assert_eq!((k[cb].cas_hits, k[cb].cas_badval), (1, 1));
+    assert_eq!((k[ca].touch_hits, k[cb].delete_hits), (1, 1));
+    let sum = |f: fn(&SlabClassStats) -> u64| k.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|c| c.get_hits), t.get_hits);
+    assert_eq!(sum(|c| c.delete_hits), t.delete_hits);
+    assert_eq!(
+        sum(|c| c.cas_hits + c.cas_badval),
+        t.cas_hits + t.cas_badval
+    );
+    s.reset_stats();
+    assert_eq!(s.slab_stats()[cb].get_hits, 0);
+}
+
+#[test]
+fn eviction_records_expiry_and_idle_time_of_the_victim() {
+    let mut s = store_with(cfg(MIB));
+    let v = vec![b'v'; 1000];
+    set_ttl(&mut s, b"first", &v, 1000);
+    s.set_time(T0 + 7);
+    let mut i = 0;
+    while s.slab_stats().iter().all(|c| c.evicted == 0) {
+        set(&mut s, format!("k{i}").as_bytes(), &v);
+        i += 1;
+        assert!(i < 10_000, "no eviction");
+    }
+    let c = s.slab_stats().into_iter().find(|c| c.evicted > 0).unwrap();
+    assert_eq!((c.evicted, c.evicted_nonzero, c.evicted_time), (1, 1, 7));
+}
+
+#[test]
+fn reclaimer_counts_what_it_checks_and_frees() {
+    let mut s = small();
+    set_ttl(&mut s, b"short", b"v", 1);
+    set(&mut s, b"long", b"v");
+    s.set_time(T0 + 2);
+    s.reclaim(1 << 20);
+    let t = s.stats();
+    assert_eq!(t.crawler_reclaimed, 1);
+    assert!(t.crawler_items_checked >= 2);
+    assert_eq!(s.slab_stats()[0].crawler_reclaimed, 1);
+}
+
+#[test]
+fn size_histogram_counts_items_held_by_32_byte_bucket() {
+    let mut s = small();
+    assert_eq!(s.sizes(), None);
+    set(&mut s, b"before", b"v");
+    s.enable_sizes();
+    let size = |k: &[u8], v: usize| item::item_size(k.len(), v).div_ceil(32) as u64 * 32;
+    assert_eq!(s.sizes(), Some(vec![(size(b"before", 1), 1)]));
+    set(&mut s, b"k1", &[b'x'; 100]);
+    set(&mut s, b"k1", &[b'x'; 300]);
+    let mut want = vec![(size(b"before", 1), 1), (size(b"k1", 300), 1)];
+    want.sort();
+    assert_eq!(s.sizes(), Some(want));
+    s.delete(b"k1", key_hash(b"k1"), 0).unwrap();
+    s.delete(b"before", key_hash(b"before"), 0).unwrap();
+    assert_eq!(s.sizes(), Some(vec![]));
+    s.disable_sizes();
+    assert_eq!(s.sizes(), None);
+}
