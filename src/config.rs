@@ -499,6 +499,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// The `-D` delimiter as the byte keys are split at (memcached takes the first byte).
+    pub fn delimiter_byte(&self) -> u8 {
+        let mut b = [0u8; 4];
+        self.prefix_delimiter.encode_utf8(&mut b).as_bytes()[0]
+    }
+
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.placement.len()

@@ -329,3 +329,192 @@ fn stats_names_follow_memcached_with_temp_lru() {
         &["-t", "2", "-o", "temporary_ttl=30"],
     );
 }
+
+/// PREFIX lines in a fixed order (memcached lists them in its hash table's order).
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.split_inclusive("\r\n").map(String::from).collect();
+    let end = lines.pop();
+    lines.sort();
+    lines.extend(end);
+    lines
+}
+
+#[test]
+fn text_stats_detail_counts_per_prefix_as_memcached() {
+    let Some(mc) = Memcached::start(&[]) else {
+        return;
+    };
+    let cc = Server::start(&["-t", "2"]);
+    let script: &[(&[u8], &[&str])] = &[
+        (b"stats detail\r\n", &["CLIENT_ERROR"]),
+        (b"stats detail foo\r\n", &["CLIENT_ERROR"]),
+        (b"stats detail dump\r\n", &["END"]),
+        (b"stats detail on\r\n", &["OK"]),
+        (b"set a:1 0 0 1\r\nx\r\n", &["STORED"]),
+        (b"add a:1 0 0 1\r\nx\r\n", &["NOT_STORED"]),
+        (b"set plain 0 0 1\r\nx\r\n", &["STORED"]),
+        (b"get a:1 a:2 b:3 plain\r\n", &["END"]),
+        (b"gat 10 a:1\r\n", &["END"]),
+        (b"delete a:9\r\n", &["NOT_FOUND"]),
+        (b"delete a:1\r\n", &["DELETED"]),
+        (b"stats detail dump\r\n", &["END"]),
+        (b"stats detail off\r\n", &["OK"]),
+        (b"get b:1\r\n", &["END"]),
+        (b"stats detail dump\r\n", &["END"]),
+        (b"stats reset\r\n", &["RESET"]),
+        (b"stats detail dump\r\n", &["END"]),
+    ];
+    let mut m = Text::connect(mc.addr);
+    let mut c = Text::connect(cc.addr());
+    for (req, ends) in script {
+        let (want, got) = (m.call(req, ends), c.call(req, ends));
+        let what = String::from_utf8_lossy(req);
+        assert_eq!(sorted_lines(&got), sorted_lines(&want), "{what}");
+    }
+    // -D sets the delimiter and turns detail on, in memcached as here.
+    let mc = Memcached::start(&["-D", "/"]).unwrap();
+    let cc = Server::start(&["-t", "2", "-D", "/"]);
+    for addr in [mc.addr, cc.addr()] {
+        let mut t = Text::connect(addr);
+        t.call(b"set u/1 0 0 1\r\nx\r\n", &["STORED"]);
+        t.call(b"set u:1 0 0 1\r\nx\r\n", &["STORED"]);
+        let dump = t.call(b"stats detail dump\r\n", &["END"]);
+        assert_eq!(
+            dump, "PREFIX u get 0 hit 0 set 1 del 0\r\nEND\r\n",
+            "{addr}"
+        );
+        let settings = t.stats("settings");
+        assert!(settings.contains(&("detail_enabled".into(), "yes".into())));
+    }
+}
+
+#[test]
+fn text_stats_sizes_as_memcached() {
+    let Some(mc) = Memcached::start(&[]) else {
+        return;
+    };
+    let cc = Server::start(&["-t", "2"]);
+    let mut m = Text::connect(mc.addr);
+    let mut c = Text::connect(cc.addr());
+    fn both(m: &mut Text, c: &mut Text, req: &[u8], ends: &[&str]) -> String {
+        let want = m.call(req, ends);
+        assert_eq!(c.call(req, ends), want, "{}", String::from_utf8_lossy(req));
+        want
+    }
+    assert_eq!(
+        both(&mut m, &mut c, b"stats sizes\r\n", &["END"]),
+        "STAT sizes_status disabled\r\nEND\r\n"
+    );
+    // memcached answers these two without END.
+    both(&mut m, &mut c, b"stats sizes_enable\r\n", &["STAT"]);
+    both(&mut m, &mut c, b"stats sizes\r\n", &["END"]);
+    let (m_settings, c_settings) = (m.stats("settings"), c.stats("settings"));
+    for s in [m_settings, c_settings] {
+        assert!(s.contains(&("track_sizes".into(), "yes".into())));
+    }
+    // One item: one bucket of one item (the bucket's size is the item's size as stored,
+    // which differs between the two).
+    for t in [&mut m, &mut c] {
+        t.call(b"set k 0 0 10\r\n0123456789\r\n", &["STORED"]);
+        let sizes = t.stats("sizes");
+        assert_eq!(sizes.len(), 1, "{sizes:?}");
+        assert_eq!(sizes[0].1, "1");
+        assert_eq!(sizes[0].0.parse::<u64>().unwrap() % 32, 0);
+    }
+    assert_eq!(
+        both(&mut m, &mut c, b"stats sizes_disable\r\n", &["STAT"]),
+        "STAT sizes_status disabled\r\n"
+    );
+    both(&mut m, &mut c, b"stats sizes\r\n", &["END"]);
+}
+
+/// A binary `stats` answer: its status and pairs (empty for an error).
+fn bin_stats(c: &mut common::Client, group: &str) -> (u16, Vec<(String, String)>) {
+    c.send(&common::get(common::op::STAT, group.as_bytes()));
+    let mut out = Vec::new();
+    loop {
+        let r = c.recv();
+        if r.status != common::status::OK {
+            return (r.status, out);
+        }
+        if r.key.is_empty() {
+            return (r.status, out);
+        }
+        out.push((
+            String::from_utf8(r.key).unwrap(),
+            String::from_utf8(r.value).unwrap(),
+        ));
+    }
+}
+
+#[test]
+fn binary_stats_groups_answer_as_memcached() {
+    let Some(mc) = Memcached::start(&[]) else {
+        return;
+    };
+    let cc = Server::start(&["-t", "2"]);
+    workload(mc.addr);
+    workload(cc.addr());
+    let mut m = common::Client::connect(mc.addr);
+    let mut c = common::Client::connect(cc.addr());
+    for group in [
+        "",
+        "settings",
+        "items",
+        "slabs",
+        "sizes",
+        "detail on",
+        "detail dump",
+        "detail off",
+        // (Bare "detail" is left out: memcached reads past the key there, so its answer
+        // depends on whatever bytes its buffer held before.)
+        "detail bogus",
+        "conns",
+        "cachedump 1 1",
+        "nosuchgroup",
+        "reset",
+    ] {
+        if group == "detail dump" {
+            // Something to count while detail is on.
+            for cl in [&mut m, &mut c] {
+                cl.set(b"p:1", b"v");
+                cl.get(b"p:1");
+                cl.get(b"p:2");
+            }
+        }
+        let ((ms, mp), (cs, cp)) = (bin_stats(&mut m, group), bin_stats(&mut c, group));
+        assert_eq!(cs, ms, "binary stats {group:?}: status");
+        let mut want = names(group, &mp);
+        let mut got = names(group, &cp);
+        got.retain(|n| !OURS_ONLY.iter().any(|(_, o)| o == n));
+        want.sort();
+        got.sort();
+        want.dedup();
+        got.dedup();
+        assert_eq!(got, want, "binary stats {group:?}: names");
+        if group == "detail dump" {
+            assert_eq!(
+                sorted_lines(&cp[0].1),
+                sorted_lines(&mp[0].1),
+                "binary stats detail dump"
+            );
+        }
+    }
+    // sizes_enable / sizes_disable: one packet and no terminator; the next answer is the
+    // next request's.
+    for group in ["sizes_enable", "sizes_disable"] {
+        for cl in [&mut m, &mut c] {
+            cl.send(&common::get(common::op::STAT, group.as_bytes()));
+            cl.send(&common::get(common::op::NOOP, b""));
+            let r = cl.recv();
+            assert_eq!(r.key, b"sizes_status", "{group}");
+            let want: &[u8] = if group == "sizes_enable" {
+                b"enabled"
+            } else {
+                b"disabled"
+            };
+            assert_eq!(r.value, want, "{group}");
+            assert_eq!(cl.recv().opcode, common::op::NOOP, "{group}: no terminator");
+        }
+    }
+}

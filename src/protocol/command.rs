@@ -441,6 +441,9 @@ pub enum Outcome<V> {
     Version(V),
     /// Statistics as name/value pairs, in the order to send them.
     Stats(Vec<(String, String)>),
+    /// Statistics without the end marker (memcached's `stats sizes_enable|sizes_disable`
+    /// answers end with their last pair).
+    StatsOpen(Vec<(String, String)>),
     /// Unknown stats group.
     UnknownStatsGroup,
     /// SASL mechanism list (space separated).
@@ -498,6 +501,7 @@ impl<V> Outcome<V> {
             Outcome::Done => Outcome::Done,
             Outcome::Version(v) => Outcome::Version(f(v)),
             Outcome::Stats(s) => Outcome::Stats(s),
+            Outcome::StatsOpen(s) => Outcome::StatsOpen(s),
             Outcome::UnknownStatsGroup => Outcome::UnknownStatsGroup,
             Outcome::SaslMechs(v) => Outcome::SaslMechs(f(v)),
             Outcome::Authenticated => Outcome::Authenticated,

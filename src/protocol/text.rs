@@ -68,6 +68,8 @@ pub enum Kind {
     Stats {
         /// `stats reset`.
         reset: bool,
+        /// `stats detail on|off|dump`: `OK`, or the dump's text as is.
+        detail: bool,
     },
     /// quit: no reply, the connection closes.
     Quit,
@@ -582,24 +584,26 @@ impl Codec for TextCodec {
                 line_len,
             ),
             b"stats" => {
-                let group = args.first().copied().unwrap_or_default();
-                // `stats detail on|off|dump` and `stats sizes` have fixed answers here.
-                let fixed = match group {
-                    b"detail" => Some(match args.get(1).copied() {
-                        Some(b"on" | b"off") => "OK",
-                        Some(b"dump") => "END",
-                        _ => "CLIENT_ERROR usage: stats detail on|off|dump",
-                    }),
-                    b"sizes" => Some("STAT sizes_status disabled\r\nEND"),
-                    _ => None,
-                };
-                if let Some(text) = fixed {
-                    return Decode::Reject {
-                        ctx: ReplyCtx::text(Kind::Error(text), false),
-                        outcome: Outcome::Done,
-                        skip: line_len,
-                        close: false,
-                        unlink_key: None,
+                let mut group = args.first().copied().unwrap_or_default();
+                // `stats detail on|off|dump` travels as binary's key does ("detail on").
+                let detail = group == b"detail";
+                if detail {
+                    group = match args.get(1).copied() {
+                        Some(b"on") => b"detail on",
+                        Some(b"off") => b"detail off",
+                        Some(b"dump") => b"detail dump",
+                        _ => {
+                            return Decode::Reject {
+                                ctx: ReplyCtx::text(
+                                    Kind::Error("CLIENT_ERROR usage: stats detail on|off|dump"),
+                                    false,
+                                ),
+                                outcome: Outcome::Done,
+                                skip: line_len,
+                                close: false,
+                                unlink_key: None,
+                            }
+                        }
                     };
                 }
                 request(
@@ -607,6 +611,7 @@ impl Codec for TextCodec {
                     ReplyCtx::text(
                         Kind::Stats {
                             reset: group == b"reset",
+                            detail,
                         },
                         false,
                     ),
@@ -766,16 +771,25 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
                 line_out(out, v);
             }
         }
-        Kind::Stats { reset } => match outcome {
+        Kind::Stats { reset, detail } => match outcome {
             Outcome::Stats(_) if reset => line_out(out, b"RESET"),
-            Outcome::Stats(pairs) => {
+            Outcome::Stats(pairs) if detail && pairs.is_empty() => line_out(out, b"OK"),
+            // The dump is its own text (PREFIX lines, END).
+            Outcome::Stats(pairs) if detail => {
+                pairs
+                    .iter()
+                    .for_each(|(_, text)| out.extend_from_slice(text.as_bytes()));
+            }
+            Outcome::Stats(pairs) | Outcome::StatsOpen(pairs) => {
                 for (name, value) in pairs {
                     out.extend_from_slice(b"STAT ");
                     out.extend_from_slice(name.as_bytes());
                     out.push(b' ');
                     line_out(out, value.as_bytes());
                 }
-                line_out(out, b"END");
+                if matches!(outcome, Outcome::Stats(_)) {
+                    line_out(out, b"END");
+                }
             }
             _ => line_out(out, ERROR.as_bytes()),
         },

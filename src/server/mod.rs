@@ -73,10 +73,20 @@ impl Shared {
     }
 
     fn settings(&self) -> Settings {
+        let first = self.shard(0);
         Settings {
             config: self.config.clone(),
             tcpport: self.port.load(Ordering::Relaxed),
+            // Both are switched at run time (`stats detail`, `stats sizes_enable`) on every
+            // shard together; shard 0 tells.
+            detail_enabled: first.map_or(self.config.detail_enabled, |s| s.detail_on()),
+            track_sizes: first.map_or(self.config.extended.track_sizes, |s| s.sizes().is_some()),
         }
+    }
+
+    /// Every shard created so far.
+    pub fn all_shards(&self) -> impl Iterator<Item = &Arc<Shard>> {
+        self.shards.iter().filter_map(|s| s.get())
     }
 
     fn server_info(&self) -> ServerInfo {
@@ -394,11 +404,15 @@ fn shard_thread(
     })
     .map_err(|e| e.to_string())?;
     store.set_time(stats::unix_now());
+    if shared.config.extended.track_sizes {
+        store.enable_sizes();
+    }
     let limits = Limits {
         max_item_size: shared.config.max_item_size,
         ..Limits::default()
     };
     let shard = Arc::new(Shard::new(i, store));
+    shard.set_detail(shared.config.detail_enabled, shared.config.delimiter_byte());
     // Each shard is set once, by its own thread.
     let _ = shared.shards[i].set(shard.clone());
     let core = Rc::new(Core::new(shard, n, limits, shared.clone(), office));

@@ -8,7 +8,7 @@
 //! it runs directly instead of sending them (see `router`), so contention stays rare and short:
 //! the lock is held for one command, never across I/O or an await.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use crate::storage::{
 };
 
 use super::router::{ReplyBatch, RequestBatch, Span};
-use super::stats::{Counters, Kind, Latencies, Snapshot};
+use super::stats::{Counters, Kind, Latencies, PrefixStats, Snapshot};
 
 /// Items the background reclaimer may examine per tick.
 pub const RECLAIM_BUDGET: usize = 4096;
@@ -40,6 +40,10 @@ pub struct Shard {
     /// next lock instead of waiting for it.
     returns: Mutex<Vec<ItemRef>>,
     returns_pending: AtomicBool,
+    /// `stats detail on`: count gets, hits, sets and deletes per key prefix.
+    detail: AtomicBool,
+    /// Where a key's prefix ends (`-D`).
+    delimiter: AtomicU8,
 }
 
 /// A hit's value lent to the network layer: the store keeps the bytes in place until this is
@@ -73,6 +77,8 @@ struct State {
     store: Store,
     counters: Counters,
     latency: Latencies,
+    /// Per key prefix counters while detail is on (`stats detail dump`).
+    prefixes: PrefixStats,
 }
 
 fn outcome_of<B>(e: StoreError) -> Outcome<B> {
@@ -130,10 +136,44 @@ impl Shard {
                 store,
                 counters: Counters::default(),
                 latency: Latencies::default(),
+                prefixes: PrefixStats::default(),
             }),
             returns: Mutex::new(Vec::new()),
             returns_pending: AtomicBool::new(false),
+            detail: AtomicBool::new(false),
+            delimiter: AtomicU8::new(b':'),
         }
+    }
+
+    /// Turns per-prefix counting (`stats detail on|off`) on or off; `-D` sets the delimiter.
+    pub fn set_detail(&self, on: bool, delimiter: u8) {
+        self.delimiter.store(delimiter, Ordering::Relaxed);
+        self.detail.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether per-prefix counting is on.
+    pub fn detail_on(&self) -> bool {
+        self.detail.load(Ordering::Relaxed)
+    }
+
+    /// This shard's per-prefix counters.
+    pub fn prefix_stats(&self) -> PrefixStats {
+        self.lock().prefixes.clone()
+    }
+
+    /// Starts or stops counting items per size (`stats sizes_enable|sizes_disable`).
+    pub fn set_track_sizes(&self, on: bool) {
+        let store = &mut self.lock().store;
+        if on {
+            store.enable_sizes();
+        } else {
+            store.disable_sizes();
+        }
+    }
+
+    /// Items per size while counted (see `Store::sizes`).
+    pub fn sizes(&self) -> Option<Vec<(u64, u64)>> {
+        self.lock().store.sizes()
     }
 
     /// The state. A panic while it was held cannot leave the store half-changed in a way a
@@ -195,7 +235,13 @@ impl Shard {
             store,
             counters: c,
             latency,
+            prefixes,
         } = &mut *state;
+        // The one check the data path pays while detail is off.
+        let detail = self
+            .detail
+            .load(Ordering::Relaxed)
+            .then(|| self.delimiter.load(Ordering::Relaxed));
         fn value(item: ItemView<'_>) -> Outcome<&[u8]> {
             Outcome::Value {
                 flags: item.flags,
@@ -217,6 +263,12 @@ impl Shard {
                         (Kind::Gat, found.map(|v| v.item))
                     }
                 };
+                if let Some(d) = detail {
+                    prefixes.record(key, d, |p| {
+                        p.get += 1;
+                        p.hit += u64::from(found.is_ok());
+                    });
+                }
                 match found {
                     Ok(item) => {
                         if let Some(shard) =
@@ -345,6 +397,9 @@ impl Shard {
                 cas,
             } => {
                 c.cmd_set += 1;
+                if let Some(d) = detail {
+                    prefixes.record(key, d, |p| p.set += 1);
+                }
                 let o = store
                     .store(store_mode(mode), key, hash, value, flags, exptime, cas)
                     .map(|cas| Outcome::Stored { cas });
@@ -363,6 +418,9 @@ impl Shard {
                 (Kind::Arith, o)
             }
             Command::Delete { key, cas } => {
+                if let Some(d) = detail {
+                    prefixes.record(key, d, |p| p.del += 1);
+                }
                 let o = store.delete(key, hash, cas).map(|()| Outcome::Deleted);
                 (Kind::Delete, o)
             }
@@ -441,6 +499,7 @@ impl Shard {
         let mut state = self.lock();
         state.counters = Counters::default();
         state.latency.reset();
+        state.prefixes = PrefixStats::default();
         state.store.reset_stats();
     }
 }

@@ -2,6 +2,7 @@
 //! replies: every name memcached 1.6.18 prints, in its order, with corecached's value where the
 //! concept exists here and 0 where it does not (README.md, "Stats that are always 0").
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -237,6 +238,78 @@ pub fn add_class_stats(total: &mut Vec<SlabClassStats>, more: &[SlabClassStats])
     }
 }
 
+/// Per key prefix counters of `stats detail` (memcached's PREFIX lines).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCounts {
+    /// Gets (get, gets, gat, gats and binary gets).
+    pub get: u64,
+    /// Those that hit.
+    pub hit: u64,
+    /// Storage commands.
+    pub set: u64,
+    /// Deletes, found or not.
+    pub del: u64,
+}
+
+/// Most prefixes one shard keeps: a key space of unbounded prefixes must not grow memory
+/// without bound (memcached's table has no limit); new prefixes beyond it are not counted.
+pub const MAX_PREFIXES: usize = 16 * 1024;
+
+/// One shard's `stats detail` table: counters per key prefix (the key up to the first
+/// delimiter; keys without one are not counted, as in memcached).
+#[derive(Debug, Clone, Default)]
+pub struct PrefixStats {
+    map: HashMap<Box<[u8]>, PrefixCounts>,
+}
+
+impl PrefixStats {
+    /// Counts an event of `key` in its prefix's counters.
+    pub fn record(&mut self, key: &[u8], delimiter: u8, count: impl FnOnce(&mut PrefixCounts)) {
+        // memcached reads the key as a C string: a NUL ends it before any delimiter.
+        let Some(end) = key
+            .iter()
+            .take_while(|&&b| b != 0)
+            .position(|&b| b == delimiter)
+        else {
+            return;
+        };
+        let prefix = &key[..end];
+        if let Some(p) = self.map.get_mut(prefix) {
+            count(p);
+        } else if self.map.len() < MAX_PREFIXES {
+            count(self.map.entry(prefix.into()).or_default());
+        }
+    }
+
+    /// Adds another shard's table into `total`.
+    pub fn add_to(&self, total: &mut BTreeMap<Box<[u8]>, PrefixCounts>) {
+        for (k, v) in &self.map {
+            let t = total.entry(k.clone()).or_default();
+            t.get += v.get;
+            t.hit += v.hit;
+            t.set += v.set;
+            t.del += v.del;
+        }
+    }
+}
+
+/// memcached's `stats detail dump` text: a PREFIX line per prefix (sorted here), then END.
+pub fn detail_dump(total: &BTreeMap<Box<[u8]>, PrefixCounts>) -> String {
+    let mut out = String::new();
+    for (prefix, p) in total {
+        out.push_str(&format!(
+            "PREFIX {} get {} hit {} set {} del {}\r\n",
+            String::from_utf8_lossy(prefix),
+            p.get,
+            p.hit,
+            p.set,
+            p.del
+        ));
+    }
+    out.push_str("END\r\n");
+    out
+}
+
 /// Everything one shard contributes to a `stats` reply.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -463,6 +536,10 @@ pub struct Settings {
     pub config: crate::config::Config,
     /// Bound TCP port.
     pub tcpport: u16,
+    /// `stats detail` is on now.
+    pub detail_enabled: bool,
+    /// `stats sizes` is counting now.
+    pub track_sizes: bool,
 }
 
 /// The settings group: every name memcached 1.6.18 prints, in its order, with this server's
@@ -505,7 +582,7 @@ pub fn settings(s: &Settings) -> Vec<(String, String)> {
     put("num_threads", c.shards().to_string());
     put("num_threads_per_udp", c.shards().to_string());
     put("stat_key_prefix", c.prefix_delimiter.to_string());
-    put("detail_enabled", yes(c.detail_enabled));
+    put("detail_enabled", yes(s.detail_enabled));
     put("reqs_per_event", c.reqs_per_event.unwrap_or(20).to_string());
     put("cas_enabled", yes(!c.disable_cas));
     put("tcp_backlog", c.listen_backlog.to_string());
@@ -545,7 +622,7 @@ pub fn settings(s: &Settings) -> Vec<(String, String)> {
         "read_buf_mem_limit",
         (c.buffer_memory_limit >> 20).to_string(),
     );
-    put("track_sizes", yes(e.track_sizes));
+    put("track_sizes", yes(s.track_sizes));
     put("inline_ascii_response", yes(e.inline_ascii_response));
     // No external storage here: memcached's defaults.
     put("ext_item_size", "512".into());
@@ -681,13 +758,61 @@ impl super::router::Core {
         if group.starts_with(b"settings") {
             return Outcome::Stats(settings(&self.shared.settings()));
         }
-        // Binary `stats detail on|off|dump` (the text decoder answers these itself, the same
-        // way): per-prefix detail is not collected yet, so on/off are accepted and the dump is
-        // memcached's with detail off.
+        // `stats detail on|off|dump`: memcached's binary matching (the text decoder sends
+        // exactly these three).
+        if let Some(sub) = group.strip_prefix(b"detail") {
+            let delimiter = self.shared.config().delimiter_byte();
+            let set = |on: bool| {
+                self.shared
+                    .all_shards()
+                    .for_each(|s| s.set_detail(on, delimiter));
+                Outcome::Stats(Vec::new())
+            };
+            return if sub.starts_with(b" dump") {
+                let mut total = BTreeMap::new();
+                for s in self.shared.all_shards() {
+                    s.prefix_stats().add_to(&mut total);
+                }
+                Outcome::Stats(vec![("detailed".into(), detail_dump(&total))])
+            } else if sub.starts_with(b" on") {
+                set(true)
+            } else if sub.starts_with(b" off") {
+                set(false)
+            } else {
+                Outcome::UnknownStatsGroup
+            };
+        }
+        let status = |v: &str| vec![("sizes_status".to_string(), v.to_string())];
         match group {
-            b"detail on" | b"detail off" => return Outcome::Stats(Vec::new()),
-            b"detail dump" => {
-                return Outcome::Stats(vec![("detailed".into(), "END\r\n".into())]);
+            b"sizes" => {
+                let mut hist = BTreeMap::new();
+                let mut enabled = false;
+                for s in self.shared.all_shards() {
+                    if let Some(sizes) = s.sizes() {
+                        enabled = true;
+                        for (size, n) in sizes {
+                            *hist.entry(size).or_insert(0u64) += n;
+                        }
+                    }
+                }
+                return Outcome::Stats(if enabled {
+                    hist.into_iter()
+                        .map(|(size, n)| (size.to_string(), n.to_string()))
+                        .collect()
+                } else {
+                    status("disabled")
+                });
+            }
+            // memcached ends these two answers without END (or a binary terminator).
+            b"sizes_enable" if self.shared.config().disable_cas => {
+                let mut pairs = status("error");
+                pairs.push(("sizes_error".into(), "cas_support_disabled".into()));
+                return Outcome::StatsOpen(pairs);
+            }
+            b"sizes_enable" | b"sizes_disable" => {
+                let on = group == b"sizes_enable";
+                self.shared.all_shards().for_each(|s| s.set_track_sizes(on));
+                return Outcome::StatsOpen(status(if on { "enabled" } else { "disabled" }));
             }
             _ => {}
         }

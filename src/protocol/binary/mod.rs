@@ -624,7 +624,7 @@ pub fn encode_response(out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &
         Outcome::Version(v) | Outcome::SaslMechs(v) => {
             put_packet(out, ctx, status::NO_ERROR, 0, &[], &[], v);
         }
-        Outcome::Stats(pairs) => {
+        Outcome::Stats(pairs) | Outcome::StatsOpen(pairs) => {
             for (name, value) in pairs {
                 put_packet(
                     out,
@@ -636,8 +636,10 @@ pub fn encode_response(out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &
                     value.as_bytes(),
                 );
             }
-            // The empty packet ends the stream.
-            put_packet(out, ctx, status::NO_ERROR, 0, &[], &[], &[]);
+            // The empty packet ends the stream (not after sizes_enable/disable, as memcached).
+            if matches!(outcome, Outcome::Stats(_)) {
+                put_packet(out, ctx, status::NO_ERROR, 0, &[], &[], &[]);
+            }
         }
         Outcome::UnknownStatsGroup => put_error(out, ctx, status::KEY_ENOENT, "Not found"),
         Outcome::Authenticated => {
