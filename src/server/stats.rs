@@ -884,4 +884,23 @@ mod tests {
         let names: Vec<&str> = g.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(&names[..4], &["pid", "uptime", "time", "version"]);
     }
+
+    #[test]
+    fn prefixes_split_at_the_delimiter_and_stay_bounded() {
+        let mut p = PrefixStats::default();
+        p.record(b"user:1", b':', |c| c.set += 1);
+        p.record(b"user:2:x", b':', |c| c.get += 1);
+        p.record(b"nodelim", b':', |c| c.set += 1);
+        p.record(b"nul\0:x", b':', |c| c.set += 1);
+        let mut total = BTreeMap::new();
+        p.add_to(&mut total);
+        assert_eq!(
+            detail_dump(&total),
+            "PREFIX user get 1 hit 0 set 1 del 0\r\nEND\r\n"
+        );
+        for i in 0..MAX_PREFIXES + 10 {
+            p.record(format!("{i}:k").as_bytes(), b':', |c| c.del += 1);
+        }
+        assert_eq!(p.map.len(), MAX_PREFIXES);
+    }
 }
