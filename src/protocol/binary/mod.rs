@@ -666,7 +666,13 @@ pub fn encode_response(out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &
         }
         Outcome::InvalidArguments => put_error(out, ctx, status::EINVAL, "Invalid arguments"),
         // Meta-protocol outcomes never answer a binary request.
-        Outcome::UnknownCommand | Outcome::Item { .. } | Outcome::Info(_) => {
+        // Neither do the text protocol's operator answers.
+        Outcome::UnknownCommand
+        | Outcome::Item { .. }
+        | Outcome::Info(_)
+        | Outcome::Admin(_)
+        | Outcome::CacheDump(_)
+        | Outcome::MetaDump { .. } => {
             put_error(out, ctx, status::UNKNOWN_COMMAND, "Unknown command")
         }
     }
