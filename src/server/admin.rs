@@ -747,7 +747,7 @@ mod tests {
             "ITEM a [1 b; 0 s]\r\n".len()
         );
         // 2 MiB cap: lines of 260 bytes, at most (2 MiB - 6) / 260 of them.
-        let key = "k".repeat(241);
+        let key = "k".repeat(242);
         let mut many: Vec<_> = (0..10_000).map(|i| item(&key, i, i)).collect();
         assert_eq!(cachedump_line_len(&many[0]), 260);
         keep_for_cachedump(&mut many, 0);
