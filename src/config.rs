@@ -153,7 +153,7 @@ pub struct Args {
     #[arg(short = 'F', long = "disable-flush-all")]
     pub disable_flush_all: bool,
 
-    /// Disable `stats cachedump` and `lru_crawler metadump` (neither exists here).
+    /// Disable `stats cachedump` and `lru_crawler metadump`.
     #[arg(short = 'X', long = "disable-dumping")]
     pub disable_dumping: bool,
 
@@ -251,15 +251,17 @@ pub const HELP: &str = "\
    - tail_repair_time:    seconds before a stuck LRU tail item is forced out (none here)
    - hash_algorithm:      jenkins, murmur3 or xxh3 (corecached always uses xxh3)
    - no_lru_crawler, lru_crawler, lru_crawler_sleep, lru_crawler_tocrawl:
-                          background expiry crawler (here: a bounded reclaimer each second)
+                          background expiry crawler (here: a bounded reclaimer each
+                          second) and the lru_crawler command
    - read_buf_mem_limit:  megabytes for connection buffers (as --buffer-memory-limit)
    - no_lru_maintainer, lru_maintainer, hot_lru_pct, warm_lru_pct, hot_max_factor,
      warm_max_factor, temporary_ttl, temp_lru:
                           segmented LRU tuning (see --eviction)
    - idle_timeout:        seconds before an idle connection is closed (0: never)
    - slab_chunk_max:      largest slab chunk in kilobytes (default: 512)
-   - slab_reassign, slab_automove, slab_automove_ratio, slab_automove_window,
-     slab_automove_freeratio: page moves between slab classes (always on here)
+   - slab_reassign, slab_automove: page moves between slab classes (slabs
+     reassign; the background mover); slab_automove_ratio, slab_automove_window,
+     slab_automove_freeratio: not used here
    - watcher_logbuf_size, worker_logbuf_size, track_sizes, no_hashexpand,
      modern, no_modern, sock_cookie_id, no_inline_ascii_resp, ext_*, ssl_*
 corecached's own:
@@ -742,12 +744,6 @@ impl Args {
                 self.slab_min_size
             ));
         }
-        if self.disable_dumping {
-            warnings.push(
-                "-X: stats cachedump and lru_crawler metadump do not exist here: nothing to disable"
-                    .into(),
-            );
-        }
         if self.disable_watch {
             warnings.push("-W: the watch command does not exist here: nothing to disable".into());
         }
@@ -819,15 +815,10 @@ fn no_effect(key: &str) -> Option<&'static str> {
         }
         "hashpower" | "no_hashexpand" => "each shard's index sizes itself",
         "tail_repair_time" => "items are never pinned, so no tail needs repair",
-        "slab_reassign"
-        | "no_slab_reassign"
-        | "slab_automove"
-        | "no_slab_automove"
-        | "slab_automove_ratio"
-        | "slab_automove_window"
-        | "slab_automove_freeratio" => "pages move between slab classes on demand here, always",
-        "lru_crawler" | "no_lru_crawler" | "lru_crawler_sleep" | "lru_crawler_tocrawl" => {
-            "expired items are reclaimed lazily and by a bounded sweep each second"
+        // slab_reassign, slab_automove, lru_crawler and its sleep/tocrawl are honoured (see
+        // server::admin); these tune memcached's automover, which works differently here.
+        "slab_automove_ratio" | "slab_automove_window" | "slab_automove_freeratio" => {
+            "the page mover here follows evictions, not memcached's age ratios"
         }
         "lru_maintainer" | "no_lru_maintainer" | "hot_lru_pct" | "warm_lru_pct"
         | "hot_max_factor" | "warm_max_factor" | "temporary_ttl" => {
@@ -840,7 +831,6 @@ fn no_effect(key: &str) -> Option<&'static str> {
             "item layout is fixed here"
         }
         "modern" => "it changes nothing in memcached 1.6.18 either",
-        "no_modern" => "there are no 1.4 defaults to return to",
         "drop_privileges" | "no_drop_privileges" | "relaxed_privileges" => {
             "no seccomp filter is installed here"
         }
@@ -893,7 +883,21 @@ fn parse_extended(
                 Some((k, v)) => (k, Some(v)),
                 None => (item, None),
             };
-            let known = key == "hash_algorithm" || key == "read_buf_mem_limit";
+            // Honoured without a warning (the crawler and page-mover settings: server::admin).
+            let known = matches!(
+                key,
+                "hash_algorithm"
+                    | "read_buf_mem_limit"
+                    | "lru_crawler"
+                    | "no_lru_crawler"
+                    | "lru_crawler_sleep"
+                    | "lru_crawler_tocrawl"
+                    | "slab_reassign"
+                    | "no_slab_reassign"
+                    | "slab_automove"
+                    | "no_slab_automove"
+                    | "no_modern"
+            );
             if !known && no_effect(key).is_none() {
                 return invalid(format!("Illegal suboption \"{item}\""));
             }
@@ -1101,9 +1105,10 @@ mod tests {
         assert_eq!(c.buffer_memory_limit, 8 << 20);
         assert_eq!(c.extended.slab_chunk_max, 256 << 10);
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        // Both honoured: no warning.
         let c = config(&["-o", "hash_algorithm=xxh3,no_lru_crawler"]).unwrap();
         assert!(!c.extended.lru_crawler);
-        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.warnings.len(), 0, "{:?}", c.warnings);
         for bad in [
             "foo",
             "hashpower",

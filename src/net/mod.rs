@@ -253,6 +253,12 @@ impl Listener {
     }
 
     /// The address actually bound (the chosen port when 0 was asked).
+    /// The socket's descriptor number (for reports).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The bound address.
     pub fn local_addr(&self) -> &ListenAddr {
         &self.addr
     }
@@ -1343,40 +1349,87 @@ impl Conn {
 
     /// The peer's address, for logs.
     pub fn peer(&self) -> String {
-        let fd = self.state.borrow().fd.as_raw_fd();
-        // SAFETY: sockaddr_storage is plain data; getpeername writes at most `len` bytes.
-        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: `ss` and `len` are live and `len` is the size of `ss`.
-        let r = unsafe {
-            libc::getpeername(
-                fd,
-                (&mut ss as *mut libc::sockaddr_storage).cast(),
-                &mut len,
-            )
-        };
-        if r != 0 {
-            return "?".into();
-        }
-        match ss.ss_family as libc::c_int {
-            libc::AF_INET => {
-                // SAFETY: the kernel wrote a sockaddr_in (family AF_INET) into `ss`.
-                let sin =
-                    unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                format!("{ip}:{}", u16::from_be(sin.sin_port))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6) into `ss`.
-                let sin6 = unsafe {
-                    &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-                };
-                let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                format!("[{ip}]:{}", u16::from_be(sin6.sin6_port))
-            }
-            _ => "unix".into(),
+        match self.peer_addr() {
+            Some(SockName::Inet(a)) => a.to_string(),
+            Some(_) => "unix".into(),
+            None => "?".into(),
         }
     }
+
+    /// The socket's descriptor number (for reports; the loop owns the socket).
+    pub fn raw_fd(&self) -> RawFd {
+        self.state.borrow().fd.as_raw_fd()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Option<SockName> {
+        sock_name(self.raw_fd(), true)
+    }
+
+    /// The local address the connection arrived on.
+    pub fn local_addr(&self) -> Option<SockName> {
+        sock_name(self.raw_fd(), false)
+    }
+}
+
+/// A socket address as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SockName {
+    /// IPv4 or IPv6.
+    Inet(SocketAddr),
+    /// A unix socket; the path is empty for an unnamed (client) end.
+    Unix(PathBuf),
+    /// Another family, by number.
+    Other(i32),
+}
+
+/// The peer's (`peer`) or the local name of socket `fd`.
+pub fn sock_name(fd: RawFd, peer: bool) -> Option<SockName> {
+    // SAFETY: sockaddr_storage is plain data; getpeername/getsockname write at most `len` bytes.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let sa = (&mut ss as *mut libc::sockaddr_storage).cast();
+    // SAFETY: `ss` and `len` are live and `len` is the size of `ss`.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, sa, &mut len)
+        } else {
+            libc::getsockname(fd, sa, &mut len)
+        }
+    };
+    if r != 0 {
+        return None;
+    }
+    Some(match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in (family AF_INET) into `ss`.
+            let sin =
+                unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            SockName::Inet(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6) into `ss`.
+            let sin6 =
+                unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            SockName::Inet(SocketAddr::from((ip, u16::from_be(sin6.sin6_port))))
+        }
+        libc::AF_UNIX => {
+            // SAFETY: the kernel wrote a sockaddr_un (family AF_UNIX) into `ss`.
+            let sun =
+                unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+            let path: Vec<u8> = sun
+                .sun_path
+                .iter()
+                .take_while(|&&c| c != 0)
+                .map(|&c| c as u8)
+                .collect();
+            use std::os::unix::ffi::OsStringExt;
+            SockName::Unix(PathBuf::from(std::ffi::OsString::from_vec(path)))
+        }
+        other => SockName::Other(other),
+    })
 }
 
 impl Drop for Conn {

@@ -35,6 +35,113 @@ pub enum ArithOp {
     Decr,
 }
 
+/// The slab classes an `lru_crawler` command names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassSet {
+    /// `all`.
+    All,
+    /// `hash` (memcached walks its hash table; here: every class).
+    Hash,
+    /// A list of class numbers: bit `c` set for class `c` (1..=63).
+    Classes(u64),
+    /// A list with a word that is no class number (memcached answers BADCLASS after its
+    /// other checks).
+    Invalid,
+}
+
+/// An operator command (memcached's admin commands); answered with [`Outcome::Admin`],
+/// [`Outcome::CacheDump`], [`Outcome::MetaDump`] or [`Outcome::Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    /// `stats cachedump <class> <limit>`: the items of one class (limit 0 = as many as fit).
+    CacheDump {
+        /// Class number (0..=63).
+        class: u32,
+        /// Most items to list; 0 = no count limit.
+        limit: u32,
+    },
+    /// `lru_crawler metadump <classes>`: every live item's metadata, streamed.
+    MetaDump(ClassSet),
+    /// `lru_crawler crawl <classes>`: reclaim expired and flushed items now.
+    Crawl(ClassSet),
+    /// `lru_crawler enable|disable`.
+    Crawler {
+        /// enable (true) or disable.
+        enable: bool,
+    },
+    /// `lru_crawler sleep <microseconds>` (at most one second).
+    CrawlerSleep(u32),
+    /// `lru_crawler tocrawl <items>`.
+    CrawlerToCrawl(u32),
+    /// `cache_memlimit <megabytes>` (8..=1,000,000,000).
+    MemLimit(u32),
+    /// `slabs automove <0|1|2>`.
+    Automove(u32),
+    /// `slabs automove ratio <ratio>`; the ratio's `f64` bits.
+    AutomoveRatio(u64),
+    /// `slabs reassign <src> <dst>` (src -1 = any class with a page to spare).
+    Reassign {
+        /// Source class.
+        src: i32,
+        /// Destination class.
+        dst: i32,
+    },
+}
+
+/// The answer to an [`Admin`] command that is one status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminStatus {
+    /// Done.
+    Ok,
+    /// `cache_memlimit` could not change the limit.
+    MemLimitFailed,
+    /// A crawl or dump named no class that exists.
+    CrawlerBadClass,
+    /// `lru_crawler crawl hash`: memcached walks its hash table only for dumps.
+    CrawlerHashCrawl,
+    /// A class list without any class (`lru_crawler crawl ,`).
+    CrawlerNotStarted,
+    /// The crawler is disabled (`lru_crawler disable`, `-o no_lru_crawler`).
+    CrawlerDisabled,
+    /// `lru_crawler enable` while it runs.
+    CrawlerRunning,
+    /// A dump while dumping is disabled (`-X`): `stats cachedump`'s answer.
+    CacheDumpDisabled,
+    /// A dump while dumping is disabled (`-X`): `lru_crawler metadump`'s answer.
+    MetaDumpDisabled,
+    /// A metadump after other requests of the same read (memcached refuses to mix them).
+    MetaDumpPipelined,
+    /// Page moves are disabled (`-o no_slab_reassign`).
+    ReassignDisabled,
+    /// A reassign named no class that exists.
+    ReassignBadClass,
+    /// The source class has no page to spare.
+    ReassignNoSpare,
+    /// Source and destination are the same class.
+    ReassignSame,
+}
+
+/// One item as a dump lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedItem {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Value length.
+    pub value_len: u32,
+    /// Item size as stored.
+    pub size: u32,
+    /// Slab class.
+    pub class: u32,
+    /// Expiry as Unix seconds; `None` = never.
+    pub exptime: Option<u64>,
+    /// Last access as Unix seconds.
+    pub atime: u64,
+    /// The item's CAS.
+    pub cas: u64,
+    /// Read since stored.
+    pub fetched: bool,
+}
+
 /// A decoded request, with its byte fields held as `B` (a slice, or a span into an arena).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<B> {
@@ -183,6 +290,8 @@ pub enum Command<B> {
         /// Requested level.
         level: u32,
     },
+    /// An operator command.
+    Admin(Admin),
     /// SASL: list mechanisms.
     SaslListMechs,
     /// SASL: start authentication with `mechanism` and the initial response.
@@ -317,6 +426,7 @@ impl<B> Command<B> {
             Command::Shutdown { valid_mode } => Command::Shutdown { valid_mode },
             Command::Stats { group } => Command::Stats { group: f(group) },
             Command::Verbosity { level } => Command::Verbosity { level },
+            Command::Admin(a) => Command::Admin(a),
             Command::SaslListMechs => Command::SaslListMechs,
             Command::SaslAuth { mechanism, data } => {
                 let mechanism = f(mechanism);
@@ -446,6 +556,17 @@ pub enum Outcome<V> {
     StatsOpen(Vec<(String, String)>),
     /// Unknown stats group.
     UnknownStatsGroup,
+    /// An operator command's status answer.
+    Admin(AdminStatus),
+    /// `stats cachedump`'s items, in the order to list them.
+    CacheDump(Vec<DumpedItem>),
+    /// A part of a metadump; `end` on the last part.
+    MetaDump {
+        /// The items of this part.
+        items: Vec<DumpedItem>,
+        /// Whether the dump ends with this part.
+        end: bool,
+    },
     /// SASL mechanism list (space separated).
     SaslMechs(V),
     /// SASL authentication succeeded.
@@ -503,6 +624,9 @@ impl<V> Outcome<V> {
             Outcome::Stats(s) => Outcome::Stats(s),
             Outcome::StatsOpen(s) => Outcome::StatsOpen(s),
             Outcome::UnknownStatsGroup => Outcome::UnknownStatsGroup,
+            Outcome::Admin(a) => Outcome::Admin(a),
+            Outcome::CacheDump(items) => Outcome::CacheDump(items),
+            Outcome::MetaDump { items, end } => Outcome::MetaDump { items, end },
             Outcome::SaslMechs(v) => Outcome::SaslMechs(f(v)),
             Outcome::Authenticated => Outcome::Authenticated,
             Outcome::AuthContinue(v) => Outcome::AuthContinue(f(v)),

@@ -10,7 +10,9 @@ pub mod command;
 pub mod meta;
 pub mod text;
 
-pub use command::{ArithOp, Command, ItemMeta, Outcome, StoreMode};
+pub use command::{
+    Admin, AdminStatus, ArithOp, ClassSet, Command, DumpedItem, ItemMeta, Outcome, StoreMode,
+};
 
 /// memcached's key length limit (`KEY_MAX_LENGTH`).
 pub const KEY_MAX_LEN: usize = 250;

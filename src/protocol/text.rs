@@ -12,7 +12,10 @@
 use std::borrow::Cow;
 
 use super::meta;
-use super::{ArithOp, Codec, Command, Decode, Limits, Outcome, StoreMode};
+use super::{
+    Admin, AdminStatus, ArithOp, ClassSet, Codec, Command, Decode, DumpedItem, Limits, Outcome,
+    StoreMode,
+};
 
 /// memcached closes a connection that sends this many bytes without a `\n`, unless the line is a
 /// `get`/`gets` (a big multiget).
@@ -75,6 +78,8 @@ pub enum Kind {
     Quit,
     /// shutdown: no reply when it stops the server; memcached's errors when it does not.
     Shutdown,
+    /// An operator command (`stats cachedump`, `lru_crawler`, `cache_memlimit`, `slabs`).
+    Admin,
     /// A refused line: this exact error text.
     Error(&'static str),
 }
@@ -238,6 +243,96 @@ pub(crate) fn data_block<'a>(
         return DataBlock::BadChunk(total);
     }
     DataBlock::Ready(&block[..vlen], total)
+}
+
+fn admin<'a>(command: Admin, noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
+    request(
+        Command::Admin(command),
+        ReplyCtx::text(Kind::Admin, noreply),
+        line_len,
+    )
+}
+
+/// `stats cachedump <class> <limit>` (`args` from `cachedump` on; extra words are ignored).
+fn decode_cachedump<'a>(args: &[&[u8]], line_len: usize) -> Decode<'a, ReplyCtx> {
+    if args.len() < 3 {
+        return refuse("CLIENT_ERROR bad command line", false, line_len);
+    }
+    let (Some(class), Some(limit)) = (parse_u32(args[1]), parse_u32(args[2])) else {
+        return refuse(BAD_FORMAT, false, line_len);
+    };
+    if class >= 64 {
+        return refuse("CLIENT_ERROR Illegal slab id", false, line_len);
+    }
+    admin(Admin::CacheDump { class, limit }, false, line_len)
+}
+
+/// A crawler's class list: `all`, `hash`, or class numbers 1..=63 separated by commas (empty
+/// items skipped, as `strtok` does).
+fn class_set(word: &[u8]) -> ClassSet {
+    match word {
+        b"all" => ClassSet::All,
+        b"hash" => ClassSet::Hash,
+        _ => {
+            let mut mask = 0u64;
+            for part in word.split(|&b| b == b',').filter(|p| !p.is_empty()) {
+                match parse_u32(part) {
+                    Some(c) if (1..64).contains(&c) => mask |= 1 << c,
+                    _ => return ClassSet::Invalid,
+                }
+            }
+            ClassSet::Classes(mask)
+        }
+    }
+}
+
+/// `lru_crawler crawl|metadump|tocrawl|sleep <arg>`, `lru_crawler enable|disable`.
+fn decode_lru_crawler<'a>(args: &[&[u8]], line_len: usize) -> Decode<'a, ReplyCtx> {
+    match args {
+        [b"crawl", classes] => admin(Admin::Crawl(class_set(classes)), false, line_len),
+        [b"metadump", classes] => admin(Admin::MetaDump(class_set(classes)), false, line_len),
+        [b"tocrawl", n] => match parse_u32(n) {
+            Some(n) => admin(Admin::CrawlerToCrawl(n), false, line_len),
+            None => refuse(BAD_FORMAT, false, line_len),
+        },
+        [b"sleep", n] => match parse_u32(n) {
+            Some(n) if n > 1_000_000 => refuse(
+                "CLIENT_ERROR sleep must be one second or less",
+                false,
+                line_len,
+            ),
+            Some(n) => admin(Admin::CrawlerSleep(n), false, line_len),
+            None => refuse(BAD_FORMAT, false, line_len),
+        },
+        [b"enable"] => admin(Admin::Crawler { enable: true }, false, line_len),
+        [b"disable"] => admin(Admin::Crawler { enable: false }, false, line_len),
+        _ => refuse(ERROR, false, line_len),
+    }
+}
+
+/// C `strtod` over a whole token, as memcached's `safe_strtod` reads it.
+fn parse_f64(tok: &[u8]) -> Option<f64> {
+    std::str::from_utf8(tok).ok()?.parse::<f64>().ok()
+}
+
+/// `slabs reassign <src> <dst>`, `slabs automove <0|1|2>`, `slabs automove ratio <r>`.
+fn decode_slabs<'a>(args: &[&[u8]], noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
+    match args {
+        [b"reassign", src, dst] => match (parse_i32(src), parse_i32(dst)) {
+            (Some(src), Some(dst)) => admin(Admin::Reassign { src, dst }, false, line_len),
+            _ => refuse(BAD_FORMAT, false, line_len),
+        },
+        [b"automove", b"ratio", rest @ ..] => match rest.first().and_then(|r| parse_f64(r)) {
+            Some(r) => admin(Admin::AutomoveRatio(r.to_bits()), noreply, line_len),
+            None => refuse(ERROR, noreply, line_len),
+        },
+        [b"automove", level, ..] => match parse_u32(level) {
+            Some(l @ 0..=2) => admin(Admin::Automove(l), noreply, line_len),
+            Some(_) => refuse(ERROR, noreply, line_len),
+            None => refuse(BAD_FORMAT, noreply, line_len),
+        },
+        _ => refuse(ERROR, false, line_len),
+    }
 }
 
 impl TextCodec {
@@ -570,6 +665,27 @@ impl Codec for TextCodec {
                     line_len,
                 )
             }
+            b"cache_memlimit" => {
+                if args.len() != 1 && args.len() != 2 {
+                    return refuse(ERROR, false, line_len);
+                }
+                match parse_u32(args[0]) {
+                    None => refuse(ERROR, noreply, line_len),
+                    Some(mb) if mb < 8 => refuse(
+                        "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
+                        noreply,
+                        line_len,
+                    ),
+                    Some(mb) if mb > 1_000_000_000 => refuse(
+                        "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes",
+                        noreply,
+                        line_len,
+                    ),
+                    Some(mb) => admin(Admin::MemLimit(mb), noreply, line_len),
+                }
+            }
+            b"lru_crawler" => decode_lru_crawler(args, line_len),
+            b"slabs" => decode_slabs(args, noreply, line_len),
             b"version" => request(
                 Command::Version,
                 ReplyCtx::text(Kind::Version, false),
@@ -585,6 +701,9 @@ impl Codec for TextCodec {
             ),
             b"stats" => {
                 let mut group = args.first().copied().unwrap_or_default();
+                if group == b"cachedump" {
+                    return decode_cachedump(args, line_len);
+                }
                 // `stats detail on|off|dump` travels as binary's key does ("detail on").
                 let detail = group == b"detail";
                 if detail {
@@ -800,7 +919,85 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
             Outcome::InvalidArguments => line_out(out, b"CLIENT_ERROR invalid shutdown mode"),
             _ => {}
         },
+        Kind::Admin => encode_admin(out, outcome),
         Kind::Error(text) => line_out(out, text.as_bytes()),
+    }
+}
+
+/// memcached's text for an operator command's status.
+fn admin_status(s: AdminStatus) -> &'static str {
+    match s {
+        AdminStatus::Ok => "OK",
+        AdminStatus::MemLimitFailed => "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust",
+        AdminStatus::CrawlerBadClass => "BADCLASS invalid class id",
+        AdminStatus::CrawlerHashCrawl => "ERROR an unknown error happened",
+        AdminStatus::CrawlerNotStarted => "NOTSTARTED no items to crawl",
+        AdminStatus::CrawlerDisabled => "CLIENT_ERROR lru crawler disabled",
+        AdminStatus::CrawlerRunning => "ERROR failed to start lru crawler thread",
+        AdminStatus::CacheDumpDisabled => "CLIENT_ERROR stats cachedump not allowed",
+        AdminStatus::MetaDumpDisabled => "ERROR metadump not allowed",
+        AdminStatus::MetaDumpPipelined => "ERROR cannot pipeline other commands before metadump",
+        AdminStatus::ReassignDisabled => "CLIENT_ERROR slab reassignment disabled",
+        AdminStatus::ReassignBadClass => "BADCLASS invalid src or dst class id",
+        AdminStatus::ReassignNoSpare => "NOSPARE source class has no spare pages",
+        AdminStatus::ReassignSame => "SAME src and dst class are identical",
+    }
+}
+
+/// memcached's `uriencode`: letters, digits and `-._~` as they are, every other byte `%XX`.
+fn uri_encode(out: &mut Vec<u8>, key: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in key {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
+/// One `lru_crawler metadump` line (memcached ends these with a bare `\n`).
+fn metadump_line(out: &mut Vec<u8>, i: &DumpedItem) {
+    use std::io::Write;
+    out.extend_from_slice(b"key=");
+    uri_encode(out, &i.key);
+    let exp = i.exptime.map_or(-1, |e| e as i64);
+    let fetch = if i.fetched { "yes" } else { "no" };
+    // Writing into a Vec cannot fail.
+    let _ = writeln!(
+        out,
+        " exp={exp} la={} cas={} fetch={fetch} cls={} size={}",
+        i.atime, i.cas, i.class, i.size
+    );
+}
+
+fn encode_admin(out: &mut Vec<u8>, outcome: &Outcome<&[u8]>) {
+    use std::io::Write;
+    match outcome {
+        Outcome::Admin(s) => line_out(out, admin_status(*s).as_bytes()),
+        Outcome::CacheDump(items) => {
+            for i in items {
+                out.extend_from_slice(b"ITEM ");
+                out.extend_from_slice(&i.key);
+                // Writing into a Vec cannot fail.
+                let _ = write!(
+                    out,
+                    " [{} b; {} s]\r\n",
+                    i.value_len,
+                    i.exptime.unwrap_or(0)
+                );
+            }
+            line_out(out, b"END");
+        }
+        Outcome::MetaDump { items, end } => {
+            for i in items {
+                metadump_line(out, i);
+            }
+            if *end {
+                line_out(out, b"END");
+            }
+        }
+        _ => line_out(out, ERROR.as_bytes()),
     }
 }
 
@@ -1011,6 +1208,56 @@ mod tests {
         assert_eq!(meta::base64_decode(b"Zm9v").as_deref(), Some(&b"foo"[..]));
         assert_eq!(meta::base64_decode(b"Zm8="), Some(b"fo".to_vec()));
         assert_eq!(meta::base64_decode(b"!"), None);
+    }
+
+    #[test]
+    fn operator_commands_decode_and_encode_as_memcached() {
+        assert_eq!(class_set(b"all"), ClassSet::All);
+        assert_eq!(class_set(b"1,,3"), ClassSet::Classes(0b1010));
+        assert_eq!(class_set(b","), ClassSet::Classes(0));
+        for bad in [&b"0"[..], b"64", b"1,x", b"-1"] {
+            assert_eq!(class_set(bad), ClassSet::Invalid, "{bad:?}");
+        }
+        let mut codec = TextCodec::default();
+        let Decode::Request { command, ctx, .. } =
+            codec.decode(b"stats cachedump 3 10 extra\r\n", &Limits::default())
+        else {
+            panic!("not decoded");
+        };
+        assert_eq!(
+            command,
+            Command::Admin(Admin::CacheDump {
+                class: 3,
+                limit: 10
+            })
+        );
+        let item = |key: &[u8], exptime| DumpedItem {
+            key: key.to_vec(),
+            value_len: 2,
+            size: 40,
+            class: 1,
+            exptime,
+            atime: 1_700_000_000,
+            cas: 7,
+            fetched: true,
+        };
+        let mut out = Vec::new();
+        let dump = Outcome::CacheDump(vec![item(b"b", Some(1_700_000_100)), item(b"a", None)]);
+        codec.encode(&mut out, &ctx, b"", &dump);
+        assert_eq!(
+            out,
+            b"ITEM b [2 b; 1700000100 s]\r\nITEM a [2 b; 0 s]\r\nEND\r\n"
+        );
+        out.clear();
+        let part = Outcome::MetaDump {
+            items: vec![item(b"c d%\x01\xff-._~", None)],
+            end: true,
+        };
+        codec.encode(&mut out, &ctx, b"", &part);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "key=c%20d%25%01%FF-._~ exp=-1 la=1700000000 cas=7 fetch=yes cls=1 size=40\nEND\r\n"
+        );
     }
 
     #[test]

@@ -25,8 +25,9 @@ use crate::net;
 use crate::net::Reservation;
 use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
 use crate::protocol::text::TextCodec;
-use crate::protocol::{Codec, Command, Decode, Limits, Outcome};
+use crate::protocol::{Admin, Codec, Command, Decode, Limits, Outcome};
 
+use super::admin::{ConnState, Registered};
 use super::router::{encode_answer, gather, Batch, Core};
 
 /// Read buffer a connection may hold without drawing on the shared buffer budget; larger ones
@@ -45,7 +46,9 @@ const OUT_KEEP: usize = 64 * 1024;
 
 /// Serves a connection until the client leaves, a protocol error closes it, or shutdown.
 pub async fn serve(core: Rc<Core>, conn: net::Conn) {
+    let registered = Registered::new(&core, &conn);
     let mut c = Connection {
+        registered,
         core: core.clone(),
         conn,
         rbuf: Vec::new(),
@@ -76,6 +79,8 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
 }
 
 struct Connection {
+    /// This connection's entry for `stats conns`.
+    registered: Registered,
     core: Rc<Core>,
     conn: net::Conn,
     rbuf: Vec<u8>,
@@ -120,6 +125,9 @@ impl Connection {
         }
         let before = self.rbuf.len();
         self.account_rbuf();
+        if before > 0 || self.registered.track.state() != ConnState::NewCmd {
+            self.registered.track.set_state(ConnState::Read);
+        }
         if !self.conn.recv(&mut self.rbuf).await? {
             return Ok(false);
         }
@@ -166,6 +174,7 @@ impl Connection {
                 return Ok(true);
             }
             let limits = self.limits();
+            self.core.conns.command(&self.registered.track);
             let step = batch(
                 &self.core,
                 codec,
@@ -190,6 +199,7 @@ impl Connection {
     async fn flush(&mut self) -> io::Result<()> {
         self.core.counters().bytes_written += self.out.len() as u64;
         // Even with nothing left in `out`: values staged from the store may need the wait.
+        self.registered.track.set_state(ConnState::Write);
         self.conn.send(&mut self.out).await?;
         if self.out.capacity() > OUT_KEEP {
             self.out = Vec::new();
@@ -254,7 +264,18 @@ async fn batch<C: Codec>(
                 ctx,
                 consumed,
             } => {
-                let barrier = matches!(command, Command::Flush { .. } | Command::Stats { .. });
+                if let Command::Admin(Admin::MetaDump(_)) = command {
+                    // memcached refuses a metadump behind other requests of the same read.
+                    if let Some(refused) = core.metadump_refusal(pos > 0) {
+                        pos += consumed;
+                        ready(&mut b, codec, out, ctx, Outcome::Admin(refused));
+                        continue;
+                    }
+                }
+                let barrier = matches!(
+                    command,
+                    Command::Flush { .. } | Command::Stats { .. } | Command::Admin(_)
+                );
                 if barrier && !b.is_empty() {
                     // Everything before a flush or stats must be done first.
                     break;
@@ -339,6 +360,15 @@ async fn batch<C: Codec>(
                         log::info!("shutdown command: draining connections and stopping");
                         core.shared.request_stop();
                         step.close = true;
+                        break;
+                    }
+                    Command::Stats { group } if group == b"conns" => {
+                        let outcome = core.stats_conns().await?;
+                        ready(&mut b, codec, out, ctx, outcome);
+                        break;
+                    }
+                    Command::Admin(a) => {
+                        core.admin(a, codec, &ctx, conn, out).await?;
                         break;
                     }
                     Command::Stats { group } => {

@@ -5,6 +5,7 @@
 //! Shard 0 accepts every connection and hands them out round-robin (memcached's dispatch), so
 //! connections spread evenly over the shards whatever their load.
 
+pub mod admin;
 pub mod conn;
 pub mod router;
 pub mod shard;
@@ -64,6 +65,10 @@ pub struct Shared {
     shards: Vec<OnceLock<Arc<Shard>>>,
     /// The network backend the shards run on (set once all are ready).
     backend: OnceLock<String>,
+    /// Settings the operator commands change at run time.
+    pub admin: admin::AdminState,
+    /// Listening sockets (descriptor, memcached-style name), for `stats conns`.
+    listeners: Vec<(std::os::fd::RawFd, String)>,
 }
 
 impl Shared {
@@ -74,8 +79,10 @@ impl Shared {
 
     fn settings(&self) -> Settings {
         let first = self.shard(0);
+        let mut config = self.config.clone();
+        self.admin.apply(&mut config);
         Settings {
-            config: self.config.clone(),
+            config,
             tcpport: self.port.load(Ordering::Relaxed),
             // Both are switched at run time (`stats detail`, `stats sizes_enable`) on every
             // shard together; shard 0 tells.
@@ -89,18 +96,28 @@ impl Shared {
         self.shards.iter().filter_map(|s| s.get())
     }
 
+    /// Process start, Unix seconds.
+    pub fn started(&self) -> u64 {
+        self.started
+    }
+
+    /// The listening sockets: descriptor and name as `stats conns` writes it.
+    pub fn listeners(&self) -> &[(std::os::fd::RawFd, String)] {
+        &self.listeners
+    }
+
     fn server_info(&self) -> ServerInfo {
         ServerInfo {
             started: self.started,
             threads: self.config.shards(),
             max_connections: self.config.conn_limit,
             curr_connections: self.curr_connections.load(Ordering::Relaxed),
-            limit_maxbytes: self.config.memory_limit,
+            limit_maxbytes: self.admin.memory_limit(),
             backend: self.backend.get().cloned().unwrap_or_default(),
             maxconns_fast: self.config.extended.maxconns_fast,
             idle_timeout: self.config.extended.idle_timeout != 0,
             slab_reassign: self.config.extended.slab_reassign,
-            lru_crawler: self.config.extended.lru_crawler,
+            lru_crawler: self.admin.crawler(),
             lru_maintainer: self.config.extended.lru_maintainer_thread,
             temp_lru: self.config.extended.temp_lru,
         }
@@ -226,7 +243,13 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         .map_err(|e| StartError(format!("cannot create an eventfd: {e}")))?;
     let office: PostOffice<Mail> =
         Arc::new(notifiers.iter().map(|n| Inbox::new(n.clone())).collect());
+    let listener_names = listeners
+        .iter()
+        .map(|l| (l.raw_fd(), admin::listener_text(l.local_addr())))
+        .collect();
     let shared = Arc::new(Shared {
+        admin: admin::AdminState::new(&config),
+        listeners: listener_names,
         port: AtomicU16::new(port),
         curr_connections: AtomicUsize::new(0),
         started: stats::unix_now(),
@@ -474,8 +497,11 @@ async fn housekeeping(core: Rc<Core>) {
             .unwrap_or_default();
         let to_next = Duration::from_nanos(1_000_000_000 - now.subsec_nanos() as u64);
         net::sleep(to_next + Duration::from_millis(1)).await;
-        shard.tick(stats::unix_now());
-        shard.housekeep();
+        let now = stats::unix_now();
+        shard.tick(now);
+        core.conns.tick(now);
+        let admin = &core.shared.admin;
+        shard.housekeep(admin.crawler(), admin.automove());
         if core.closed_since_trim.replace(0) > 0 {
             give_freed_memory_back();
         }

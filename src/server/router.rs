@@ -32,6 +32,7 @@ use crate::net::{Conn, Lent};
 use crate::protocol::{Codec, Command, Limits, Outcome};
 use crate::storage::key_hash;
 
+use super::admin::{AdminReply, AdminRequest, ConnRegistry};
 use super::shard::Shard;
 use super::stats::{Counters, Snapshot};
 use super::Shared;
@@ -123,6 +124,8 @@ pub enum Request {
     Stats,
     /// Reset the counters.
     ResetStats,
+    /// An operator command's part on this shard (see `admin`).
+    Admin(AdminRequest),
 }
 
 /// An answer to a [`Request`].
@@ -134,6 +137,8 @@ pub enum Reply {
     Stats(Box<Snapshot>),
     /// Done (flush, reset).
     Done,
+    /// The answer to [`Request::Admin`].
+    Admin(AdminReply),
 }
 
 /// What travels between shards.
@@ -271,6 +276,8 @@ pub struct Core {
     pub live_connections: Cell<usize>,
     /// Connections closed since the allocator last gave memory back.
     pub closed_since_trim: Cell<usize>,
+    /// This core's connections, for `stats conns`.
+    pub conns: ConnRegistry,
 }
 
 impl Core {
@@ -296,6 +303,7 @@ impl Core {
             stop: Flag::default(),
             live_connections: Cell::new(0),
             closed_since_trim: Cell::new(0),
+            conns: ConnRegistry::default(),
         }
     }
 
@@ -373,6 +381,7 @@ impl Core {
                 self.reset_stats();
                 Reply::Done
             }
+            Request::Admin(r) => Reply::Admin(self.serve_admin(r)),
         }
     }
 

@@ -476,11 +476,22 @@ impl Shard {
         self.lock().store.set_time(unix_secs);
     }
 
-    /// One background housekeeping step: reclaim expired items, move a page if needed.
-    pub fn housekeep(&self) {
+    /// One background housekeeping step: reclaim expired items (unless the crawler is off),
+    /// move a page if needed (unless automove is off).
+    pub fn housekeep(&self, reclaim: bool, rebalance: bool) {
         let store = &mut self.lock().store;
-        store.reclaim(RECLAIM_BUDGET);
-        store.rebalance();
+        if reclaim {
+            store.reclaim(RECLAIM_BUDGET);
+        }
+        if rebalance {
+            store.rebalance();
+        }
+    }
+
+    /// Runs `f` on the store under the shard's lock (operator commands: walks, page moves,
+    /// limits). Keep `f` bounded: the shard serves nothing meanwhile.
+    pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        f(&mut self.lock().store)
     }
 
     /// This shard's contribution to `stats`.

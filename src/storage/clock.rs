@@ -82,6 +82,11 @@ impl Clock {
         (abs - self.epoch).min(u64::from(u32::MAX)) as u32
     }
 
+    /// A relative time as Unix seconds.
+    pub(crate) fn to_unix(&self, rel: u32) -> u64 {
+        self.epoch + u64::from(rel)
+    }
+
     /// Whether an item with relative expiry `exp` is expired now.
     #[inline]
     pub(crate) fn is_expired(&self, exp: u32) -> bool {

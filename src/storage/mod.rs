@@ -21,12 +21,14 @@ mod evict;
 mod index;
 mod item;
 mod slab;
+mod walk;
 
 use std::fmt;
 
 use hashbrown::HashMap;
 
 pub use clock::MAX_RELATIVE_EXPTIME;
+pub use walk::{class_bit, Cursor, ReassignError, WalkedItem};
 
 use clock::Clock;
 use evict::{Evictor, Policy, SEARCH_DEPTH};

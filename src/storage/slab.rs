@@ -467,6 +467,32 @@ impl Slab {
         (page as u32) << self.slot_bits
     }
 
+    /// The class of page `page` and its chunks per page (`None` past the last page).
+    pub(crate) fn page_layout(&self, page: usize) -> Option<(usize, u32)> {
+        let p = self.pages.get(page)?;
+        let class = p.class as usize;
+        Some((class, self.classes[class].per_page))
+    }
+
+    /// The id of chunk `slot` of page `page`.
+    #[inline]
+    pub(crate) fn chunk_id(&self, page: usize, slot: u32) -> ItemId {
+        ((page as u32) << self.slot_bits) | slot
+    }
+
+    /// Changes the page cap to `memory_limit / page_size` (at least one page). Pages already
+    /// allocated beyond a lowered cap stay; only growth stops. False, changing nothing, when
+    /// the limit exceeds what the ids can address.
+    pub(crate) fn set_memory_limit(&mut self, memory_limit: usize) -> bool {
+        let id_pages = (1usize << (31 - self.slot_bits)) - 1;
+        let pages = (memory_limit / self.page_size).max(1);
+        if pages > id_pages {
+            return false;
+        }
+        self.max_pages = pages;
+        true
+    }
+
     /// Capacity of the chunk holding `id`.
     #[inline]
     pub(crate) fn chunk_size_of(&self, id: ItemId) -> usize {

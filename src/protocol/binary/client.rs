@@ -79,7 +79,8 @@ pub fn request_opcode<B>(command: &Command<B>, variant: Variant) -> Option<u8> {
         | Command::Inspect { .. }
         | Command::MetaStore { .. }
         | Command::Invalidate { .. }
-        | Command::MetaArith { .. } => None,
+        | Command::MetaArith { .. }
+        | Command::Admin(_) => None,
         Command::Noop => single(NOOP),
         Command::Version => single(VERSION),
         Command::Stats { .. } => single(STAT),
@@ -142,6 +143,7 @@ pub fn encode_request(
         | Command::MetaStore { .. }
         | Command::Invalidate { .. }
         | Command::Shutdown { .. }
+        | Command::Admin(_)
         | Command::MetaArith { .. } => return Err(EncodeError::NoSuchVariant),
         Command::Get { key: k, touch } => {
             key = k;

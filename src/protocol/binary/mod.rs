@@ -437,6 +437,17 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Decode<'a, ReplyCtx> {
     let key = &packet[key_at..value_at];
     let value = &packet[value_at..];
     // The wire exptime is a u32: widen without sign extension (0xffffffff is year 2106, not -1).
+    // memcached's binary protocol has no `stats conns` (text only): its binary answer is
+    // "Not found", whatever the text protocol lists.
+    if kind == Kind::Stat && key == b"conns" {
+        return Decode::Reject {
+            ctx,
+            outcome: Outcome::UnknownStatsGroup,
+            skip: total,
+            close: false,
+            unlink_key: None,
+        };
+    }
     let exptime = |at: usize| i64::from(be32(&extras[at..]));
     let command = match kind {
         Kind::Get => Command::Get { key, touch: None },
@@ -668,7 +679,13 @@ pub fn encode_response(out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &
         }
         Outcome::InvalidArguments => put_error(out, ctx, status::EINVAL, "Invalid arguments"),
         // Meta-protocol outcomes never answer a binary request.
-        Outcome::UnknownCommand | Outcome::Item { .. } | Outcome::Info(_) => {
+        // Neither do the text protocol's operator answers.
+        Outcome::UnknownCommand
+        | Outcome::Item { .. }
+        | Outcome::Info(_)
+        | Outcome::Admin(_)
+        | Outcome::CacheDump(_)
+        | Outcome::MetaDump { .. } => {
             put_error(out, ctx, status::UNKNOWN_COMMAND, "Unknown command")
         }
     }
