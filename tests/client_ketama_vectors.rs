@@ -12,31 +12,18 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::external::{Nutcracker, TempDir};
 use corecached::client::ketama::{Continuum, Distribution, Node};
 
 /// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("corecached-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `program args` with `input` on stdin for at most `limit`; returns stdout, panics with
 /// stderr on failure.
@@ -333,58 +320,6 @@ fn fake_backend(listener: TcpListener, index: usize, seen: Arc<Mutex<HashMap<Vec
     });
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Nutcracker(Child);
-
-impl Drop for Nutcracker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts nutcracker with its default pool settings (ketama, fnv1a_64) over `servers`
-/// (`host:port:weight` entries) and returns it with its listen address.
-fn start_nutcracker(dir: &Path, servers: &[String]) -> (Nutcracker, SocketAddr) {
-    let listen: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
-    let mut conf = format!("pool:\n  listen: {listen}\n  timeout: 5000\n  servers:\n");
-    for s in servers {
-        conf.push_str(&format!("   - {s}\n"));
-    }
-    let conf_path = dir.join("nutcracker.yml");
-    std::fs::write(&conf_path, conf).unwrap();
-    let stats_port = free_port().to_string();
-    let child = Command::new("/usr/sbin/nutcracker")
-        .arg("-c")
-        .arg(&conf_path)
-        .args(["-s", &stats_port, "-a", "127.0.0.1", "-v", "2", "-o"])
-        .arg(dir.join("nutcracker.log"))
-        .arg("-p")
-        .arg(dir.join("nutcracker.pid"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run nutcracker ({e}); ./tools/test-all installs it"));
-    let nc = Nutcracker(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(listen).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nutcracker did not listen on {listen}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (nc, listen)
-}
-
 /// Asks nutcracker for every key (pipelined text gets in bounded batches) and returns the
 /// backend index each one reached.
 fn route_through(
@@ -433,7 +368,6 @@ type Shape = (&'static str, usize, fn(usize) -> u32);
 
 #[test]
 fn mcring_matches_nutcracker_default_pool() {
-    let dir = TempDir::new("nutcracker");
     let shapes: [Shape; 4] = [
         ("3 equal", 3, |_| 1),
         ("4 unequal", 4, |i| [1, 3, 2, 5][i]),
@@ -451,7 +385,8 @@ fn mcring_matches_nutcracker_default_pool() {
             fake_backend(listener, i, seen.clone());
             servers.push(format!("127.0.0.1:{port}:{}", weight(i)));
         }
-        let (_nc, listen) = start_nutcracker(&dir.0, &servers);
+        let nc = Nutcracker::start(&[], &servers);
+        let listen = nc.addr();
         let nodes = Node::parse_list(&servers.join(",")).unwrap();
         let mut keys = general.clone();
         keys.extend(exact_hit_keys(&nodes).into_iter().take(300));
@@ -480,7 +415,6 @@ fn mcring_matches_nutcracker_default_pool() {
 /// (any loopback address works on Linux); skipped with a message when it is taken.
 #[test]
 fn mcring_matches_nutcracker_on_the_default_port() {
-    let dir = TempDir::new("nutcracker-11211");
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let mut servers = Vec::new();
     for (i, host) in ["127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().enumerate() {
@@ -493,7 +427,8 @@ fn mcring_matches_nutcracker_on_the_default_port() {
         }
         servers.push(format!("{host}:11211:{}", 1 + i));
     }
-    let (_nc, listen) = start_nutcracker(&dir.0, &servers);
+    let nc = Nutcracker::start(&[], &servers);
+    let listen = nc.addr();
     let nodes = Node::parse_list(&servers.join(",")).unwrap();
     let mut keys = general_keys(1500, 300);
     keys.extend(exact_hit_keys(&nodes).into_iter().take(300));

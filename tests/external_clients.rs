@@ -3,55 +3,12 @@
 
 mod common;
 
+use common::external::{run_bounded, Nutcracker};
 use common::Server;
 use corecached::client::ketama::{Continuum, Distribution, Node};
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Runs `program args` for at most `limit`, returning (success, stdout + stderr).
-fn run_bounded(program: &str, args: &[&str], limit: Duration) -> (bool, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} ({e}); ./tools/test-all installs the Debian packages")
-        });
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    // Drain both pipes on threads so a chatty tool never blocks on a full pipe.
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let text = out.join().unwrap() + &err.join().unwrap();
-    match status {
-        Some(status) => (status.success(), text),
-        None => (false, format!("{text}\n(killed after {limit:?})")),
-    }
-}
+use std::path::Path;
+use std::time::Duration;
 
 #[test]
 fn memccapable_binary_reports_every_test_as_pass() {
@@ -124,84 +81,6 @@ fn memccapable_all_modes_report_all_tests_passed() {
     memccapable_passes(&[], 54);
 }
 
-/// A free 127.0.0.1 port: bind port 0, read it, close (the caller retries if it is taken again).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running nutcracker, killed by PID on drop.
-struct Nutcracker {
-    child: std::process::Child,
-    port: u16,
-    _dir: PathBuf,
-}
-
-impl Drop for Nutcracker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
-/// Starts nutcracker with a ketama/md5 pool of `backends`, retrying on a port race; waits until it
-/// accepts connections.
-fn start_nutcracker(backends: &[u16]) -> Nutcracker {
-    let bin = ["/usr/sbin/nutcracker", "nutcracker"]
-        .into_iter()
-        .find(|b| Path::new(b).exists())
-        .unwrap_or("nutcracker");
-    for attempt in 0..5 {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("corecached-nc-{}-{attempt}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut conf = format!(
-            "pool:\n  listen: 127.0.0.1:{port}\n  hash: md5\n  distribution: ketama\n  \
-             auto_eject_hosts: false\n  timeout: 2000\n  servers:\n"
-        );
-        for b in backends {
-            conf += &format!("    - 127.0.0.1:{b}:1\n");
-        }
-        let conf_path = dir.join("nutcracker.yml");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(bin)
-            .args(["-c", conf_path.to_str().unwrap(), "-a", "127.0.0.1"])
-            .args(["-s", &free_port().to_string(), "-o"])
-            .arg(dir.join("nc.log"))
-            .arg("-p")
-            .arg(dir.join("nc.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run nutcracker ({e}); ./tools/test-all installs it")
-            });
-        let mut nc = Nutcracker {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = nc.child.try_wait() {
-                break; // exited: most likely the port was taken; try another
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return nc;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        drop(nc.child.kill());
-    }
-    panic!("nutcracker did not start");
-}
-
 /// One request/response on a text connection: reads until `done` says the reply is complete.
 fn ask(s: &mut std::net::TcpStream, req: &str, done: impl Fn(&str) -> bool) -> String {
     use std::io::Write;
@@ -228,8 +107,16 @@ fn get_done(r: &str) -> bool {
 fn twemproxy_ketama_pool_of_three_places_each_key_on_its_ketama_server() {
     let servers: Vec<Server> = (0..3).map(|_| Server::start(&["-t", "2"])).collect();
     let ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
-    let nc = start_nutcracker(&ports);
-    let mut proxy = std::net::TcpStream::connect(("127.0.0.1", nc.port)).unwrap();
+    let backends: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}:1")).collect();
+    let nc = Nutcracker::start(
+        &[
+            "hash: md5",
+            "distribution: ketama",
+            "auto_eject_hosts: false",
+        ],
+        &backends,
+    );
+    let mut proxy = std::net::TcpStream::connect(nc.addr()).unwrap();
     proxy
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -309,5 +196,162 @@ fn twemproxy_ketama_pool_of_three_places_each_key_on_its_ketama_server() {
     );
     for conn in &mut direct {
         assert_eq!(ask(conn, "get tw0\r\n", get_done), "END\r\n");
+    }
+}
+
+/// libmemcached's tools against one server, memcached (Debian 1.6.18) and corecached, the same
+/// way: what each reports must agree.
+struct ToolsTarget {
+    label: &'static str,
+    port: u16,
+}
+
+impl ToolsTarget {
+    fn servers_arg(&self) -> String {
+        format!("--servers=127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self) -> common::Client {
+        common::Client::connect(([127, 0, 0, 1], self.port).into())
+    }
+}
+
+/// The keys `memcdump` lists, sorted, after storing `keys`.
+fn memcdump_keys(t: &ToolsTarget, keys: &[String]) -> Vec<String> {
+    let mut c = t.client();
+    for k in keys {
+        c.set(k.as_bytes(), b"dump-me");
+    }
+    let (ok, out) = run_bounded("memcdump", &[&t.servers_arg()], Duration::from_secs(30));
+    assert!(ok, "memcdump against {} failed:\n{out}", t.label);
+    let mut listed: Vec<String> = out.lines().map(str::to_owned).collect();
+    listed.sort();
+    listed
+}
+
+#[test]
+fn memcdump_lists_every_key() {
+    let reference = common::external::Memcached::start(&[]);
+    let server = Server::start(&["-t", "2"]);
+    // Keys spread over both shards and several slab classes' worth of names.
+    let keys: Vec<String> = (0..40)
+        .map(|i| format!("dump:{i}:{}", "k".repeat(i)))
+        .collect();
+    let mut expected = keys.clone();
+    expected.sort();
+    // memcached's metadump walks its LRUs with a background crawler and may miss items that
+    // move between them during the walk (seen: 33 of 40), so against it the tool must work and
+    // list only stored keys; corecached's walk is exact and must list all of them.
+    let listed = memcdump_keys(
+        &ToolsTarget {
+            label: "memcached",
+            port: reference.port(),
+        },
+        &keys,
+    );
+    assert!(
+        !listed.is_empty() && listed.iter().all(|k| expected.contains(k)),
+        "memcdump vs memcached: {listed:?}"
+    );
+    let listed = memcdump_keys(
+        &ToolsTarget {
+            label: "corecached",
+            port: server.port(),
+        },
+        &keys,
+    );
+    assert_eq!(listed, expected, "memcdump vs corecached");
+}
+
+/// The stat names `memcstat` prints (`\tname: value` lines under `Server: ...`).
+fn memcstat_names(t: &ToolsTarget) -> std::collections::BTreeSet<String> {
+    let (ok, out) = run_bounded("memcstat", &[&t.servers_arg()], Duration::from_secs(30));
+    assert!(ok, "memcstat against {} failed:\n{out}", t.label);
+    assert!(
+        out.starts_with(&format!("Server: 127.0.0.1 ({})", t.port)),
+        "memcstat against {}:\n{out}",
+        t.label
+    );
+    out.lines()
+        .filter_map(|l| l.strip_prefix('\t'))
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn memcstat_prints_every_name_memcached_prints() {
+    let reference = common::external::Memcached::start(&[]);
+    let server = Server::start(&["-t", "2"]);
+    let want = memcstat_names(&ToolsTarget {
+        label: "memcached",
+        port: reference.port(),
+    });
+    let got = memcstat_names(&ToolsTarget {
+        label: "corecached",
+        port: server.port(),
+    });
+    assert!(want.len() > 40, "memcached printed too little: {want:?}");
+    let missing: Vec<&String> = want.difference(&got).collect();
+    assert!(missing.is_empty(), "memcstat lacks {missing:?}");
+}
+
+/// Runs memcslap's `test` (text or binary) and returns (cmd_get, get_hits, cmd_set) that the
+/// server counted during it.
+fn memcslap_counts(t: &ToolsTarget, test: &str, binary: bool) -> (u64, u64, u64) {
+    let mut c = t.client();
+    let before =
+        |c: &mut common::Client| (c.stat("cmd_get"), c.stat("get_hits"), c.stat("cmd_set"));
+    let (g0, h0, s0) = before(&mut c);
+    let mut args = vec![
+        t.servers_arg(),
+        "--concurrency=4".into(),
+        "--execute-number=300".into(),
+        format!("--test={test}"),
+    ];
+    if binary {
+        args.push("--binary".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = run_bounded("memcslap", &args, Duration::from_secs(60));
+    assert!(ok, "memcslap {args:?} against {} failed:\n{out}", t.label);
+    assert!(
+        out.contains("Time total:"),
+        "memcslap against {}:\n{out}",
+        t.label
+    );
+    let (g1, h1, s1) = before(&mut c);
+    (g1 - g0, h1 - h0, s1 - s0)
+}
+
+#[test]
+fn memcslap_get_set_mget_count_as_against_memcached() {
+    let reference = common::external::Memcached::start(&[]);
+    let server = Server::start(&["-t", "2"]);
+    let targets = [
+        ToolsTarget {
+            label: "memcached",
+            port: reference.port(),
+        },
+        ToolsTarget {
+            label: "corecached",
+            port: server.port(),
+        },
+    ];
+    for (test, binary) in [
+        ("get", false),
+        ("set", false),
+        ("get", true),
+        ("mget", true),
+    ] {
+        let counts: Vec<(u64, u64, u64)> = targets
+            .iter()
+            .map(|t| memcslap_counts(t, test, binary))
+            .collect();
+        assert_eq!(
+            counts[0], counts[1],
+            "memcslap --test={test} binary={binary}: (cmd_get, get_hits, cmd_set) memcached vs corecached"
+        );
+        assert!(counts[1] != (0, 0, 0), "memcslap --test={test} did nothing");
     }
 }

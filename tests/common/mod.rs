@@ -12,6 +12,8 @@
 //! runs the server tests once more that way, so each passes on both network backends.
 #![allow(dead_code)]
 
+pub mod external;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
