@@ -23,8 +23,6 @@ mod common;
 use common::external::{Nutcracker, TempDir};
 use corecached::client::ketama::{Continuum, Distribution, Node};
 
-/// A temporary directory removed on drop.
-
 /// Runs `program args` with `input` on stdin for at most `limit`; returns stdout, panics with
 /// stderr on failure.
 fn run_with_input(program: &Path, args: &[&str], input: &[u8], limit: Duration) -> Vec<u8> {
