@@ -258,7 +258,7 @@ pub const HELP: &str = "\
      warm_max_factor, temporary_ttl, temp_lru:
                           segmented LRU tuning (see --eviction)
    - idle_timeout:        seconds before an idle connection is closed (0: never)
-   - slab_chunk_max:      largest slab chunk in kilobytes (default: 512)
+   - slab_chunk_max:      largest slab chunk in bytes (default: 524288)
    - slab_reassign, slab_automove: page moves between slab classes (slabs
      reassign; the background mover); slab_automove_ratio, slab_automove_window,
      slab_automove_freeratio: not used here
@@ -544,6 +544,7 @@ impl ConfigError {
             "Missing numeric argument",
             "Initial hashtable multiplier",
             "Unknown hash_algorithm",
+            "slab_automove must be",
         ];
         if SUBOPTION.iter().any(|p| self.0.starts_with(p)) {
             1
@@ -837,7 +838,6 @@ fn no_effect(key: &str) -> Option<&'static str> {
         "resp_obj_mem_limit" => "replies are bounded by --buffer-memory-limit",
         "sock_cookie_id" => "sockets are not marked here",
         "proxy_config" | "proxy_uring" => "there is no proxy mode here",
-        "idle_timeout" => "idle connections are not timed out here yet",
         "slab_chunk_max" => "items are stored whole, never chunked",
         _ if key.starts_with("ssl_") => "TLS is not supported here",
         _ if key.starts_with("ext_") => "there is no external storage here",
@@ -897,6 +897,7 @@ fn parse_extended(
                     | "slab_automove"
                     | "no_slab_automove"
                     | "no_modern"
+                    | "idle_timeout"
             );
             if !known && no_effect(key).is_none() {
                 return invalid(format!("Illegal suboption \"{item}\""));
@@ -904,7 +905,8 @@ fn parse_extended(
             let number = if NUMERIC.contains(&key) {
                 // memcached reads these with a plain atoi-like conversion; only a missing
                 // value is an error there.
-                let Some(v) = value else {
+                let Some(v) = value.or((key == "slab_automove").then_some("1")) else {
+                    // A bare `slab_automove` means 1 there.
                     return invalid(format!("Missing numeric argument for {key}"));
                 };
                 Some(v.trim().parse::<u64>().unwrap_or(0))
@@ -938,11 +940,27 @@ fn parse_extended(
                     continue;
                 }
                 "slab_chunk_max" => {
-                    let bytes = (n as usize).saturating_mul(1024);
-                    if bytes == 0 || !max_item_size.is_multiple_of(bytes) {
+                    // In bytes, whatever memcached's -h says; its three checks, its words.
+                    let bytes = n as usize;
+                    if bytes == 0 {
+                        return invalid("could not parse argument to slab_chunk_max");
+                    }
+                    if bytes > max_item_size {
+                        return invalid(format!(
+                            "slab_chunk_max (bytes: {bytes}) cannot be larger than -I \
+                             (item_size_max {max_item_size})"
+                        ));
+                    }
+                    if !max_item_size.is_multiple_of(bytes) {
                         return invalid(format!(
                             "-I (item_size_max: {max_item_size}) must be evenly divisible by \
                              slab_chunk_max (bytes: {bytes})"
+                        ));
+                    }
+                    if !PAGE_SIZE.is_multiple_of(bytes) {
+                        return invalid(format!(
+                            "slab_chunk_max (bytes: {bytes}) must divide evenly into \
+                             {PAGE_SIZE} (slab_page_size)"
                         ));
                     }
                     e.slab_chunk_max = bytes;
@@ -951,7 +969,12 @@ fn parse_extended(
                 "no_maxconns_fast" => e.maxconns_fast = false,
                 "slab_reassign" => e.slab_reassign = true,
                 "no_slab_reassign" => e.slab_reassign = false,
-                "slab_automove" => e.slab_automove = n as u32,
+                "slab_automove" => {
+                    if n > 2 {
+                        return invalid("slab_automove must be between 0 and 2");
+                    }
+                    e.slab_automove = n as u32;
+                }
                 "no_slab_automove" => e.slab_automove = 0,
                 "slab_automove_ratio" => e.slab_automove_ratio = float().unwrap_or(0.0),
                 "slab_automove_window" => e.slab_automove_window = n as u32,
@@ -1099,11 +1122,12 @@ mod tests {
             "-o",
             "read_buf_mem_limit=8,modern",
             "-o",
-            "slab_chunk_max=256",
+            "slab_chunk_max=262144,slab_automove",
         ])
         .unwrap();
         assert_eq!(c.buffer_memory_limit, 8 << 20);
         assert_eq!(c.extended.slab_chunk_max, 256 << 10);
+        assert_eq!(c.extended.slab_automove, 1);
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
         // Both honoured: no warning.
         let c = config(&["-o", "hash_algorithm=xxh3,no_lru_crawler"]).unwrap();

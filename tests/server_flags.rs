@@ -575,10 +575,10 @@ fn extended_options_warn_once_each_and_unknown_ones_are_refused() {
         "-o modern:",
         "-o hashpower=16:",
         "-o slab_automove_window=10:",
-        "-o idle_timeout=5:",
     ] {
         assert_eq!(log.matches(opt).count(), 1, "{opt}\n{log}");
     }
+    assert!(!log.contains("-o idle_timeout=5:"), "honoured\n{log}");
     let mut c = s.client();
     assert_eq!(setting(&mut c, "hashpower_init"), "16");
     assert_eq!(setting(&mut c, "slab_automove"), "2");
@@ -604,6 +604,79 @@ fn extended_options_warn_once_each_and_unknown_ones_are_refused() {
     // An unknown flag: a message and exit status 1, as memcached's getopt.
     let f = Server::try_start(&["-Q"]).err().expect("refused");
     assert_eq!(f.status.and_then(|s| s.code()), Some(1));
+}
+
+/// memcached 1.6.18 takes `slab_chunk_max` in bytes (its -h says kilobytes) and checks it
+/// against -I and its 1 MiB page; a bare `slab_automove` means 1.
+#[test]
+fn slab_chunk_max_is_in_bytes_with_memcached_checks() {
+    let s = Server::start(&[
+        "-t",
+        "1",
+        "-I",
+        "1024",
+        "-o",
+        "slab_chunk_max=1024,slab_automove",
+    ]);
+    let mut c = s.client();
+    assert_eq!(setting(&mut c, "slab_chunk_max"), "1024");
+    assert_eq!(setting(&mut c, "item_size_max"), "1024");
+    assert_eq!(setting(&mut c, "slab_automove"), "1");
+    // memcached's exit statuses: 64 (EX_USAGE) for its checks after parsing, 1 for the -o parser.
+    for (args, code, words) in [
+        (
+            &["-o", "slab_chunk_max=3000"][..],
+            64,
+            "-I (item_size_max: 1048576) must be evenly divisible by slab_chunk_max (bytes: 3000)",
+        ),
+        (
+            &["-o", "slab_chunk_max=2097152"][..],
+            64,
+            "slab_chunk_max (bytes: 2097152) cannot be larger than -I (item_size_max 1048576)",
+        ),
+        (
+            &["-I", "3m", "-o", "slab_chunk_max=3145728"][..],
+            64,
+            "slab_chunk_max (bytes: 3145728) must divide evenly into 1048576 (slab_page_size)",
+        ),
+        (
+            &["-o", "slab_automove=3"][..],
+            1,
+            "slab_automove must be between 0 and 2",
+        ),
+    ] {
+        let f = Server::try_start(args).err().expect("refused");
+        assert_eq!(f.status.and_then(|s| s.code()), Some(code), "{args:?}");
+        assert!(f.stderr.contains(words), "{args:?}: {}", f.stderr);
+    }
+}
+
+/// `-o idle_timeout=N`: a connection with no request for N seconds is closed and counted in
+/// `idle_kicks`; one in the middle of a value's data block is left alone (memcached's
+/// conn_nread state is not timed out either).
+#[test]
+fn idle_timeout_closes_idle_connections_only() {
+    let s = Server::start(&["-t", "2", "-o", "idle_timeout=1"]);
+    let mut mid_value = Text::connect(&s);
+    mid_value.stream.write_all(b"set k 0 0 5\r\nab").unwrap();
+    let mut idle = Text::connect(&s);
+    assert!(idle.call(b"version\r\n").starts_with("VERSION"));
+    assert!(idle.closed(), "the idle connection is closed");
+    assert_eq!(
+        mid_value.call(b"cde\r\n"),
+        "STORED\r\n",
+        "a connection waiting for data is not kicked"
+    );
+    let mut c = s.client();
+    let stats = c.stats("");
+    let kicks: u64 = stats
+        .iter()
+        .find(|(name, _)| name == "idle_kicks")
+        .expect("idle_kicks")
+        .1
+        .parse()
+        .unwrap();
+    assert!(kicks >= 1, "{kicks}");
 }
 
 #[test]

@@ -17,6 +17,7 @@
 use std::borrow::Cow;
 use std::io;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use log::debug;
 
@@ -57,6 +58,11 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
         out: Vec::new(),
         in_budget: Reservation::new(core.shared.buffers.clone()),
         over_budget: false,
+        idle_timeout: match core.shared.config().extended.idle_timeout {
+            0 => None,
+            secs => Some(Duration::from_secs(u64::from(secs))),
+        },
+        last_command: Instant::now(),
     };
     let protocol = core.shared.config().protocol;
     let result = match c.fill().await {
@@ -93,6 +99,10 @@ struct Connection {
     in_budget: Reservation,
     /// The last growth of `rbuf` was not covered: refuse the request that needs it.
     over_budget: bool,
+    /// `-o idle_timeout`: close the connection when no request came for this long.
+    idle_timeout: Option<Duration>,
+    /// When the last request was decoded (or the connection accepted).
+    last_command: Instant,
 }
 
 /// What one batch did with the buffered bytes.
@@ -128,7 +138,24 @@ impl Connection {
         if before > 0 || self.registered.track.state() != ConnState::NewCmd {
             self.registered.track.set_state(ConnState::Read);
         }
-        if !self.conn.recv(&mut self.rbuf).await? {
+        // As memcached, a connection in the middle of a request's data block is not kicked:
+        // undecoded bytes holding a whole line mean a value is still arriving.
+        let between_requests = || memchr::memchr(b'\n', &self.rbuf).is_none();
+        let received = match self.idle_timeout {
+            Some(limit) if between_requests() => {
+                let left = (self.last_command + limit).saturating_duration_since(Instant::now());
+                match net::timeout(left, self.conn.recv(&mut self.rbuf)).await {
+                    Some(received) => received?,
+                    None => {
+                        self.core.counters().idle_kicks += 1;
+                        debug!("closing idle connection {}", self.conn.peer());
+                        return Ok(false);
+                    }
+                }
+            }
+            _ => self.conn.recv(&mut self.rbuf).await?,
+        };
+        if !received {
             return Ok(false);
         }
         self.core.counters().bytes_read += (self.rbuf.len() - before) as u64;
@@ -186,6 +213,9 @@ impl Connection {
             .await?;
             self.start += step.consumed;
             self.skip = step.skip;
+            if step.consumed > 0 && self.idle_timeout.is_some() {
+                self.last_command = Instant::now();
+            }
             self.flush().await?;
             if step.close {
                 return Ok(false);

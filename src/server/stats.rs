@@ -43,6 +43,8 @@ counters! {
     cmd_meta,
     /// Batches cut short by `-R` with requests left in the buffer.
     conn_yields,
+    /// Connections closed by `-o idle_timeout`.
+    idle_kicks,
     /// Stores refused for size by the codec, before reaching a store.
     store_too_large,
     /// Bytes read from clients.
@@ -447,7 +449,7 @@ pub fn general(info: &ServerInfo, s: &Snapshot) -> Vec<(String, String)> {
     put("auth_cmds", zero());
     put("auth_errors", zero());
     if info.idle_timeout {
-        put("idle_kicks", zero());
+        put("idle_kicks", c.idle_kicks.to_string());
     }
     put("bytes_read", c.bytes_read.to_string());
     put("bytes_written", c.bytes_written.to_string());
