@@ -487,6 +487,9 @@ fn stats_conns_lists_listener_and_connections() {
     });
     let fresh = connect(&s);
     let mut asking = connect(&s);
+    // memcached's t/stats-conns.t: a client between a storage line and its data is conn_nread.
+    let mut sending = connect(&s);
+    sending.write_all(b"set foo 0 0 6\r\n").unwrap();
     let addr = |t: &TcpStream| format!("tcp:127.0.0.1:{}", t.local_addr().unwrap().port());
     // memcached 1.6.18: STAT <fd>:addr, :listen_addr (not for listeners), :state,
     // :secs_since_last_cmd, by descriptor.
@@ -501,6 +504,9 @@ fn stats_conns_lists_listener_and_connections() {
             }
         }
         by_fd.iter().any(|(_, f)| f[0].1 == addr(&fresh))
+            && by_fd
+                .iter()
+                .any(|(_, f)| f[0].1 == addr(&sending) && f[2].1 == "conn_nread")
     });
     assert!(seen, "{by_fd:?}");
     let fds: Vec<u64> = by_fd.iter().map(|(fd, _)| fd.parse().unwrap()).collect();
@@ -514,6 +520,7 @@ fn stats_conns_lists_listener_and_connections() {
         (&asking, "conn_parse_cmd"),
         (&used, "conn_read"),
         (&fresh, "conn_new_cmd"),
+        (&sending, "conn_nread"),
     ] {
         let e = entry(&addr(conn));
         let names: Vec<&str> = e.iter().map(|f| f.0.as_str()).collect();

@@ -162,6 +162,8 @@ pub enum ConnState {
     NewCmd,
     /// Waiting for the next request.
     Read,
+    /// Waiting for the rest of a request's data block.
+    NRead,
     /// Running requests.
     ParseCmd,
     /// Waiting for the peer to take output.
@@ -173,6 +175,7 @@ impl ConnState {
         match self {
             ConnState::NewCmd => "conn_new_cmd",
             ConnState::Read => "conn_read",
+            ConnState::NRead => "conn_nread",
             ConnState::ParseCmd => "conn_parse_cmd",
             ConnState::Write => "conn_mwrite",
         }

@@ -42,6 +42,8 @@ const READ_ALLOWANCE: usize = 16 * 1024;
 const MAX_BATCH: usize = 256;
 /// Bytes of values the local outcomes of one batch may hold before decoding stops (same reason).
 const BATCH_REPLY_BYTES: usize = 32 * 1024;
+/// A binary request's fixed header.
+const BINARY_HEADER_LEN: usize = 24;
 /// Output buffer capacity kept between batches.
 const OUT_KEEP: usize = 64 * 1024;
 
@@ -63,13 +65,17 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
             secs => Some(Duration::from_secs(u64::from(secs))),
         },
         last_command: Instant::now(),
+        binary: false,
     };
     let protocol = core.shared.config().protocol;
     let result = match c.fill().await {
         Ok(false) => Ok(()),
         // -B ascii: every byte is text, 0x80 included (memcached answers ERROR at the newline).
         Ok(true) if protocol == Protocol::Ascii => c.run(TextCodec::default()).await,
-        Ok(true) if c.rbuf[0] == REQUEST_MAGIC => c.run(BinaryCodec).await,
+        Ok(true) if c.rbuf[0] == REQUEST_MAGIC => {
+            c.binary = true;
+            c.run(BinaryCodec).await
+        }
         // -B binary: memcached closes a connection that does not start with the magic byte.
         Ok(true) if protocol == Protocol::Binary => Ok(()),
         Ok(true) => c.run(TextCodec::default()).await,
@@ -103,6 +109,8 @@ struct Connection {
     idle_timeout: Option<Duration>,
     /// When the last request was decoded (or the connection accepted).
     last_command: Instant,
+    /// The connection speaks the binary protocol.
+    binary: bool,
 }
 
 /// What one batch did with the buffered bytes.
@@ -135,14 +143,15 @@ impl Connection {
         }
         let before = self.rbuf.len();
         self.account_rbuf();
-        if before > 0 || self.registered.track.state() != ConnState::NewCmd {
+        let mid_request = self.mid_request();
+        if mid_request {
+            self.registered.track.set_state(ConnState::NRead);
+        } else if before > 0 || self.registered.track.state() != ConnState::NewCmd {
             self.registered.track.set_state(ConnState::Read);
         }
-        // As memcached, a connection in the middle of a request's data block is not kicked:
-        // undecoded bytes holding a whole line mean a value is still arriving.
-        let between_requests = || memchr::memchr(b'\n', &self.rbuf).is_none();
+        // As memcached, a connection in the middle of a request's data block is not kicked.
         let received = match self.idle_timeout {
-            Some(limit) if between_requests() => {
+            Some(limit) if !mid_request => {
                 let left = (self.last_command + limit).saturating_duration_since(Instant::now());
                 match net::timeout(left, self.conn.recv(&mut self.rbuf)).await {
                     Some(received) => received?,
@@ -161,6 +170,17 @@ impl Connection {
         self.core.counters().bytes_read += (self.rbuf.len() - before) as u64;
         self.account_rbuf();
         Ok(true)
+    }
+
+    /// Whether the undecoded bytes are a request whose data block is still arriving (memcached's
+    /// conn_nread): a whole binary header, or a whole text line. `memchr` stops at the first
+    /// newline, which a storage command has near its start.
+    fn mid_request(&self) -> bool {
+        match self.rbuf.first() {
+            None => false,
+            Some(&REQUEST_MAGIC) if self.binary => self.rbuf.len() >= BINARY_HEADER_LEN,
+            Some(_) => memchr::memchr(b'\n', &self.rbuf).is_some(),
+        }
     }
 
     /// Brings the budget share in line with the read buffer's size.

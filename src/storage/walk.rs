@@ -123,8 +123,9 @@ impl Store {
     }
 
     /// Frees the expired and flushed items of the classes in `classes` among at most `budget`
-    /// chunks from `cursor` (counted as `reclaimed`, as the background reclaimer counts them);
-    /// returns where to go on (`None` at the end) and how many were freed.
+    /// chunks from `cursor` (counted as the background reclaimer counts them: `reclaimed`,
+    /// `crawler_reclaimed`, `crawler_items_checked`); returns where to go on (`None` at the
+    /// end) and how many were freed.
     pub fn crawl(
         &mut self,
         classes: u64,
@@ -133,7 +134,14 @@ impl Store {
     ) -> (Option<Cursor>, usize) {
         let mut freed = 0;
         let next = self.walk_chunks(classes, cursor, budget, |store, id| {
-            if item::key_len(store.slab.chunk(id)) != 0 && store.is_dead(id) {
+            if item::key_len(store.slab.chunk(id)) == 0 {
+                return;
+            }
+            store.stats.crawler_items_checked += 1;
+            store.class_mut(id).crawler_items_checked += 1;
+            if store.is_dead(id) {
+                store.stats.crawler_reclaimed += 1;
+                store.class_mut(id).crawler_reclaimed += 1;
                 store.reclaim_item(id);
                 freed += 1;
             }
@@ -300,6 +308,8 @@ mod tests {
         assert_eq!(freed, 50);
         assert_eq!(s.stats().curr_items, 1);
         assert_eq!(s.stats().reclaimed, 50);
+        assert_eq!(s.stats().crawler_reclaimed, 50);
+        assert_eq!(s.stats().crawler_items_checked, 51);
         assert!(s.holds(b"live"));
         s.verify();
     }
