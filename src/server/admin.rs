@@ -166,6 +166,8 @@ pub enum ConnState {
     ParseCmd,
     /// Waiting for the peer to take output.
     Write,
+    /// A `watch` log stream.
+    Watch,
 }
 
 impl ConnState {
@@ -175,6 +177,7 @@ impl ConnState {
             ConnState::Read => "conn_read",
             ConnState::ParseCmd => "conn_parse_cmd",
             ConnState::Write => "conn_mwrite",
+            ConnState::Watch => "conn_watch",
         }
     }
 }
