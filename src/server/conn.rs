@@ -51,13 +51,13 @@ const OUT_KEEP: usize = 64 * 1024;
 pub async fn serve(core: Rc<Core>, conn: net::Conn) {
     let hub = core.shared.watch.clone();
     let cfd = conn.raw_fd();
-    let peer = hub
-        .wants(class::CONNEVENTS)
-        .then(|| watch::log_peer(conn.peer_addr()));
-    if let Some(peer) = peer {
+    // Asked once: a peer that left cannot be asked for its address at the close.
+    let peer_name = conn.peer_addr();
+    let peer = watch::log_peer(peer_name.clone());
+    if hub.wants(class::CONNEVENTS) {
         hub.log(&Event::ConnNew { peer, cfd });
     }
-    let registered = Registered::new(&core, &conn);
+    let registered = Registered::new(&core, &conn, peer_name.as_ref());
     let mut c = Connection {
         registered,
         core: core.clone(),
@@ -97,7 +97,6 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
         c.reason = CloseReason::Shutdown;
     }
     if hub.wants(class::CONNEVENTS) {
-        let peer = watch::log_peer(c.conn.peer_addr());
         hub.log(&Event::ConnClose {
             peer,
             reason: c.reason,

@@ -373,6 +373,7 @@ impl Hub {
 
 /// A peer as the log names it (`None`: a unix socket).
 pub fn log_peer(a: Option<SockName>) -> Option<SocketAddr> {
+    // memcached prints the unix form for every peer that is not IPv4/IPv6.
     match a {
         Some(SockName::Inet(a)) => Some(a),
         _ => None,
