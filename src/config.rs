@@ -157,7 +157,7 @@ pub struct Args {
     #[arg(short = 'X', long = "disable-dumping")]
     pub disable_dumping: bool,
 
-    /// Disable `watch` (not implemented here).
+    /// Disable `watch`: it answers `CLIENT_ERROR watch commands not allowed`.
     #[arg(short = 'W', long = "disable-watch")]
     pub disable_watch: bool,
 
@@ -262,8 +262,10 @@ pub const HELP: &str = "\
    - slab_reassign, slab_automove: page moves between slab classes (slabs
      reassign; the background mover); slab_automove_ratio, slab_automove_window,
      slab_automove_freeratio: not used here
-   - watcher_logbuf_size, worker_logbuf_size, track_sizes, no_hashexpand,
-     modern, no_modern, sock_cookie_id, no_inline_ascii_resp, ext_*, ssl_*
+   - watcher_logbuf_size: kilobytes of each watcher's buffer (default: 256)
+   - worker_logbuf_size:  kilobytes of each core's log buffer (default: 64)
+   - track_sizes, no_hashexpand, modern, no_modern, sock_cookie_id,
+     no_inline_ascii_resp, ext_*, ssl_*
 corecached's own:
     --eviction=<policy>   lru, fifo, lfu or random (default: lru)
     --cpus=<list>         CPUs to pin the shards to, e.g. 0,2-3
@@ -745,9 +747,6 @@ impl Args {
                 self.slab_min_size
             ));
         }
-        if self.disable_watch {
-            warnings.push("-W: the watch command does not exist here: nothing to disable".into());
-        }
         if self.napi_ids.is_some() {
             warnings.push("-N: NAPI ids are not used: connections are dealt round-robin".into());
         }
@@ -825,7 +824,6 @@ fn no_effect(key: &str) -> Option<&'static str> {
         | "hot_max_factor" | "warm_max_factor" | "temporary_ttl" => {
             "there is no segmented LRU here; --eviction picks the policy"
         }
-        "watcher_logbuf_size" | "worker_logbuf_size" => "there is no watch logging here",
         "slab_sizes" => "slab classes follow -f here",
         "track_sizes" => "stats sizes is not collected here",
         "inline_ascii_resp" | "no_inline_ascii_resp" | "no_chunked_items" => {
@@ -898,6 +896,8 @@ fn parse_extended(
                     | "no_slab_automove"
                     | "no_modern"
                     | "idle_timeout"
+                    | "watcher_logbuf_size"
+                    | "worker_logbuf_size"
             );
             if !known && no_effect(key).is_none() {
                 return invalid(format!("Illegal suboption \"{item}\""));

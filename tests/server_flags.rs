@@ -685,9 +685,11 @@ fn flags_without_an_effect_here_warn_and_run() {
         "-t", "1", "-m", "8", "-L", "-X", "-W", "-N", "2", "-n", "64", "-k", "-r",
     ]);
     let log = s.log();
-    for flag in ["-L:", "-W:", "-N:", "-n 64:"] {
+    for flag in ["-L:", "-N:", "-n 64:"] {
         assert_eq!(log.matches(flag).count(), 1, "{flag}\n{log}");
     }
+    // -W is honoured (watch refused), so it warns no more.
+    assert_eq!(log.matches("-W:").count(), 0, "{log}");
     let mut c = s.client();
     assert_eq!(setting(&mut c, "chunk_size"), "64");
     assert_eq!(setting(&mut c, "num_napi_ids"), "2");

@@ -1342,6 +1342,11 @@ impl Conn {
         c.out_budget.resize(want)
     }
 
+    /// Output bytes handed over and not yet sent.
+    pub fn unsent(&self) -> usize {
+        self.state.borrow().staged()
+    }
+
     /// Whether the server asked connections to finish.
     pub fn stopping(&self) -> bool {
         self.state.borrow().stopping

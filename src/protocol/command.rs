@@ -119,6 +119,12 @@ pub enum AdminStatus {
     ReassignNoSpare,
     /// Source and destination are the same class.
     ReassignSame,
+    /// `watch` while watching is disabled (`-W`).
+    WatchDisabled,
+    /// `watch` after other requests of the same read (memcached refuses to mix them).
+    WatchPipelined,
+    /// `watch` while memcached's 20 watchers watch already.
+    WatchTooMany,
 }
 
 /// One item as a dump lists it.
@@ -292,6 +298,14 @@ pub enum Command<B> {
     },
     /// An operator command.
     Admin(Admin),
+    /// Text `watch`: turn the connection into a log stream of these event classes
+    /// ([`super::watch::class`] bits).
+    Watch {
+        /// The classes named (`fetchers` when none).
+        events: u16,
+        /// Every word named a class (memcached answers `ERROR` otherwise).
+        valid: bool,
+    },
     /// SASL: list mechanisms.
     SaslListMechs,
     /// SASL: start authentication with `mechanism` and the initial response.
@@ -427,6 +441,7 @@ impl<B> Command<B> {
             Command::Stats { group } => Command::Stats { group: f(group) },
             Command::Verbosity { level } => Command::Verbosity { level },
             Command::Admin(a) => Command::Admin(a),
+            Command::Watch { events, valid } => Command::Watch { events, valid },
             Command::SaslListMechs => Command::SaslListMechs,
             Command::SaslAuth { mechanism, data } => {
                 let mechanism = f(mechanism);

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 
 use super::meta;
+use super::watch::uri_encode;
 use super::{
     Admin, AdminStatus, ArithOp, ClassSet, Codec, Command, Decode, DumpedItem, Limits, Outcome,
     StoreMode,
@@ -308,6 +309,30 @@ fn decode_lru_crawler<'a>(args: &[&[u8]], line_len: usize) -> Decode<'a, ReplyCt
         [b"disable"] => admin(Admin::Crawler { enable: false }, false, line_len),
         _ => refuse(ERROR, false, line_len),
     }
+}
+
+/// `watch [class ...]`: no word means `fetchers`; a word memcached does not know makes the
+/// command invalid (answered `ERROR` once `-W` is checked). A last `noreply` silences the answer,
+/// and, being no class, makes the command invalid too, as in memcached.
+fn decode_watch<'a>(content: &[u8], line_len: usize) -> Decode<'a, ReplyCtx> {
+    let words: Vec<&[u8]> = tokens(content).skip(1).collect();
+    let noreply = words.last() == Some(&&b"noreply"[..]);
+    let mut events = 0;
+    let mut valid = true;
+    for w in &words {
+        match super::watch::class_named(w) {
+            Some(c) => events |= c,
+            None => valid = false,
+        }
+    }
+    if words.is_empty() {
+        events = super::watch::class::FETCHERS;
+    }
+    request(
+        Command::Watch { events, valid },
+        ReplyCtx::text(Kind::Admin, noreply),
+        line_len,
+    )
 }
 
 /// C `strtod` over a whole token, as memcached's `safe_strtod` reads it.
@@ -685,6 +710,7 @@ impl Codec for TextCodec {
                 }
             }
             b"lru_crawler" => decode_lru_crawler(args, line_len),
+            b"watch" => decode_watch(content, line_len),
             b"slabs" => decode_slabs(args, noreply, line_len),
             b"version" => request(
                 Command::Version,
@@ -941,18 +967,9 @@ fn admin_status(s: AdminStatus) -> &'static str {
         AdminStatus::ReassignBadClass => "BADCLASS invalid src or dst class id",
         AdminStatus::ReassignNoSpare => "NOSPARE source class has no spare pages",
         AdminStatus::ReassignSame => "SAME src and dst class are identical",
-    }
-}
-
-/// memcached's `uriencode`: letters, digits and `-._~` as they are, every other byte `%XX`.
-fn uri_encode(out: &mut Vec<u8>, key: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in key {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        }
+        AdminStatus::WatchDisabled => "CLIENT_ERROR watch commands not allowed",
+        AdminStatus::WatchPipelined => "ERROR cannot pipeline other commands before watch",
+        AdminStatus::WatchTooMany => "WATCHER_TOO_MANY log watcher limit reached",
     }
 }
 

@@ -168,6 +168,8 @@ pub enum ConnState {
     ParseCmd,
     /// Waiting for the peer to take output.
     Write,
+    /// A `watch` log stream.
+    Watch,
 }
 
 impl ConnState {
@@ -178,6 +180,7 @@ impl ConnState {
             ConnState::NRead => "conn_nread",
             ConnState::ParseCmd => "conn_parse_cmd",
             ConnState::Write => "conn_mwrite",
+            ConnState::Watch => "conn_watch",
         }
     }
 }
@@ -260,16 +263,14 @@ pub struct Registered {
 }
 
 impl Registered {
-    /// Registers `conn` on `core`.
-    pub fn new(core: &Rc<Core>, conn: &net::Conn) -> Registered {
+    /// Registers `conn`, whose peer is `peer`, on `core`.
+    pub fn new(core: &Rc<Core>, conn: &net::Conn, peer: Option<&SockName>) -> Registered {
         let reg = &core.conns;
         let id = reg.next.get();
         reg.next.set(id + 1);
         let track = Rc::new(ConnTrack {
             fd: conn.raw_fd(),
-            addr: conn
-                .peer_addr()
-                .map_or_else(|| "<closed>".into(), |a| conn_text(&a)),
+            addr: peer.map_or_else(|| "<closed>".into(), conn_text),
             listen_addr: conn
                 .local_addr()
                 .map_or_else(String::new, |a| conn_text(&a)),

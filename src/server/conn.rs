@@ -17,6 +17,7 @@
 use std::borrow::Cow;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -26,10 +27,12 @@ use crate::net;
 use crate::net::Reservation;
 use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
 use crate::protocol::text::TextCodec;
-use crate::protocol::{Admin, Codec, Command, Decode, Limits, Outcome};
+use crate::protocol::watch::{class, CloseReason, Event, StoreCmd, StoreStatus};
+use crate::protocol::{Admin, AdminStatus, Codec, Command, Decode, Limits, Outcome};
 
 use super::admin::{ConnState, Registered};
 use super::router::{encode_answer, gather, Batch, Core};
+use super::watch::{self, AddError, Watcher};
 
 /// Read buffer a connection may hold without drawing on the shared buffer budget; larger ones
 /// (big values) are given back once used.
@@ -49,7 +52,15 @@ const OUT_KEEP: usize = 64 * 1024;
 
 /// Serves a connection until the client leaves, a protocol error closes it, or shutdown.
 pub async fn serve(core: Rc<Core>, conn: net::Conn) {
-    let registered = Registered::new(&core, &conn);
+    let hub = core.shared.watch.clone();
+    let cfd = conn.raw_fd();
+    // Asked once: a peer that left cannot be asked for its address at the close.
+    let peer_name = conn.peer_addr();
+    let peer = watch::log_peer(peer_name.clone());
+    if hub.wants(class::CONNEVENTS) {
+        hub.log(&Event::ConnNew { peer, cfd });
+    }
+    let registered = Registered::new(&core, &conn, peer_name.as_ref());
     let mut c = Connection {
         registered,
         core: core.clone(),
@@ -66,6 +77,8 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
         },
         last_command: Instant::now(),
         binary: false,
+        reason: CloseReason::Normal,
+        watcher: None,
     };
     let protocol = core.shared.config().protocol;
     let result = match c.fill().await {
@@ -77,10 +90,31 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
             c.run(BinaryCodec).await
         }
         // -B binary: memcached closes a connection that does not start with the magic byte.
-        Ok(true) if protocol == Protocol::Binary => Ok(()),
+        Ok(true) if protocol == Protocol::Binary => {
+            c.reason = CloseReason::Error;
+            Ok(())
+        }
         Ok(true) => c.run(TextCodec::default()).await,
         Err(e) => Err(e),
     };
+    if let Some(w) = c.watcher.take() {
+        // memcached: a watcher's connection never serves commands again.
+        c.registered.track.set_state(ConnState::Watch);
+        watch::serve_watcher(&hub, &c.conn, w).await;
+        c.reason = CloseReason::Error;
+    }
+    if result.is_err() {
+        c.reason = CloseReason::Error;
+    } else if c.reason == CloseReason::Normal && c.conn.stopping() {
+        c.reason = CloseReason::Shutdown;
+    }
+    if hub.wants(class::CONNEVENTS) {
+        hub.log(&Event::ConnClose {
+            peer,
+            reason: c.reason,
+            cfd,
+        });
+    }
     if log::log_enabled!(log::Level::Debug) {
         let peer = c.conn.peer();
         match result {
@@ -111,6 +145,10 @@ struct Connection {
     last_command: Instant,
     /// The connection speaks the binary protocol.
     binary: bool,
+    /// Why the connection closes, for `watch connevents`.
+    reason: CloseReason,
+    /// Set by a `watch` command: the connection becomes this log stream.
+    watcher: Option<Arc<Watcher>>,
 }
 
 /// What one batch did with the buffered bytes.
@@ -119,6 +157,10 @@ struct Step {
     consumed: usize,
     skip: usize,
     close: bool,
+    /// Why it closes (a protocol error, `shutdown`); quitting is normal.
+    error: Option<CloseReason>,
+    /// A `watch` command was accepted: the connection becomes a log stream.
+    watch: Option<Arc<Watcher>>,
 }
 
 impl Connection {
@@ -157,6 +199,7 @@ impl Connection {
                     Some(received) => received?,
                     None => {
                         self.core.counters().idle_kicks += 1;
+                        self.reason = CloseReason::IdleTimeout;
                         debug!("closing idle connection {}", self.conn.peer());
                         return Ok(false);
                     }
@@ -237,6 +280,13 @@ impl Connection {
                 self.last_command = Instant::now();
             }
             self.flush().await?;
+            if let Some(reason) = step.error {
+                self.reason = reason;
+            }
+            if step.watch.is_some() {
+                self.watcher = step.watch;
+                return Ok(false);
+            }
             if step.close {
                 return Ok(false);
             }
@@ -267,7 +317,7 @@ async fn batch<C: Codec>(
     conn: &net::Conn,
     out: &mut Vec<u8>,
 ) -> io::Result<Step> {
-    let mut b = Batch::new(core.shards);
+    let mut b = Batch::new(core.shards, conn.raw_fd());
     let mut step = Step::default();
     let mut pos = 0;
     // Requests answered straight into `out` (nothing before them was waiting).
@@ -286,6 +336,7 @@ async fn batch<C: Codec>(
             Decode::Incomplete => break,
             Decode::Close => {
                 step.close = true;
+                step.error = Some(CloseReason::Error);
                 break;
             }
             Decode::Reject {
@@ -297,6 +348,22 @@ async fn batch<C: Codec>(
             } => {
                 // A refused Set must not leave the old value behind (memcached deletes it).
                 if let Some(key) = unlink_key {
+                    let hub = &core.shared.watch;
+                    if hub.wants(class::MUTATIONS) {
+                        let status = match outcome {
+                            Outcome::TooLarge => StoreStatus::TooLarge,
+                            _ => StoreStatus::NoMemory,
+                        };
+                        hub.log(&Event::ItemStore {
+                            key,
+                            status,
+                            cmd: StoreCmd::Set,
+                            ttl: 0,
+                            class: 0,
+                            cfd: conn.raw_fd(),
+                            size: 0,
+                        });
+                    }
                     b.route(core, Command::Delete { key, cas: 0 }, key, None);
                 }
                 if outcome == Outcome::TooLarge {
@@ -307,6 +374,9 @@ async fn batch<C: Codec>(
                 pos += here;
                 step.skip = skip - here;
                 step.close = close;
+                if close {
+                    step.error = Some(CloseReason::Error);
+                }
                 break;
             }
             Decode::Request {
@@ -314,6 +384,21 @@ async fn batch<C: Codec>(
                 ctx,
                 consumed,
             } => {
+                if let Command::Watch { events, valid } = command {
+                    let refused = watch_refusal(core, events, valid, pos > 0);
+                    pos += consumed;
+                    match refused {
+                        Ok(w) => {
+                            ready(&mut b, codec, out, ctx, Outcome::Admin(AdminStatus::Ok));
+                            step.watch = Some(w);
+                            break;
+                        }
+                        Err(o) => {
+                            ready(&mut b, codec, out, ctx, o);
+                            continue;
+                        }
+                    }
+                }
                 if let Command::Admin(Admin::MetaDump(_)) = command {
                     // memcached refuses a metadump behind other requests of the same read.
                     if let Some(refused) = core.metadump_refusal(pos > 0) {
@@ -410,8 +495,11 @@ async fn batch<C: Codec>(
                         log::info!("shutdown command: draining connections and stopping");
                         core.shared.request_stop();
                         step.close = true;
+                        step.error = Some(CloseReason::Shutdown);
                         break;
                     }
+                    // Answered above.
+                    Command::Watch { .. } => {}
                     Command::Stats { group } if group == b"conns" => {
                         let outcome = core.stats_conns().await?;
                         ready(&mut b, codec, out, ctx, outcome);
@@ -441,6 +529,31 @@ async fn batch<C: Codec>(
     core.counters().bytes_written += staged as u64;
     gather(core, codec, b, conn, out).await?;
     Ok(step)
+}
+
+/// memcached's checks of a `watch` command, in its order: `-W`, other requests before it in
+/// the same read, unknown words, the watcher limit. A watcher on success.
+fn watch_refusal(
+    core: &Core,
+    events: u16,
+    valid: bool,
+    pipelined: bool,
+) -> Result<Arc<Watcher>, Outcome<&'static [u8]>> {
+    let hub = &core.shared.watch;
+    if !hub.enabled() {
+        return Err(Outcome::Admin(AdminStatus::WatchDisabled));
+    }
+    if pipelined {
+        return Err(Outcome::Admin(AdminStatus::WatchPipelined));
+    }
+    if !valid {
+        return Err(Outcome::UnknownCommand);
+    }
+    match hub.add(events) {
+        Ok(w) => Ok(w),
+        Err(AddError::TooMany) => Err(Outcome::Admin(AdminStatus::WatchTooMany)),
+        Err(AddError::Disabled) => Err(Outcome::Admin(AdminStatus::WatchDisabled)),
+    }
 }
 
 /// Answers a request whose outcome needs no shard: at once when nothing before it in the batch

@@ -10,6 +10,7 @@ pub mod conn;
 pub mod router;
 pub mod shard;
 pub mod stats;
+pub mod watch;
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub admin: admin::AdminState,
     /// Listening sockets (descriptor, memcached-style name), for `stats conns`.
     listeners: Vec<(std::os::fd::RawFd, String)>,
+    /// The `watch` log.
+    pub watch: Arc<watch::Hub>,
 }
 
 impl Shared {
@@ -120,6 +123,7 @@ impl Shared {
             lru_crawler: self.admin.crawler(),
             lru_maintainer: self.config.extended.lru_maintainer_thread,
             temp_lru: self.config.extended.temp_lru,
+            log: self.watch.stats(),
         }
     }
 
@@ -247,12 +251,14 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         .iter()
         .map(|l| (l.raw_fd(), admin::listener_text(l.local_addr())))
         .collect();
+    let started = stats::unix_now();
     let shared = Arc::new(Shared {
+        watch: Arc::new(watch::Hub::new(&config, n, started)),
         admin: admin::AdminState::new(&config),
         listeners: listener_names,
         port: AtomicU16::new(port),
         curr_connections: AtomicUsize::new(0),
-        started: stats::unix_now(),
+        started,
         stopping: AtomicBool::new(false),
         notifiers: notifiers.clone(),
         drained: AtomicUsize::new(0),
@@ -434,7 +440,8 @@ fn shard_thread(
         max_item_size: shared.config.max_item_size,
         ..Limits::default()
     };
-    let shard = Arc::new(Shard::new(i, store));
+    watch::set_core(i);
+    let shard = Arc::new(Shard::new(i, store, shared.watch.clone()));
     shard.set_detail(shared.config.detail_enabled, shared.config.delimiter_byte());
     // Each shard is set once, by its own thread.
     let _ = shared.shards[i].set(shard.clone());

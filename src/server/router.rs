@@ -80,6 +80,8 @@ pub struct RequestBatch {
     pub commands: Vec<(Command<Span>, u64)>,
     /// Keys and values of the commands.
     pub arena: Vec<u8>,
+    /// The descriptor of the connection that asked (for `watch` lines).
+    pub cfd: i32,
 }
 
 impl RequestBatch {
@@ -364,7 +366,7 @@ impl Core {
         self.counters().cmd_flush += 1;
         self.fan_out(|| Request::Flush(delay)).await;
         self.shard
-            .execute(Command::Flush { delay }, 0, &mut Vec::new());
+            .execute(Command::Flush { delay }, 0, -1, &mut Vec::new());
     }
 
     /// Serves one request from another shard.
@@ -373,7 +375,7 @@ impl Core {
             Request::Batch(b) => Reply::Batch(self.shard.execute_batch(b, REPLY_CAP)),
             Request::Flush(delay) => {
                 self.shard
-                    .execute(Command::Flush { delay }, 0, &mut Vec::new());
+                    .execute(Command::Flush { delay }, 0, -1, &mut Vec::new());
                 Reply::Done
             }
             Request::Stats => Reply::Stats(Box::new(self.snapshot())),
@@ -441,16 +443,24 @@ pub struct Batch<'a, Ctx> {
     remote: Vec<RequestBatch>,
     /// Requests run directly on each other shard so far.
     direct: Vec<usize>,
+    /// The connection's descriptor.
+    cfd: i32,
 }
 
 impl<'a, Ctx> Batch<'a, Ctx> {
-    /// An empty batch for a server of `shards` shards.
-    pub fn new(shards: usize) -> Self {
+    /// An empty batch of the connection with descriptor `cfd`, for a server of `shards` shards.
+    pub fn new(shards: usize, cfd: i32) -> Self {
         Batch {
             entries: Vec::new(),
             local: Vec::new(),
-            remote: (0..shards).map(|_| RequestBatch::default()).collect(),
+            remote: (0..shards)
+                .map(|_| RequestBatch {
+                    cfd,
+                    ..RequestBatch::default()
+                })
+                .collect(),
             direct: vec![0; shards],
+            cfd,
         }
     }
 
@@ -502,7 +512,7 @@ impl<'a, Ctx> Batch<'a, Ctx> {
         if o != core.shard.id {
             self.direct[o] += 1;
         }
-        Ok(shard.execute_lending(cmd, hash, answer))
+        Ok(shard.execute_lending(cmd, hash, self.cfd, answer))
     }
 
     /// Runs a key command on its owner: at once when local, else queued for its shard. The
@@ -515,7 +525,7 @@ impl<'a, Ctx> Batch<'a, Ctx> {
             if o != core.shard.id {
                 self.direct[o] += 1;
             }
-            Source::Ready(shard.execute(cmd, hash, &mut self.local))
+            Source::Ready(shard.execute(cmd, hash, self.cfd, &mut self.local))
         } else {
             let idx = self.remote[o].len();
             self.remote[o].push(cmd, hash);

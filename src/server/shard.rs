@@ -21,6 +21,7 @@ use crate::storage::{
 
 use super::router::{ReplyBatch, RequestBatch, Span};
 use super::stats::{Counters, Kind, Latencies, PrefixStats, Snapshot};
+use super::watch::{Hub, Traced, ITEM_CLASSES};
 
 /// Items the background reclaimer may examine per tick.
 pub const RECLAIM_BUDGET: usize = 4096;
@@ -44,6 +45,8 @@ pub struct Shard {
     detail: AtomicBool,
     /// Where a key's prefix ends (`-D`).
     delimiter: AtomicU8,
+    /// The `watch` log: item events are written there while someone watches them.
+    watch: Arc<Hub>,
 }
 
 /// A hit's value lent to the network layer: the store keeps the bytes in place until this is
@@ -128,8 +131,8 @@ fn store_mode(m: StoreMode) -> storage::StoreMode {
 }
 
 impl Shard {
-    /// Wraps a store as shard `id`.
-    pub fn new(id: usize, store: Store) -> Shard {
+    /// Wraps a store as shard `id`, logging its events to `watch`.
+    pub fn new(id: usize, store: Store, watch: Arc<Hub>) -> Shard {
         Shard {
             id,
             state: Mutex::new(State {
@@ -142,6 +145,7 @@ impl Shard {
             returns_pending: AtomicBool::new(false),
             detail: AtomicBool::new(false),
             delimiter: AtomicU8::new(b':'),
+            watch,
         }
     }
 
@@ -192,10 +196,17 @@ impl Shard {
         state
     }
 
-    /// Runs one item command (or a flush) against this shard's store. Values of hits are copied
-    /// into `arena`; the outcome refers to them by span.
-    pub fn execute(&self, cmd: Command<&[u8]>, hash: u64, arena: &mut Vec<u8>) -> Outcome<Span> {
-        self.execute_with(cmd, hash, |o| o.map_bytes(|b| Span::push(arena, b)))
+    /// Runs one item command (or a flush) against this shard's store for the connection with
+    /// descriptor `cfd` (named in `watch` lines). Values of hits are copied into `arena`; the
+    /// outcome refers to them by span.
+    pub fn execute(
+        &self,
+        cmd: Command<&[u8]>,
+        hash: u64,
+        cfd: i32,
+        arena: &mut Vec<u8>,
+    ) -> Outcome<Span> {
+        self.execute_with(cmd, hash, cfd, |o| o.map_bytes(|b| Span::push(arena, b)))
     }
 
     /// Runs one item command (or a flush) and hands its outcome to `answer` while the shard is
@@ -206,9 +217,10 @@ impl Shard {
         &self,
         cmd: Command<&[u8]>,
         hash: u64,
+        cfd: i32,
         answer: impl FnOnce(Outcome<&[u8]>) -> R,
     ) -> R {
-        self.run(None, cmd, hash, |o, _| answer(o))
+        self.run(None, cmd, hash, cfd, |o, _| answer(o))
     }
 
     /// As [`Shard::execute_with`], and a get's hit of at least [`LEND_MIN`] bytes comes with
@@ -217,9 +229,10 @@ impl Shard {
         self: &Arc<Self>,
         cmd: Command<&[u8]>,
         hash: u64,
+        cfd: i32,
         answer: impl FnOnce(Outcome<&[u8]>, Option<Lent>) -> R,
     ) -> R {
-        self.run(Some(self), cmd, hash, answer)
+        self.run(Some(self), cmd, hash, cfd, answer)
     }
 
     fn run<R>(
@@ -227,6 +240,7 @@ impl Shard {
         lender: Option<&Arc<Shard>>,
         cmd: Command<&[u8]>,
         hash: u64,
+        cfd: i32,
         answer: impl FnOnce(Outcome<&[u8]>, Option<Lent>) -> R,
     ) -> R {
         let started = Instant::now();
@@ -242,6 +256,14 @@ impl Shard {
             .detail
             .load(Ordering::Relaxed)
             .then(|| self.delimiter.load(Ordering::Relaxed));
+        // The one check the data path pays while nobody watches the store's events.
+        let watched = self.watch.flags() & ITEM_CLASSES;
+        let traced = if watched != 0 {
+            Some((Traced::before(watched, store, &cmd, hash), cmd.clone()))
+        } else {
+            store.record_evictions(false);
+            None
+        };
         fn value(item: ItemView<'_>) -> Outcome<&[u8]> {
             Outcome::Value {
                 flags: item.flags,
@@ -442,7 +464,13 @@ impl Shard {
             _ => return answer(Outcome::UnknownCommand, None),
         };
         latency.record(kind, started.elapsed());
-        answer(outcome.unwrap_or_else(outcome_of), lent)
+        let Some((traced, cmd)) = traced else {
+            return answer(outcome.unwrap_or_else(outcome_of), lent);
+        };
+        let result = outcome.as_ref().map(|_| ()).map_err(|e| *e);
+        let r = answer(outcome.unwrap_or_else(outcome_of), lent);
+        traced.log(&self.watch, store, &cmd, hash, result, cfd);
+        r
     }
 
     /// Runs a batch from another shard, in order, until its reply holds `cap` bytes of values;
@@ -461,7 +489,7 @@ impl Shard {
             let cmd = cmd.clone().map_bytes(|s| s.get(&batch.arena));
             reply
                 .outcomes
-                .push(self.execute(cmd, *hash, &mut reply.arena));
+                .push(self.execute(cmd, *hash, batch.cfd, &mut reply.arena));
             done += 1;
         }
         if done < batch.len() {

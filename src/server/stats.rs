@@ -362,6 +362,8 @@ pub struct ServerInfo {
     pub lru_maintainer: bool,
     /// `-o temp_lru`.
     pub temp_lru: bool,
+    /// The `watch` log's counters.
+    pub log: super::watch::LogStats,
 }
 
 /// Current Unix time in seconds.
@@ -488,16 +490,14 @@ pub fn general(info: &ServerInfo, s: &Snapshot) -> Vec<(String, String)> {
     if info.lru_maintainer {
         put("lru_maintainer_juggles", zero());
     }
-    for name in [
-        "malloc_fails",
-        "log_worker_dropped",
-        "log_worker_written",
-        "log_watcher_skipped",
-        "log_watcher_sent",
-        "log_watchers",
-        "unexpected_napi_ids",
-        "round_robin_fallback",
-    ] {
+    put("malloc_fails", zero());
+    let log = &info.log;
+    put("log_worker_dropped", log.worker_dropped.to_string());
+    put("log_worker_written", log.worker_written.to_string());
+    put("log_watcher_skipped", log.watcher_skipped.to_string());
+    put("log_watcher_sent", log.watcher_sent.to_string());
+    put("log_watchers", log.watchers.to_string());
+    for name in ["unexpected_napi_ids", "round_robin_fallback"] {
         put(name, zero());
     }
     put("bytes", st.bytes.to_string());
@@ -881,6 +881,7 @@ mod tests {
             lru_crawler: true,
             lru_maintainer: true,
             temp_lru: false,
+            log: Default::default(),
         };
         let g = general(&info, &Snapshot::default());
         let names: Vec<&str> = g.iter().map(|(k, _)| k.as_str()).collect();

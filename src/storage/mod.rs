@@ -355,6 +355,47 @@ pub struct ItemInfo {
     pub token_sent: bool,
 }
 
+/// Whether a linked item may still be served (see [`Store::probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Live.
+    Live,
+    /// Invalidated by a flush; the next lookup unlinks it.
+    Flushed,
+    /// Expired; the next lookup unlinks it.
+    Expired,
+}
+
+/// What a key's item is, read without any side effect (see [`Store::probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probed {
+    /// Whether it may be served.
+    pub liveness: Liveness,
+    /// Slab class, 1-based.
+    pub class: u32,
+    /// Value length in bytes.
+    pub value_len: usize,
+    /// Seconds left to live; `None` = never expires.
+    pub ttl: Option<u32>,
+}
+
+/// An item evicted to make room, as recorded while [`Store::record_evictions`] is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evicted {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Whether it had been read since stored.
+    pub fetched: bool,
+    /// Seconds it had left to live; `None` = no expiry.
+    pub ttl: Option<u32>,
+    /// Seconds since its last access.
+    pub idle: u32,
+    /// Slab class, 1-based.
+    pub class: u32,
+    /// Value length in bytes.
+    pub value_len: usize,
+}
+
 /// What a [`Store::fetch`] may do besides reading: the stampede-protection lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FetchOptions {
@@ -488,6 +529,8 @@ pub struct Store {
     /// Items whose value is lent out (`lend`): neither overwritten in place, evicted, nor moved,
     /// and their chunk not reused, until the loans end.
     lent: HashMap<ItemId, Loan>,
+    /// Evictions made for room while recording is on (`record_evictions`).
+    evicted: Option<Vec<Evicted>>,
 }
 
 /// memcached's `isspace`.
@@ -577,6 +620,7 @@ impl Store {
             protect: NIL,
             candidates: Vec::with_capacity(SEARCH_DEPTH),
             lent: HashMap::new(),
+            evicted: None,
             config,
         })
     }
@@ -617,6 +661,53 @@ impl Store {
     /// Whether no item is linked.
     pub fn is_empty(&self) -> bool {
         self.index.len() == 0
+    }
+
+    /// What the item of `key` is (live, flushed or expired) without touching it, its counters
+    /// or the index: the store's answer to "what would a lookup find now". `None` when no item
+    /// of that key is linked.
+    pub fn probe(&self, key: &[u8], hash: u64) -> Option<Probed> {
+        let id = self.index.find(&self.slab, key, hash)?;
+        let c = self.slab.chunk(id);
+        let h = Header::load(c);
+        let liveness = if item::cas(c) < self.flush_below {
+            Liveness::Flushed
+        } else if self.clock.is_expired(h.exptime) {
+            Liveness::Expired
+        } else {
+            Liveness::Live
+        };
+        Some(Probed {
+            liveness,
+            class: self.slab.class_of(id) as u32 + 1,
+            value_len: h.value_len(),
+            ttl: self.clock.ttl_left(h.exptime),
+        })
+    }
+
+    /// The slab class (1-based) an item of this key and value length is stored in; 0 when it
+    /// is too large for any.
+    pub fn item_class(&self, key_len: usize, value_len: usize) -> u32 {
+        self.slab
+            .class_for(item::item_size(key_len, value_len))
+            .map_or(0, |c| c as u32 + 1)
+    }
+
+    /// Starts (true) or stops recording the items evicted to make room; while on, each
+    /// eviction is kept until [`Store::take_evictions`].
+    pub fn record_evictions(&mut self, on: bool) {
+        match (on, self.evicted.is_some()) {
+            (true, false) => self.evicted = Some(Vec::new()),
+            (false, true) => self.evicted = None,
+            _ => {}
+        }
+    }
+
+    /// Moves the evictions recorded so far to the end of `into`.
+    pub fn take_evictions(&mut self, into: &mut Vec<Evicted>) {
+        if let Some(e) = &mut self.evicted {
+            into.append(e);
+        }
     }
 
     /// Looks up a live item.
@@ -1452,9 +1543,21 @@ impl Store {
         k.win_evicts += u64::from(pressure);
         k.since_attempt += u64::from(pressure);
         self.stats.evictions += 1;
-        if !item::fetched(self.slab.chunk(id)) {
+        let fetched = item::fetched(self.slab.chunk(id));
+        if !fetched {
             k.evicted_unfetched += 1;
             self.stats.evicted_unfetched += 1;
+        }
+        if let Some(log) = self.evicted.as_mut().filter(|_| pressure) {
+            let c = self.slab.chunk(id);
+            log.push(Evicted {
+                key: item::key(c).to_vec(),
+                fetched,
+                ttl: self.clock.ttl_left(exptime),
+                idle,
+                class: class as u32 + 1,
+                value_len: Header::load(c).value_len(),
+            });
         }
         self.unlink(id, None);
     }

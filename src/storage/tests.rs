@@ -1476,3 +1476,54 @@ fn size_histogram_counts_items_held_by_32_byte_bucket() {
     s.disable_sizes();
     assert_eq!(s.sizes(), None);
 }
+
+// ---- watch support: probes and recorded evictions ----
+
+#[test]
+fn probe_reports_without_side_effects() {
+    let mut s = small();
+    assert_eq!(s.probe(b"none", key_hash(b"none")), None);
+    set(&mut s, b"live", b"abc");
+    let p = s.probe(b"live", key_hash(b"live")).unwrap();
+    assert_eq!(
+        (p.liveness, p.class, p.value_len, p.ttl),
+        (Liveness::Live, 1, 3, None)
+    );
+    set_ttl(&mut s, b"short", b"v", 10);
+    s.set_time(T0 + 11);
+    let p = s.probe(b"short", key_hash(b"short")).unwrap();
+    assert_eq!(p.liveness, Liveness::Expired);
+    s.flush(0);
+    let p = s.probe(b"live", key_hash(b"live")).unwrap();
+    assert_eq!(p.liveness, Liveness::Flushed);
+    // Probing counted and unlinked nothing.
+    assert_eq!(s.len(), 2);
+    assert_eq!((s.stats().get_hits, s.stats().get_flushed), (0, 0));
+    assert_eq!(s.item_class(4, 3), 1);
+    assert_eq!(s.item_class(4, 100 * MIB), 0);
+}
+
+#[test]
+fn evictions_are_recorded_only_while_asked() {
+    let mut s = store_with(cfg(MIB));
+    fill_one_class(&mut s, MIB / 64);
+    let mut got = Vec::new();
+    set(&mut s, b"quiet", b"v");
+    s.take_evictions(&mut got);
+    assert!(got.is_empty());
+    s.record_evictions(true);
+    set(&mut s, b"loud", b"v");
+    s.take_evictions(&mut got);
+    assert_eq!(got.len(), 1);
+    let e = &got[0];
+    // k000000 made room for "quiet", unrecorded.
+    assert_eq!(e.key, b"k000001".to_vec());
+    assert_eq!(
+        (e.fetched, e.ttl, e.class, e.value_len),
+        (false, None, 1, 1)
+    );
+    s.record_evictions(false);
+    set(&mut s, b"quiet2", b"v");
+    s.take_evictions(&mut got);
+    assert_eq!(got.len(), 1);
+}

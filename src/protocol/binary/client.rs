@@ -80,6 +80,7 @@ pub fn request_opcode<B>(command: &Command<B>, variant: Variant) -> Option<u8> {
         | Command::MetaStore { .. }
         | Command::Invalidate { .. }
         | Command::MetaArith { .. }
+        | Command::Watch { .. }
         | Command::Admin(_) => None,
         Command::Noop => single(NOOP),
         Command::Version => single(VERSION),
@@ -144,6 +145,7 @@ pub fn encode_request(
         | Command::Invalidate { .. }
         | Command::Shutdown { .. }
         | Command::Admin(_)
+        | Command::Watch { .. }
         | Command::MetaArith { .. } => return Err(EncodeError::NoSuchVariant),
         Command::Get { key: k, touch } => {
             key = k;
