@@ -28,7 +28,7 @@ use crate::protocol::text::TextCodec;
 use crate::protocol::{Admin, Codec, Command, Decode, Limits, Outcome};
 
 use super::admin::{ConnState, Registered};
-use super::router::{encode_answer, gather, Batch, Core};
+use super::router::{encode_answer, gather, Batch, Core, Output};
 
 /// Read buffer a connection may hold without drawing on the shared buffer budget; larger ones
 /// (big values) are given back once used.
@@ -97,10 +97,13 @@ struct Connection {
 
 /// What one batch did with the buffered bytes.
 #[derive(Default)]
-struct Step {
-    consumed: usize,
-    skip: usize,
-    close: bool,
+pub(crate) struct Step {
+    /// Bytes of the buffer used.
+    pub consumed: usize,
+    /// Bytes beyond the buffer that belong to a refused request.
+    pub skip: usize,
+    /// The connection must close (quit, a protocol error).
+    pub close: bool,
 }
 
 impl Connection {
@@ -209,12 +212,12 @@ impl Connection {
 }
 
 /// Decodes and runs the requests at the front of `buf`, writes their answers in order.
-async fn batch<C: Codec>(
+pub(crate) async fn batch<C: Codec, O: Output>(
     core: &Core,
     codec: &mut C,
     limits: &Limits,
     buf: &[u8],
-    conn: &net::Conn,
+    conn: &O,
     out: &mut Vec<u8>,
 ) -> io::Result<Step> {
     let mut b = Batch::new(core.shards);
@@ -308,7 +311,7 @@ async fn batch<C: Codec>(
                                 })
                             }
                         };
-                        let now = b.run_now(core, command, |outcome, lent| {
+                        let now = b.run_now(core, command, conn.lends(), |outcome, lent| {
                             encode_answer(codec, conn, out, &ctx, wire_key, outcome, lent)
                         });
                         match now {
