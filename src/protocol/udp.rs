@@ -82,10 +82,7 @@ mod tests {
             parse_request(b"\x00\x07\x00\x00\x00\x00\x00\x00get a\r\n"),
             None
         );
-        assert_eq!(
-            parse_request(b"\x01\x00\x00\x01\x00get a\r\n"),
-            None
-        );
+        assert_eq!(parse_request(b"\x01\x00\x00\x01\x00get a\r\n"), None);
         assert!(parse_request(b"\x00\x07\x00\x05\x00\x01\x00\x09get a\r\n").is_some());
     }
 

@@ -8,8 +8,9 @@
 //! per binary request, per meta command) is a message of its own, cut into datagrams of at most
 //! 1400 bytes with the request's id; a response the protocol suppresses (text `noreply`, meta
 //! `q`) sends nothing, an empty one (a missed key before the last of a text get, a quiet binary
-//! miss, `quit`) one header-only datagram. A request must fit in its datagram: an incomplete
-//! one at the end is dropped unanswered.
+//! miss, `quit`) one header-only datagram, but only where it would head memcached's queue of
+//! responses: not right after another response of the same datagram went out. A request must
+//! fit in its datagram: an incomplete one at the end is dropped unanswered.
 //!
 //! Memory stays bounded: the task takes one datagram at a time, complete responses leave as
 //! datagrams as soon as they are encoded, the bytes waiting in the socket's queue make the
@@ -67,6 +68,7 @@ async fn serve_datagram(
         ends: RefCell::new(VecDeque::new()),
         budget: RefCell::new(Reservation::new(core.shared.buffers.clone())),
         written: Cell::new(0),
+        after_sent: Cell::new(false),
         counted: Cell::new(0),
     };
     let result = if payload[0] == REQUEST_MAGIC {
@@ -172,6 +174,8 @@ struct Reply<'s> {
     budget: RefCell<Reservation>,
     /// Bytes of datagrams sent.
     written: Cell<usize>,
+    /// A response went out since the last one suppressed at the head (see `send_complete`).
+    after_sent: Cell<bool>,
     /// Bytes the request path counted in `bytes_written` itself (handed to `send`).
     counted: Cell<usize>,
 }
@@ -200,12 +204,17 @@ impl Reply<'_> {
             if end > pending.len() {
                 break;
             }
-            if !silent {
-                udp::frame(self.id, &pending[done..end], |header, data| {
+            let response = &pending[done..end];
+            // memcached sends an empty response only when it heads its queue of responses:
+            // right after a datagram went out, its send accounting consumes the empty (and the
+            // suppressed) ones that follow along with it.
+            if !silent && (!response.is_empty() || !self.after_sent.get()) {
+                udp::frame(self.id, response, |header, data| {
                     self.sock.send_to(&self.to, &[header, data]);
                     self.written
                         .set(self.written.get() + header.len() + data.len());
                 });
+                self.after_sent.set(true);
             }
             done = end;
             ends.pop_front();
