@@ -100,6 +100,8 @@ async fn run<C: Codec + Suppress>(
         let step = batch(core, &mut codec, &limits, &payload[pos..], reply, &mut out).await?;
         pos += step.consumed;
         reply.take(&mut out);
+        // A datagram of many big gets waits for its datagrams to leave, batch by batch.
+        reply.sock.drained().await;
         // Quit or a protocol error ends the datagram; so does a request cut off by its end,
         // or a refused one whose bytes go beyond it (a request never spans datagrams).
         if step.close || step.skip > 0 || step.consumed == 0 {
