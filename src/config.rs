@@ -23,9 +23,10 @@ pub const PAGE_SIZE: usize = 1024 * 1024;
     about = "A memcached-compatible cache server, thread-per-core"
 )]
 pub struct Args {
-    /// TCP port to listen on (0 = pick a free port; the bound address is logged).
-    #[arg(short = 'p', long = "port", default_value_t = 11211)]
-    pub port: u16,
+    /// TCP port to listen on (0 = pick a free port; the bound address is logged). Default
+    /// 11211, or the UDP port when only -U is given (as memcached).
+    #[arg(short = 'p', long = "port")]
+    pub port: Option<u16>,
 
     /// Interface(s) to listen on, comma separated or repeated. The default, like memcached's, is
     /// every IPv4 interface; pass 127.0.0.1 to stay local. `ADDR:PORT` sets a port per address.
@@ -64,7 +65,7 @@ pub struct Args {
     #[arg(long = "eviction", value_enum, default_value_t = Eviction::Lru)]
     pub eviction: Eviction,
 
-    /// UDP port; only 0 (off) is accepted: corecached speaks TCP only.
+    /// UDP port on every -l address (0 = off, the default as in memcached 1.6).
     #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
     pub udp_port: u16,
 
@@ -204,7 +205,7 @@ pub struct Args {
 /// `corecached -h`: memcached 1.6's flags in its layout, then corecached's own.
 pub const HELP: &str = "\
 -p, --port=<num>          TCP port to listen on (default: 11211; 0 picks a free one)
--U, --udp-port=<num>      UDP port (only 0, off: corecached speaks TCP only)
+-U, --udp-port=<num>      UDP port to listen on (default: 0, off)
 -s, --unix-socket=<file>  UNIX socket to listen on (replaces the TCP listeners)
 -a, --unix-mask=<mask>    permissions of the UNIX socket, octal (default: 700)
 -A, --enable-shutdown     allow the text \"shutdown\" command
@@ -434,6 +435,10 @@ impl Eviction {
 pub struct Config {
     /// Addresses every shard binds; the port is 0 when a free one is to be picked.
     pub listen: Vec<SocketAddr>,
+    /// UDP port (`-U`); 0 when UDP is off.
+    pub udp_port: u16,
+    /// UDP addresses: each -l address with the UDP port (or its own port); empty when off.
+    pub udp_listen: Vec<SocketAddr>,
     /// Total item memory in bytes.
     pub memory_limit: usize,
     /// Maximum simultaneous connections over all shards.
@@ -618,9 +623,6 @@ impl Args {
 
     /// As [`Args::into_config`], with the CPUs the process may use given (for tests).
     pub fn into_config_with(self, allowed: &[usize]) -> Result<Config, ConfigError> {
-        if self.udp_port != 0 {
-            return invalid("UDP is not supported: -U must be 0");
-        }
         if self.enable_sasl {
             return invalid("-S: SASL is not supported by corecached");
         }
@@ -639,8 +641,18 @@ impl Args {
         } else {
             self.listen.join(",")
         };
+        // As memcached: -U alone moves the TCP port to the UDP one.
+        let port = self.port.unwrap_or(match self.udp_port {
+            0 => 11211,
+            udp => udp,
+        });
+        let mut udp_listen = Vec::new();
         for part in listen_arg.split(',') {
-            listen.push(parse_listen(part.trim(), self.port)?);
+            listen.push(parse_listen(part.trim(), port)?);
+            if self.udp_port != 0 {
+                // An address's own port applies to its UDP socket too (memcached).
+                udp_listen.push(parse_listen(part.trim(), self.udp_port)?);
+            }
         }
         let placement = match (&self.cpus, self.threads) {
             (Some(list), threads) => {
@@ -752,6 +764,8 @@ impl Args {
         }
         Ok(Config {
             listen,
+            udp_port: self.udp_port,
+            udp_listen,
             memory_limit,
             conn_limit: self.conn_limit,
             placement,
@@ -1065,12 +1079,32 @@ mod tests {
     }
 
     #[test]
+    fn udp_port_binds_every_listen_address() {
+        let c = config(&[]).unwrap();
+        assert_eq!((c.udp_port, c.udp_listen.len()), (0, 0));
+        // -U alone moves the TCP port too, as memcached does.
+        let c = config(&["-U", "22122", "-l", "127.0.0.1"]).unwrap();
+        assert_eq!(c.port(), 22122);
+        assert_eq!(c.udp_listen, vec!["127.0.0.1:22122".parse().unwrap()]);
+        // An address's own port is used for its UDP socket too.
+        let c = config(&["-p", "1", "-U", "2", "-l", "127.0.0.1:7000,::1"]).unwrap();
+        assert_eq!(c.port(), 7000);
+        assert_eq!(
+            c.udp_listen,
+            vec![
+                "127.0.0.1:7000".parse().unwrap(),
+                "[::1]:2".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
     fn invalid_combinations_are_refused() {
         assert!(config(&["-m", "1", "-t", "2"]).is_err());
         assert!(config(&["-f", "1.0"]).is_err());
         assert!(config(&["-I", "512"]).is_err());
         assert!(config(&["-m", "2", "-t", "2", "-I", "2m"]).is_err());
-        assert!(config(&["-U", "11211"]).is_err());
+        assert!(Args::try_parse_from(["corecached", "-U", "70000"]).is_err());
         assert!(config(&["-l", "nowhere"]).is_err());
         assert!(config(&["-c", "0"]).is_err());
         assert!(config(&["-S"]).is_err());

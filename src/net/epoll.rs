@@ -8,11 +8,17 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::{ConnId, Ev, Notifier};
+use super::dgram::PeerAddr;
+use super::{ConnId, Ev, Notifier, MAX_DATAGRAM};
 
 const KIND_LISTENER: u64 = 1;
 const KIND_CONN: u64 = 2;
 const KIND_WAKE: u64 = 3;
+const KIND_DGRAM: u64 = 4;
+
+/// Datagrams read from one socket per wake-up before other work gets a turn (the socket is
+/// level-triggered: the rest raises the next wait at once).
+const DGRAM_BATCH: usize = 64;
 
 /// Accepts per listener wake-up before other work gets a turn.
 const ACCEPT_BATCH: usize = 64;
@@ -45,6 +51,10 @@ pub struct Epoll {
     to_read: Vec<ConnId>,
     /// Bytes read so far this turn.
     read_this_turn: usize,
+    /// Datagram sockets by index: descriptor and whether it is registered (not paused).
+    dgrams: Vec<(RawFd, bool)>,
+    /// One datagram's buffer (allocated with the first datagram socket).
+    dgram_buf: Vec<u8>,
 }
 
 fn ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
@@ -80,6 +90,8 @@ impl Epoll {
             listeners: Vec::new(),
             to_read: Vec::new(),
             read_this_turn: 0,
+            dgrams: Vec::new(),
+            dgram_buf: Vec::new(),
         })
     }
 
@@ -210,6 +222,103 @@ impl Epoll {
         }
     }
 
+    /// Starts receiving on datagram socket `idx`. Exclusive: when several loops wait on the
+    /// same socket, a datagram wakes one of them.
+    pub fn add_dgram(&mut self, idx: usize, fd: RawFd) -> io::Result<()> {
+        if self.dgrams.len() <= idx {
+            self.dgrams.resize(idx + 1, (-1, false));
+        }
+        if self.dgram_buf.is_empty() {
+            self.dgram_buf = vec![0; MAX_DATAGRAM];
+        }
+        self.register_dgram(idx, fd)?;
+        self.dgrams[idx] = (fd, true);
+        Ok(())
+    }
+
+    fn register_dgram(&self, idx: usize, fd: RawFd) -> io::Result<()> {
+        ctl(
+            self.epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+            token(KIND_DGRAM, idx),
+        )
+    }
+
+    /// Receives again on a datagram socket whose queue had filled.
+    pub fn resume_dgram(&mut self, idx: usize, fd: RawFd) {
+        if let Some(&(f, false)) = self.dgrams.get(idx) {
+            if f == fd {
+                match self.register_dgram(idx, fd) {
+                    Ok(()) => self.dgrams[idx].1 = true,
+                    Err(e) => log::warn!("cannot resume receiving UDP datagrams: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Stops receiving on a datagram socket (before its descriptor is closed).
+    pub fn remove_dgram(&mut self, idx: usize, fd: RawFd) {
+        if let Some(d) = self.dgrams.get_mut(idx) {
+            if d.1 {
+                let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+            }
+            *d = (-1, false);
+        }
+    }
+
+    fn read_dgrams(&mut self, idx: usize, sink: &mut dyn FnMut(Ev<'_>) -> bool) {
+        let Some(&(fd, true)) = self.dgrams.get(idx) else {
+            return;
+        };
+        for _ in 0..DGRAM_BATCH {
+            if self.read_this_turn >= TURN_READ_LIMIT {
+                return; // level-triggered: the next wait reports it again
+            }
+            let mut from = PeerAddr::empty();
+            let mut iov = libc::iovec {
+                iov_base: self.dgram_buf.as_mut_ptr().cast(),
+                iov_len: self.dgram_buf.len(),
+            };
+            // SAFETY: msghdr is plain data; all zeroes is an empty header.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = (&mut from.ss as *mut libc::sockaddr_storage).cast();
+            msg.msg_namelen = from.len;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            // SAFETY: `msg` points at the live buffer, address and iovec above, for the call.
+            let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => {}
+                    _ => log::debug!("UDP receive failed: {err}"),
+                }
+                return;
+            }
+            let n = n as usize;
+            self.read_this_turn += n;
+            from.len = msg.msg_namelen;
+            if msg.msg_flags & libc::MSG_TRUNC != 0 {
+                continue; // larger than any datagram we take: dropped
+            }
+            let more = sink(Ev::Datagram {
+                sock: idx,
+                bytes: &self.dgram_buf[..n],
+                from: &from,
+            });
+            if !more {
+                // Paused until the task catches up (level-triggered: unregister, or every
+                // wait would report it).
+                let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+                self.dgrams[idx].1 = false;
+                return;
+            }
+        }
+    }
+
     fn accept_on(&mut self, idx: usize, sink: &mut dyn FnMut(Ev<'_>) -> bool) {
         let Some(&lfd) = self.listeners.get(idx) else {
             return;
@@ -292,6 +401,7 @@ impl Epoll {
             match kind {
                 KIND_WAKE => notifier.drain(),
                 KIND_LISTENER => self.accept_on(id.slot as usize, sink),
+                KIND_DGRAM => self.read_dgrams(id.slot as usize, sink),
                 KIND_CONN => {
                     let input =
                         (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;

@@ -9,6 +9,7 @@
 //! and wait for the next completions. Idle means asleep in the kernel.
 
 pub mod budget;
+mod dgram;
 mod epoll;
 pub mod exec;
 pub mod mail;
@@ -27,6 +28,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 pub use budget::{MemoryBudget, Reservation};
+pub use dgram::{DatagramSocket, PeerAddr, UdpSocket, MAX_DATAGRAM};
 use exec::Executor;
 
 /// Inbox bytes above which a connection stops receiving until its task catches up.
@@ -49,6 +51,8 @@ const COPY_MAX: usize = 4 * 1024;
 /// Chunks one send carries at most (one io_uring SQE, or one `sendmsg` on epoll). A lent value
 /// takes a chunk of its own between two owned ones, so a pipeline of 16 large gets needs ~33.
 const MAX_IOV: usize = 64;
+/// How soon datagrams refused by a full socket buffer are tried again (epoll).
+const DGRAM_RETRY: Duration = Duration::from_millis(1);
 /// Empty chunks a loop keeps for reuse (at most `SPARE_CHUNKS * CHUNK` bytes held idle).
 const SPARE_CHUNKS: usize = 32;
 
@@ -84,6 +88,13 @@ impl Lent {
     /// Whether no bytes are lent.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The lent bytes (for a sink that copies them instead of sending them in place).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `Lent::new`'s contract keeps the `len` bytes at `ptr` allocated and unchanged
+        // while `_keep` lives, which is at least as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
@@ -143,6 +154,8 @@ pub struct LoopConfig {
     pub recv_buffers: u16,
     /// Size of each receive buffer.
     pub recv_buffer_size: usize,
+    /// Receives kept armed per datagram socket (io_uring), each with a 64 KiB buffer.
+    pub dgram_recv_slots: usize,
 }
 
 impl LoopConfig {
@@ -154,6 +167,7 @@ impl LoopConfig {
             ring_entries: if many { 256 } else { 2048 },
             recv_buffers: if many { 64 } else { 512 },
             recv_buffer_size: 8 * 1024,
+            dgram_recv_slots: if many { 1 } else { 4 },
         }
     }
 }
@@ -323,6 +337,25 @@ fn bind_tcp(addr: SocketAddr, backlog: libc::c_int) -> io::Result<Listener> {
     // Restarting right after a stop must not wait for TIME_WAIT; this does not let two
     // listeners share the address (that would take SO_REUSEPORT).
     set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if addr.is_ipv6() {
+        // One address family per socket, so `-l 0.0.0.0,::` can bind both on one port.
+        set_int_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    let (storage, len) = to_sockaddr(addr);
+    // SAFETY: `storage` holds a valid address of `len` bytes.
+    cvt(unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) })?;
+    // SAFETY: listen takes no pointers.
+    cvt(unsafe { libc::listen(raw, backlog) })?;
+    let bound = std::net::TcpListener::from(fd);
+    let local = bound.local_addr()?;
+    Ok(Listener {
+        fd: OwnedFd::from(bound),
+        addr: ListenAddr::Tcp(local),
+    })
+}
+
+/// `addr` as the kernel takes it, with its length.
+fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data, valid when zeroed.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {
@@ -337,8 +370,6 @@ fn bind_tcp(addr: SocketAddr, backlog: libc::c_int) -> io::Result<Listener> {
             std::mem::size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
-            // One address family per socket, so `-l 0.0.0.0,::` can bind both on one port.
-            set_int_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
             // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
             let sin6 = unsafe {
                 &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
@@ -350,22 +381,7 @@ fn bind_tcp(addr: SocketAddr, backlog: libc::c_int) -> io::Result<Listener> {
             std::mem::size_of::<libc::sockaddr_in6>()
         }
     };
-    // SAFETY: `storage` holds a valid address of `len` bytes.
-    cvt(unsafe {
-        libc::bind(
-            raw,
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len as libc::socklen_t,
-        )
-    })?;
-    // SAFETY: listen takes no pointers.
-    cvt(unsafe { libc::listen(raw, backlog) })?;
-    let bound = std::net::TcpListener::from(fd);
-    let local = bound.local_addr()?;
-    Ok(Listener {
-        fd: OwnedFd::from(bound),
-        addr: ListenAddr::Tcp(local),
-    })
+    (storage, len as libc::socklen_t)
 }
 
 fn bind_unix(path: &std::path::Path, backlog: libc::c_int) -> io::Result<Listener> {
@@ -415,6 +431,17 @@ enum Ev<'a> {
     },
     /// The socket can take more bytes (epoll).
     Writable { id: ConnId },
+    /// A datagram arrived on datagram socket `sock`.
+    Datagram {
+        sock: usize,
+        bytes: &'a [u8],
+        from: &'a PeerAddr,
+    },
+    /// A datagram send finished (io_uring); its message comes back.
+    DgramSent {
+        msg: Box<dgram::TxMsg>,
+        result: io::Result<usize>,
+    },
 }
 
 /// A connection's slot and generation (a reused slot gets a new generation).
@@ -643,6 +670,10 @@ pub struct Loop {
     spare: RefCell<Vec<Vec<u8>>>,
     /// Whether any hook may have more work (checked before sleeping).
     pending_check: RefCell<Vec<Box<dyn Fn() -> bool>>>,
+    /// Datagram sockets by index (`None` once closed; indices are not reused).
+    dgrams: RefCell<Vec<Option<Rc<RefCell<dgram::DgramState>>>>>,
+    /// Datagram sockets with datagrams to send.
+    dgram_listed: RefCell<Vec<usize>>,
 }
 
 thread_local! {
@@ -676,6 +707,8 @@ impl Loop {
             hooks: RefCell::new(Vec::new()),
             spare: RefCell::new(Vec::new()),
             pending_check: RefCell::new(Vec::new()),
+            dgrams: RefCell::new(Vec::new()),
+            dgram_listed: RefCell::new(Vec::new()),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(lp.clone()));
         Ok(lp)
@@ -817,8 +850,14 @@ impl Loop {
     /// Handles one backend event; false asks the backend to stop reading this connection for
     /// now (its inbox is full).
     fn on_event(&self, ev: Ev<'_>) -> bool {
-        if let Ev::Data { id, bytes } = ev {
-            return self.on_data(id, bytes);
+        match ev {
+            Ev::Data { id, bytes } => return self.on_data(id, bytes),
+            Ev::Datagram { sock, bytes, from } => return self.on_datagram(sock, bytes, from),
+            Ev::DgramSent { msg, result } => {
+                self.on_dgram_sent(msg, result);
+                return true;
+            }
+            _ => {}
         }
         self.on_other_event(ev);
         true
@@ -870,7 +909,7 @@ impl Loop {
                     }
                 }
             }
-            Ev::Data { .. } => {}
+            Ev::Data { .. } | Ev::Datagram { .. } | Ev::DgramSent { .. } => {}
             Ev::RecvEnded { id, result, rearm } => {
                 let Some(c) = self.conn(id) else { return };
                 let mut c = c.borrow_mut();
@@ -1085,9 +1124,14 @@ impl Loop {
         self.run_hooks();
         self.apply_recv_changes();
         self.flush_listed();
+        let dgrams_blocked = self.flush_dgrams();
 
         let now = Instant::now();
         let mut timeout = self.exec.fire_timers(now);
+        if dgrams_blocked {
+            // A full UDP send buffer raises no event we wait for: look again shortly.
+            timeout = Some(timeout.map_or(DGRAM_RETRY, |t| t.min(DGRAM_RETRY)));
+        }
         if self.exec.has_ready() || !self.recv_changes.borrow().is_empty() {
             timeout = Some(Duration::ZERO);
         } else {
@@ -1405,25 +1449,30 @@ pub fn sock_name(fd: RawFd, peer: bool) -> Option<SockName> {
     if r != 0 {
         return None;
     }
-    Some(match ss.ss_family as libc::c_int {
+    Some(decode_sockaddr(&ss))
+}
+
+/// The address a kernel wrote into `ss`.
+fn decode_sockaddr(ss: &libc::sockaddr_storage) -> SockName {
+    match ss.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the kernel wrote a sockaddr_in (family AF_INET) into `ss`.
             let sin =
-                unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             SockName::Inet(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6) into `ss`.
             let sin6 =
-                unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             SockName::Inet(SocketAddr::from((ip, u16::from_be(sin6.sin6_port))))
         }
         libc::AF_UNIX => {
             // SAFETY: the kernel wrote a sockaddr_un (family AF_UNIX) into `ss`.
             let sun =
-                unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
             let path: Vec<u8> = sun
                 .sun_path
                 .iter()
@@ -1434,7 +1483,7 @@ pub fn sock_name(fd: RawFd, peer: bool) -> Option<SockName> {
             SockName::Unix(PathBuf::from(std::ffi::OsString::from_vec(path)))
         }
         other => SockName::Other(other),
-    })
+    }
 }
 
 impl Drop for Conn {

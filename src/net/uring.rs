@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use super::dgram::{RxSlot, TxMsg};
 use super::{ConnId, Ev, LoopConfig};
 
 const BUF_GROUP: u16 = 0;
@@ -20,6 +21,8 @@ const KIND_RECV: u64 = 2;
 const KIND_SEND: u64 = 3;
 const KIND_WAKE: u64 = 4;
 const KIND_CANCEL: u64 = 5;
+const KIND_DGRAM_RECV: u64 = 6;
+const KIND_DGRAM_SEND: u64 = 7;
 
 const ENTER_GETEVENTS: u32 = 1;
 
@@ -136,6 +139,30 @@ pub struct Uring {
     notify_fd: RawFd,
     listeners: Vec<(RawFd, bool)>,
     cqes: Vec<cqueue::Entry>,
+    /// Datagram sockets by index: their armed receives (kept until the ring is gone, since
+    /// the kernel may write into them until then).
+    dgrams: Vec<DgramRx>,
+    dgram_slots: usize,
+    /// Datagram sends in flight, by slot.
+    tx: Vec<Option<Box<TxMsg>>>,
+    tx_free: Vec<usize>,
+}
+
+/// One datagram socket's receives.
+struct DgramRx {
+    fd: RawFd,
+    open: bool,
+    /// Never resized once made, so each slot stays where the kernel writes it.
+    slots: Vec<RxSlot>,
+}
+
+/// The tag of receive `slot` of datagram socket `sock`.
+fn dgram_data(sock: usize, slot: usize) -> u64 {
+    ConnId {
+        slot: sock as u32,
+        gen: slot as u16,
+    }
+    .tag(KIND_DGRAM_RECV)
 }
 
 impl Drop for BufRing {
@@ -160,6 +187,10 @@ impl Uring {
             notify_fd,
             listeners: Vec::new(),
             cqes: Vec::with_capacity(1024),
+            dgrams: Vec::new(),
+            dgram_slots: config.dgram_recv_slots.max(1),
+            tx: Vec::new(),
+            tx_free: Vec::new(),
         };
         u.arm_wake();
         Ok(u)
@@ -168,8 +199,10 @@ impl Uring {
     fn push(&mut self, sqe: squeue::Entry) {
         loop {
             // SAFETY: every SQE pushed here refers to memory that outlives its completion:
-            // provided buffers (owned by `bufs`), `wake_buf` (boxed, owned by self), and send
-            // buffers the loop keeps untouched until the send completes.
+            // provided buffers (owned by `bufs`), `wake_buf` (boxed, owned by self), send
+            // buffers the loop keeps untouched until the send completes, datagram receive
+            // slots (in `dgrams`, never moved, until the ring is dropped) and datagram messages
+            // (boxed, in `tx` until their completion).
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return;
             }
@@ -246,6 +279,84 @@ impl Uring {
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(conn_data(KIND_SEND, id));
+        self.push(sqe);
+    }
+
+    /// Starts receiving on datagram socket `sock` (index `idx`).
+    pub fn add_dgram(&mut self, idx: usize, fd: RawFd) {
+        while self.dgrams.len() <= idx {
+            self.dgrams.push(DgramRx {
+                fd: -1,
+                open: false,
+                slots: Vec::new(),
+            });
+        }
+        let slots = (0..self.dgram_slots).map(|_| RxSlot::new()).collect();
+        self.dgrams[idx] = DgramRx {
+            fd,
+            open: true,
+            slots,
+        };
+        for slot in 0..self.dgram_slots {
+            self.arm_dgram(idx, slot);
+        }
+    }
+
+    fn arm_dgram(&mut self, sock: usize, slot: usize) {
+        let d = &mut self.dgrams[sock];
+        let fd = d.fd;
+        let s = &mut d.slots[slot];
+        s.armed = true;
+        let msg = s.prepare();
+        let sqe = opcode::RecvMsg::new(types::Fd(fd), msg)
+            .build()
+            .user_data(dgram_data(sock, slot));
+        self.push(sqe);
+    }
+
+    /// Re-arms the receives of datagram socket `sock` that stopped (its queue had filled).
+    pub fn resume_dgram(&mut self, sock: usize) {
+        let Some(d) = self.dgrams.get(sock) else {
+            return;
+        };
+        if !d.open {
+            return;
+        }
+        let idle: Vec<usize> = (0..d.slots.len()).filter(|&i| !d.slots[i].armed).collect();
+        for slot in idle {
+            self.arm_dgram(sock, slot);
+        }
+    }
+
+    /// Stops receiving on datagram socket `sock`; its buffers stay until the ring is gone.
+    pub fn close_dgram(&mut self, sock: usize) {
+        let Some(d) = self.dgrams.get_mut(sock) else {
+            return;
+        };
+        d.open = false;
+        let armed: Vec<usize> = (0..d.slots.len()).filter(|&i| d.slots[i].armed).collect();
+        for slot in armed {
+            let sqe = opcode::AsyncCancel::new(dgram_data(sock, slot))
+                .build()
+                .user_data(user_data(KIND_CANCEL, 0));
+            self.push(sqe);
+        }
+    }
+
+    /// Sends one datagram (`msg` already prepared); it comes back with the completion.
+    pub fn send_dgram(&mut self, fd: RawFd, msg: Box<TxMsg>) {
+        let slot = match self.tx_free.pop() {
+            Some(s) => s,
+            None => {
+                self.tx.push(None);
+                self.tx.len() - 1
+            }
+        };
+        let ptr: *const libc::msghdr = &msg.msg;
+        self.tx[slot] = Some(msg);
+        let sqe = opcode::SendMsg::new(types::Fd(fd), ptr)
+            .build()
+            .user_data(user_data(KIND_DGRAM_SEND, slot));
         self.push(sqe);
     }
 
@@ -348,6 +459,47 @@ impl Uring {
                         }
                     }
                 }
+            }
+            KIND_DGRAM_RECV => {
+                let (sock, slot) = (id.slot as usize, id.gen as usize);
+                let Some(d) = self.dgrams.get_mut(sock) else {
+                    return;
+                };
+                let Some(s) = d.slots.get_mut(slot) else {
+                    return;
+                };
+                s.armed = false;
+                let open = d.open;
+                let mut again = open && res != -libc::ECANCELED;
+                if res >= 0 && open {
+                    // A datagram larger than the buffer arrives cut (MSG_TRUNC): dropped.
+                    s.from.len = s.msg.msg_namelen;
+                    if s.msg.msg_flags & libc::MSG_TRUNC == 0 {
+                        again = sink(Ev::Datagram {
+                            sock,
+                            bytes: &s.buf[..res as usize],
+                            from: &s.from,
+                        });
+                    }
+                } else if res < 0 && res != -libc::ECANCELED {
+                    log::debug!("UDP receive failed: {}", io::Error::from_raw_os_error(-res));
+                }
+                if again {
+                    self.arm_dgram(sock, slot);
+                }
+            }
+            KIND_DGRAM_SEND => {
+                let slot = id.slot as usize;
+                let Some(msg) = self.tx.get_mut(slot).and_then(Option::take) else {
+                    return;
+                };
+                self.tx_free.push(slot);
+                let result = if res >= 0 {
+                    Ok(res as usize)
+                } else {
+                    Err(io::Error::from_raw_os_error(-res))
+                };
+                sink(Ev::DgramSent { msg, result });
             }
             KIND_WAKE => self.arm_wake(),
             _ => {}

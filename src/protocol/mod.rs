@@ -9,6 +9,7 @@ pub mod binary;
 pub mod command;
 pub mod meta;
 pub mod text;
+pub mod udp;
 pub mod watch;
 
 pub use command::{

@@ -148,6 +148,8 @@ pub enum AdminReply {
 /// What `stats conns` reports of one connection.
 #[derive(Debug, Clone)]
 pub struct ConnLine {
+    /// A UDP socket (memcached writes `UDP UDP` first).
+    udp: bool,
     fd: RawFd,
     addr: String,
     listen_addr: Option<String>,
@@ -244,6 +246,7 @@ impl ConnRegistry {
             .borrow()
             .values()
             .map(|t| ConnLine {
+                udp: false,
                 fd: t.fd,
                 addr: t.addr.clone(),
                 listen_addr: Some(t.listen_addr.clone()),
@@ -289,6 +292,15 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.core.conns.conns.borrow_mut().remove(&self.id);
+    }
+}
+
+/// A UDP socket's address as memcached's `stats conns` writes it: `udp:1.2.3.4:5`,
+/// `udp6:[::1]:5`.
+pub fn udp_text(a: std::net::SocketAddr) -> String {
+    match a {
+        std::net::SocketAddr::V4(a) => format!("udp:{}:{}", a.ip(), a.port()),
+        std::net::SocketAddr::V6(a) => format!("udp6:[{}]:{}", a.ip(), a.port()),
     }
 }
 
@@ -432,12 +444,12 @@ impl Core {
 
     /// Runs an operator command and writes its answer into `out`; a metadump also hands its
     /// output to `conn` as it goes.
-    pub async fn admin<C: Codec>(
+    pub async fn admin<C: Codec, O: super::router::Output>(
         &self,
         cmd: Admin,
         codec: &mut C,
         ctx: &C::Ctx,
-        conn: &net::Conn,
+        conn: &O,
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
         let outcome = match cmd {
@@ -524,12 +536,12 @@ impl Core {
         Ok(Outcome::CacheDump(kept.into_iter().map(dumped).collect()))
     }
 
-    async fn metadump<C: Codec>(
+    async fn metadump<C: Codec, O: super::router::Output>(
         &self,
         classes: u64,
         codec: &mut C,
         ctx: &C::Ctx,
-        conn: &net::Conn,
+        conn: &O,
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
         for shard in 0..self.shards {
@@ -695,10 +707,21 @@ impl Core {
         let since_start = now.saturating_sub(self.shared.started());
         for (fd, addr) in self.shared.listeners() {
             lines.push(ConnLine {
+                udp: false,
                 fd: *fd,
                 addr: addr.clone(),
                 listen_addr: None,
                 state: "conn_listening",
+                idle: since_start,
+            });
+        }
+        for (fd, addr) in self.shared.udp_sockets() {
+            lines.push(ConnLine {
+                udp: true,
+                fd: *fd,
+                addr: addr.clone(),
+                listen_addr: None,
+                state: "conn_read",
                 idle: since_start,
             });
         }
@@ -712,6 +735,9 @@ impl Core {
         let mut pairs = Vec::with_capacity(lines.len() * 4);
         for l in lines {
             let fd = l.fd;
+            if l.udp {
+                pairs.push((format!("{fd}:UDP"), "UDP".into()));
+            }
             pairs.push((format!("{fd}:addr"), l.addr));
             if let Some(listen) = l.listen_addr {
                 pairs.push((format!("{fd}:listen_addr"), listen));

@@ -31,7 +31,7 @@ use crate::protocol::watch::{class, CloseReason, Event, StoreCmd, StoreStatus};
 use crate::protocol::{Admin, AdminStatus, Codec, Command, Decode, Limits, Outcome};
 
 use super::admin::{ConnState, Registered};
-use super::router::{encode_answer, gather, Batch, Core};
+use super::router::{encode_answer, gather, Batch, Core, Output};
 use super::watch::{self, AddError, Watcher};
 
 /// Read buffer a connection may hold without drawing on the shared buffer budget; larger ones
@@ -153,14 +153,17 @@ struct Connection {
 
 /// What one batch did with the buffered bytes.
 #[derive(Default)]
-struct Step {
-    consumed: usize,
-    skip: usize,
-    close: bool,
+pub(crate) struct Step {
+    /// Bytes of the buffer used.
+    pub consumed: usize,
+    /// Bytes beyond the buffer that belong to a refused request.
+    pub skip: usize,
+    /// The connection must close (quit, a protocol error).
+    pub close: bool,
     /// Why it closes (a protocol error, `shutdown`); quitting is normal.
-    error: Option<CloseReason>,
+    pub error: Option<CloseReason>,
     /// A `watch` command was accepted: the connection becomes a log stream.
-    watch: Option<Arc<Watcher>>,
+    pub watch: Option<Arc<Watcher>>,
 }
 
 impl Connection {
@@ -309,12 +312,12 @@ impl Connection {
 }
 
 /// Decodes and runs the requests at the front of `buf`, writes their answers in order.
-async fn batch<C: Codec>(
+pub(crate) async fn batch<C: Codec, O: Output>(
     core: &Core,
     codec: &mut C,
     limits: &Limits,
     buf: &[u8],
-    conn: &net::Conn,
+    conn: &O,
     out: &mut Vec<u8>,
 ) -> io::Result<Step> {
     let mut b = Batch::new(core.shards, conn.raw_fd());
@@ -443,7 +446,7 @@ async fn batch<C: Codec>(
                                 })
                             }
                         };
-                        let now = b.run_now(core, command, |outcome, lent| {
+                        let now = b.run_now(core, command, conn.lends(), |outcome, lent| {
                             encode_answer(codec, conn, out, &ctx, wire_key, outcome, lent)
                         });
                         match now {

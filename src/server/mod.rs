@@ -10,6 +10,7 @@ pub mod conn;
 pub mod router;
 pub mod shard;
 pub mod stats;
+pub mod udp;
 pub mod watch;
 
 use std::fmt;
@@ -25,7 +26,8 @@ use log::{debug, error, info, warn};
 use crate::config::{Config, IoMode};
 use crate::net::mail::{Inbox, PostOffice};
 use crate::net::{
-    self, Acceptor, Backend, ListenAddr, Listener, Loop, LoopConfig, MemoryBudget, Notifier,
+    self, Acceptor, Backend, DatagramSocket, ListenAddr, Listener, Loop, LoopConfig, MemoryBudget,
+    Notifier, UdpSocket,
 };
 use crate::protocol::Limits;
 use crate::storage::{Store, StoreConfig};
@@ -72,6 +74,9 @@ pub struct Shared {
     listeners: Vec<(std::os::fd::RawFd, String)>,
     /// The `watch` log.
     pub watch: Arc<watch::Hub>,
+    /// UDP sockets, one entry per shard serving one (descriptor, memcached-style name): what
+    /// memcached counts and lists as its UDP connections.
+    udp: Vec<(std::os::fd::RawFd, String)>,
 }
 
 impl Shared {
@@ -109,12 +114,18 @@ impl Shared {
         &self.listeners
     }
 
+    /// The UDP sockets, one entry per shard serving one: descriptor and name.
+    pub fn udp_sockets(&self) -> &[(std::os::fd::RawFd, String)] {
+        &self.udp
+    }
+
     fn server_info(&self) -> ServerInfo {
         ServerInfo {
             started: self.started,
             threads: self.config.shards(),
             max_connections: self.config.conn_limit,
-            curr_connections: self.curr_connections.load(Ordering::Relaxed),
+            // memcached counts each thread's UDP socket as a connection.
+            curr_connections: self.curr_connections.load(Ordering::Relaxed) + self.udp.len(),
             limit_maxbytes: self.admin.memory_limit(),
             backend: self.backend.get().cloned().unwrap_or_default(),
             maxconns_fast: self.config.extended.maxconns_fast,
@@ -203,6 +214,42 @@ fn bind_listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
     Ok(listeners)
 }
 
+/// Binds the UDP sockets (`-U`): one per -l address, as memcached; none with a unix socket.
+fn bind_udp(config: &Config) -> Result<Vec<UdpSocket>, StartError> {
+    if config.unix_socket.is_some() {
+        return Ok(Vec::new());
+    }
+    config
+        .udp_listen
+        .iter()
+        .map(|&addr| {
+            UdpSocket::bind(addr)
+                .map_err(|e| StartError(format!("cannot listen on UDP {addr}: {e}")))
+        })
+        .collect()
+}
+
+/// Gives each shard its share of the UDP sockets as memcached spreads them over its worker
+/// threads: with one -l address every thread serves it (each on its own descriptor, a `dup`),
+/// with several each address is served by one thread, round-robin.
+fn spread_udp(sockets: Vec<UdpSocket>, config: &Config) -> Result<Vec<Vec<UdpSocket>>, StartError> {
+    let n = config.shards();
+    let per_socket = stats::threads_per_udp(config);
+    let mut shards: Vec<Vec<UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
+    let mut next = 0;
+    for sock in sockets {
+        // Each share is a descriptor of its own; the original closes when dropped here.
+        for _ in 0..per_socket {
+            let share = sock
+                .try_clone()
+                .map_err(|e| StartError(format!("cannot duplicate a UDP socket: {e}")))?;
+            shards[next % n].push(share);
+            next += 1;
+        }
+    }
+    Ok(shards)
+}
+
 /// What the process around the server wants done at two points of the start.
 #[derive(Default)]
 pub struct Hooks {
@@ -222,6 +269,7 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
     let n = config.shards();
     let backend = choose_backend(config.io)?;
     let listeners = bind_listeners(&config)?;
+    let udp_sockets = bind_udp(&config)?;
     if let Some(who) = hooks.run_as {
         crate::process::become_user(who).map_err(|e| {
             StartError(format!(
@@ -233,6 +281,17 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
     let bound: Vec<String> = listeners
         .iter()
         .map(|l| l.local_addr().to_string())
+        .chain(
+            udp_sockets
+                .iter()
+                .map(|u| format!("udp:{}", u.local_addr())),
+        )
+        .collect();
+    let mut udp_shares = spread_udp(udp_sockets, &config)?;
+    let udp_names = udp_shares
+        .iter()
+        .flatten()
+        .map(|u| (u.raw_fd(), admin::udp_text(u.local_addr())))
         .collect();
     let port = listeners
         .iter()
@@ -256,6 +315,7 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         watch: Arc::new(watch::Hub::new(&config, n, started)),
         admin: admin::AdminState::new(&config),
         listeners: listener_names,
+        udp: udp_names,
         port: AtomicU16::new(port),
         curr_connections: AtomicUsize::new(0),
         started,
@@ -276,12 +336,20 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         let (shared2, tx2, office2) = (shared.clone(), tx.clone(), office.clone());
         let notifier = notifier.clone();
         let mine = if i == 0 { listeners.take() } else { None };
+        let udp = std::mem::take(&mut udp_shares[i]);
         let handle = std::thread::Builder::new()
             .name(format!("shard-{i}"))
             .spawn(move || {
-                if let Err(e) =
-                    shard_thread(i, shared2.clone(), office2, notifier, mine, backend, &tx2)
-                {
+                let sockets = Sockets { tcp: mine, udp };
+                if let Err(e) = shard_thread(
+                    i,
+                    shared2.clone(),
+                    office2,
+                    notifier,
+                    sockets,
+                    backend,
+                    &tx2,
+                ) {
                     let _ = tx2.send(StartMsg::Failed(e));
                     shared2.request_stop();
                 }
@@ -390,12 +458,18 @@ fn pin_to(cpu: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The sockets one shard serves: the listeners (shard 0) and its UDP shares.
+struct Sockets {
+    tcp: Option<Vec<Listener>>,
+    udp: Vec<UdpSocket>,
+}
+
 fn shard_thread(
     i: usize,
     shared: Arc<Shared>,
     office: PostOffice<Mail>,
     notifier: Arc<Notifier>,
-    listeners: Option<Vec<Listener>>,
+    sockets: Sockets,
     backend: Backend,
     tx: &mpsc::Sender<StartMsg>,
 ) -> Result<(), String> {
@@ -450,7 +524,15 @@ fn shard_thread(
         let (c1, c2) = (core.clone(), core.clone());
         lp.add_hook(move || c1.deliver_mail(), move || c2.has_mail());
     }
-    let acceptors = match listeners {
+    let datagrams = sockets
+        .udp
+        .into_iter()
+        .map(|u| lp.datagrams(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("shard {i}: cannot receive UDP datagrams: {e}"))?;
+    // memcached counts each thread's UDP socket as a connection it made.
+    core.counters().total_connections += datagrams.len() as u64;
+    let acceptors = match sockets.tcp {
         Some(ls) => ls
             .into_iter()
             .map(|l| lp.accept_on(l))
@@ -459,16 +541,19 @@ fn shard_thread(
         None => Vec::new(),
     };
     let _ = tx.send(StartMsg::Ready(lp.backend()));
-    let main = shard_main(core, acceptors);
+    let main = shard_main(core, acceptors, datagrams);
     lp.block_on(main)
         .map_err(|e| format!("shard {i}: event loop failed: {e}"))
 }
 
-async fn shard_main(core: Rc<Core>, acceptors: Vec<Acceptor>) {
+async fn shard_main(core: Rc<Core>, acceptors: Vec<Acceptor>, datagrams: Vec<DatagramSocket>) {
     let lp = Loop::current();
     lp.spawn(housekeeping(core.clone()));
     for a in acceptors {
         lp.spawn(accept_loop(core.clone(), a));
+    }
+    for d in datagrams {
+        lp.spawn(udp::serve(core.clone(), d));
     }
     core.stop.wait().await;
 

@@ -494,11 +494,13 @@ impl<'a, Ctx> Batch<'a, Ctx> {
 
     /// Runs a key command at once when nothing earlier in the batch still waits for its answer
     /// and its owner can run it from here: `answer` then gets the outcome under the owner's lock
-    /// (to encode it straight from the store). Gives the command back otherwise.
+    /// (to encode it straight from the store), with a big hit's value lent when `lend`. Gives
+    /// the command back otherwise.
     pub fn run_now<'c, R>(
         &mut self,
         core: &Core,
         cmd: Command<&'c [u8]>,
+        lend: bool,
         answer: impl FnOnce(Outcome<&[u8]>, Option<Lent>) -> R,
     ) -> Result<R, Command<&'c [u8]>> {
         if !self.entries.is_empty() {
@@ -512,7 +514,11 @@ impl<'a, Ctx> Batch<'a, Ctx> {
         if o != core.shard.id {
             self.direct[o] += 1;
         }
-        Ok(shard.execute_lending(cmd, hash, self.cfd, answer))
+        if lend {
+            Ok(shard.execute_lending(cmd, hash, self.cfd, answer))
+        } else {
+            Ok(shard.execute_with(cmd, hash, self.cfd, |o| answer(o, None)))
+        }
     }
 
     /// Runs a key command on its owner: at once when local, else queued for its shard. The
@@ -550,13 +556,55 @@ impl<'a, Ctx> Batch<'a, Ctx> {
     }
 }
 
+/// Where a request path's answers go: a stream connection ([`Conn`]), or the reply to one UDP
+/// request (`server::udp`). Everything from decoding to encoding is shared over it.
+pub trait Output {
+    /// Asks room for `more` output bytes on top of `pending` still being built (see
+    /// [`Conn::reserve_output`]).
+    fn reserve_output(&self, pending: usize, more: usize) -> bool;
+    /// Queues `out` (leaving it empty) without waiting.
+    fn stage(&self, out: &mut Vec<u8>) -> io::Result<()>;
+    /// Queues bytes lent by the store after everything staged.
+    fn stage_lent(&self, lent: Lent);
+    /// Queues `out` and waits while too much is unsent.
+    fn send(&self, out: &mut Vec<u8>) -> impl Future<Output = io::Result<()>>;
+    /// Whether big hits may be lent from the store rather than copied.
+    fn lends(&self) -> bool {
+        true
+    }
+    /// The socket's descriptor, as `watch` and `stats conns` name it.
+    fn raw_fd(&self) -> i32;
+}
+
+impl Output for Conn {
+    fn raw_fd(&self) -> i32 {
+        Conn::raw_fd(self)
+    }
+
+    fn reserve_output(&self, pending: usize, more: usize) -> bool {
+        Conn::reserve_output(self, pending, more)
+    }
+
+    fn stage(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        Conn::stage(self, out)
+    }
+
+    fn stage_lent(&self, lent: Lent) {
+        Conn::stage_lent(self, lent)
+    }
+
+    async fn send(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        Conn::send(self, out).await
+    }
+}
+
 /// Encodes one answer into `out`; a value the connection's output budget cannot take is
 /// answered as out of memory instead. A `lent` value goes from the store: what `out` holds in
 /// front of it is staged on `conn`, then the value itself; returns the bytes staged that way
 /// (no longer in `out`), 0 when the answer went into `out` whole.
-pub fn encode_answer<C: Codec>(
+pub fn encode_answer<C: Codec, O: Output>(
     codec: &mut C,
-    conn: &Conn,
+    conn: &O,
     out: &mut Vec<u8>,
     ctx: &C::Ctx,
     key: &[u8],
@@ -593,11 +641,11 @@ pub fn encode_answer<C: Codec>(
 
 /// Sends the remote parts, then encodes every outcome in request order into `out`. When an
 /// owner deferred part of its batch, the answers so far are sent before the rest is asked again.
-pub async fn gather<C: Codec>(
+pub async fn gather<C: Codec, O: Output>(
     core: &Core,
     codec: &mut C,
     b: Batch<'_, C::Ctx>,
-    conn: &Conn,
+    conn: &O,
     out: &mut Vec<u8>,
 ) -> io::Result<()> {
     let Batch {

@@ -544,6 +544,16 @@ pub struct Settings {
     pub track_sizes: bool,
 }
 
+/// Threads serving each UDP socket, as memcached computes it (whether UDP is on or not): all of
+/// them with one -l address, one with several.
+pub fn threads_per_udp(c: &crate::config::Config) -> usize {
+    if c.listen.len() > 1 {
+        1
+    } else {
+        c.shards()
+    }
+}
+
 /// The settings group: every name memcached 1.6.18 prints, in its order, with this server's
 /// value, or memcached's default where the concept does not exist here (README, "stats
 /// settings"); then corecached's own.
@@ -556,7 +566,7 @@ pub fn settings(s: &Settings) -> Vec<(String, String)> {
     put("maxbytes", c.memory_limit.to_string());
     put("maxconns", c.conn_limit.to_string());
     put("tcpport", s.tcpport.to_string());
-    put("udpport", "0".into());
+    put("udpport", c.udp_port.to_string());
     put(
         "inter",
         c.listen
@@ -582,7 +592,7 @@ pub fn settings(s: &Settings) -> Vec<(String, String)> {
     put("growth_factor", format!("{:.2}", c.growth_factor));
     put("chunk_size", c.slab_min_size.to_string());
     put("num_threads", c.shards().to_string());
-    put("num_threads_per_udp", c.shards().to_string());
+    put("num_threads_per_udp", threads_per_udp(c).to_string());
     put("stat_key_prefix", c.prefix_delimiter.to_string());
     put("detail_enabled", yes(s.detail_enabled));
     put("reqs_per_event", c.reqs_per_event.unwrap_or(20).to_string());
