@@ -23,10 +23,10 @@ pub const PAGE_SIZE: usize = 1024 * 1024;
     about = "A memcached-compatible cache server, thread-per-core"
 )]
 pub struct Args {
-    /// TCP port to listen on (0 = pick a free port; the bound address is logged). Default
-    /// 11211, or the UDP port when only -U is given (as memcached).
-    #[arg(short = 'p', long = "port")]
-    pub port: Option<u16>,
+    /// TCP port to listen on, as memcached reads it: 0 = no TCP, -1 = a free port (the bound
+    /// address is logged). Default 11211, or the UDP port when only -U is given.
+    #[arg(short = 'p', long = "port", allow_negative_numbers = true)]
+    pub port: Option<i32>,
 
     /// Interface(s) to listen on, comma separated or repeated. The default, like memcached's, is
     /// every IPv4 interface; pass 127.0.0.1 to stay local. `ADDR:PORT` sets a port per address.
@@ -65,9 +65,15 @@ pub struct Args {
     #[arg(long = "eviction", value_enum, default_value_t = Eviction::Lru)]
     pub eviction: Eviction,
 
-    /// UDP port on every -l address (0 = off, the default as in memcached 1.6).
-    #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
-    pub udp_port: u16,
+    /// UDP port on every -l address (0 = off, the default as in memcached 1.6; -1 = a free
+    /// port).
+    #[arg(
+        short = 'U',
+        long = "udp-port",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub udp_port: i32,
 
     /// Unix socket path to listen on instead of TCP (memcached's -s; an old socket file at
     /// the path is replaced).
@@ -204,8 +210,8 @@ pub struct Args {
 
 /// `corecached -h`: memcached 1.6's flags in its layout, then corecached's own.
 pub const HELP: &str = "\
--p, --port=<num>          TCP port to listen on (default: 11211; 0 picks a free one)
--U, --udp-port=<num>      UDP port to listen on (default: 0, off)
+-p, --port=<num>          TCP port to listen on (default: 11211; 0: no TCP, -1: a free one)
+-U, --udp-port=<num>      UDP port to listen on (default: 0, off; -1: a free one)
 -s, --unix-socket=<file>  UNIX socket to listen on (replaces the TCP listeners)
 -a, --unix-mask=<mask>    permissions of the UNIX socket, octal (default: 700)
 -A, --enable-shutdown     allow the text \"shutdown\" command
@@ -433,10 +439,11 @@ impl Eviction {
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Addresses every shard binds; the port is 0 when a free one is to be picked.
+    /// TCP addresses every shard binds; the port is 0 when a free one is to be picked. Empty
+    /// with `-p 0` (no TCP, as memcached).
     pub listen: Vec<SocketAddr>,
-    /// UDP port (`-U`); 0 when UDP is off.
-    pub udp_port: u16,
+    /// UDP port (`-U`) as given: 0 when UDP is off, -1 for a free one.
+    pub udp_port: i32,
     /// UDP addresses: each -l address with the UDP port (or its own port); empty when off.
     pub udp_listen: Vec<SocketAddr>,
     /// Total item memory in bytes.
@@ -524,9 +531,9 @@ impl Config {
         self.memory_limit / self.shards()
     }
 
-    /// The TCP port as configured (0 until bound).
+    /// The TCP port as configured (0 until bound, or without TCP).
     pub fn port(&self) -> u16 {
-        self.listen[0].port()
+        self.listen.first().map_or(0, |a| a.port())
     }
 }
 
@@ -641,17 +648,29 @@ impl Args {
         } else {
             self.listen.join(",")
         };
-        // As memcached: -U alone moves the TCP port to the UDP one.
+        // As memcached: -U alone moves the TCP port to the UDP one; -p 0 turns TCP off and
+        // -1 (either flag) binds a free port.
         let port = self.port.unwrap_or(match self.udp_port {
             0 => 11211,
             udp => udp,
         });
+        let wire_port = |p: i32| -> Result<u16, ConfigError> {
+            match p {
+                -1 => Ok(0),
+                0..=65535 => Ok(p as u16),
+                _ => invalid(format!("ERROR: Invalid port number {p}.")),
+            }
+        };
+        let tcp_port = wire_port(port)?;
+        let udp_port = wire_port(self.udp_port)?;
         let mut udp_listen = Vec::new();
         for part in listen_arg.split(',') {
-            listen.push(parse_listen(part.trim(), port)?);
+            if port != 0 {
+                listen.push(parse_listen(part.trim(), tcp_port)?);
+            }
             if self.udp_port != 0 {
                 // An address's own port applies to its UDP socket too (memcached).
-                udp_listen.push(parse_listen(part.trim(), self.udp_port)?);
+                udp_listen.push(parse_listen(part.trim(), udp_port)?);
             }
         }
         let placement = match (&self.cpus, self.threads) {
@@ -1098,13 +1117,28 @@ mod tests {
         );
     }
 
+    /// memcached's ports: -p 0 turns TCP off, -1 binds a free port, -U alone moves TCP too.
+    #[test]
+    fn ports_as_memcached_reads_them() {
+        let c = config(&["-p", "0", "-U", "11222"]).unwrap();
+        assert!(c.listen.is_empty());
+        assert_eq!(c.udp_listen[0].port(), 11222);
+        let c = config(&["-p", "-1"]).unwrap();
+        assert_eq!((c.port(), c.udp_listen.len()), (0, 0));
+        let c = config(&["-U", "-1"]).unwrap();
+        assert_eq!((c.port(), c.udp_listen[0].port()), (0, 0));
+        let c = config(&["-U", "11222"]).unwrap();
+        assert_eq!(c.port(), 11222);
+    }
+
     #[test]
     fn invalid_combinations_are_refused() {
         assert!(config(&["-m", "1", "-t", "2"]).is_err());
         assert!(config(&["-f", "1.0"]).is_err());
         assert!(config(&["-I", "512"]).is_err());
         assert!(config(&["-m", "2", "-t", "2", "-I", "2m"]).is_err());
-        assert!(Args::try_parse_from(["corecached", "-U", "70000"]).is_err());
+        assert!(config(&["-U", "70000"]).is_err());
+        assert!(config(&["-p", "-2"]).is_err());
         assert!(config(&["-l", "nowhere"]).is_err());
         assert!(config(&["-c", "0"]).is_err());
         assert!(config(&["-S"]).is_err());

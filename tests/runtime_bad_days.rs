@@ -322,7 +322,7 @@ fn uring_backend_serves_and_says_so() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn io_uring_refused_by_seccomp_falls_back_to_epoll() {
-    let mut cmd = Server::command(&["--port", "0", "-l", "127.0.0.1", "--io", "auto", "-t", "2"]);
+    let mut cmd = Server::command(&["--port", "-1", "-l", "127.0.0.1", "--io", "auto", "-t", "2"]);
     deny_io_uring(&mut cmd);
     let s = Server::try_spawn(cmd)
         .unwrap_or_else(|f| panic!("server did not start with io_uring refused: {f:?}"));
@@ -369,7 +369,7 @@ fn ipv6_loopback_listens_and_serves() {
         eprintln!("skipped: no IPv6 loopback here");
         return;
     }
-    let s = Server::try_spawn(Server::command(&["--port", "0", "-l", "::1", "-t", "2"]))
+    let s = Server::try_spawn(Server::command(&["--port", "-1", "-l", "::1", "-t", "2"]))
         .unwrap_or_else(|f| panic!("server did not start on ::1: {f:?}"));
     let addr = s.addr();
     assert!(
@@ -528,7 +528,7 @@ fn has_cap_ipc_lock(pid: u32) -> bool {
 /// also loses CAP_IPC_LOCK, which would otherwise exempt it from the limit.
 #[test]
 fn low_locked_memory_limit_still_serves() {
-    let mut cmd = Server::command(&["--port", "0", "-l", "127.0.0.1", "-t", "1"]);
+    let mut cmd = Server::command(&["--port", "-1", "-l", "127.0.0.1", "-t", "1"]);
     limit_locked_memory(&mut cmd, 64 << 10);
     let s = Server::try_spawn(cmd)
         .unwrap_or_else(|f| panic!("server did not start with RLIMIT_MEMLOCK 64 KiB: {f:?}"));

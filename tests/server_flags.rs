@@ -311,7 +311,7 @@ fn daemon_writes_the_pid_file_and_removes_it_on_a_clean_stop() {
         "-P",
         pidfile_s,
         "--port",
-        "0",
+        "-1",
         "-l",
         "127.0.0.1",
         "-t",
@@ -745,7 +745,7 @@ fn debian_memcached_conf_starts_the_server() {
     // The test's own port, pid file and (where the package's user is missing) user.
     for i in 0..args.len().saturating_sub(1) {
         match args[i].as_str() {
-            "-p" => args[i + 1] = "0".into(),
+            "-p" => args[i + 1] = "-1".into(),
             "-P" => args[i + 1] = pidfile.to_str().unwrap().into(),
             "-u" if passwd_ids(&args[i + 1]).is_none() => args[i + 1] = "nobody".into(),
             _ => {}
@@ -783,4 +783,58 @@ fn max_reqs_per_event_still_answers_deep_pipelines() {
     assert_eq!(text.matches("STORED\r\n").count(), 100);
     assert!(text.ends_with("VALUE k99 0 1\r\n9\r\nEND\r\n"));
     assert_eq!(setting(&mut s.client(), "reqs_per_event"), "2");
+}
+
+/// memcached's ports (its t/issue_67.t): `-p -1` / `-U -1` bind free ports, `-p 0` turns TCP
+/// off, and MEMCACHED_PORT_FILENAME receives one `TCP INET: N` / `UDP INET: N` line per socket.
+#[test]
+fn port_file_lists_the_bound_ports_and_p0_turns_tcp_off() {
+    let dir = temp_dir("portfile");
+    for (args, tcp, udp) in [
+        (&["-p", "-1", "-U", "-1"][..], true, true),
+        (&["-p", "0", "-U", "-1"][..], false, true),
+        (&["-p", "-1"][..], true, false),
+    ] {
+        let file = dir.join("ports");
+        let _ = std::fs::remove_file(&file);
+        let mut cmd = Server::command(&["-l", "127.0.0.1", "-t", "1"]);
+        cmd.args(args).env("MEMCACHED_PORT_FILENAME", &file);
+        let s = Server::try_spawn(cmd).expect("starts");
+        let text = std::fs::read_to_string(&file).expect("port file written before readiness");
+        let lines: Vec<&str> = text.lines().collect();
+        let tcp_lines: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("TCP INET: "))
+            .collect();
+        let udp_lines: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("UDP INET: "))
+            .collect();
+        assert_eq!(lines.len(), tcp_lines.len() + udp_lines.len(), "{text}");
+        assert_eq!(tcp_lines.len(), usize::from(tcp), "{args:?}: {text}");
+        assert_eq!(udp_lines.len(), usize::from(udp), "{args:?}: {text}");
+        if tcp {
+            assert_eq!(tcp_lines[0], format!("TCP INET: {}", s.port()));
+        } else {
+            assert!(
+                s.addrs().iter().all(|a| a.starts_with("udp:")),
+                "{:?}",
+                s.addrs()
+            );
+        }
+        if udp {
+            let port: u16 = udp_lines[0]["UDP INET: ".len()..].parse().unwrap();
+            assert_ne!(port, 0);
+            assert!(
+                s.addrs()
+                    .iter()
+                    .any(|a| a == &format!("udp:127.0.0.1:{port}")),
+                "{:?}",
+                s.addrs()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

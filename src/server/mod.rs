@@ -14,7 +14,9 @@ pub mod udp;
 pub mod watch;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -214,6 +216,30 @@ fn bind_listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
     Ok(listeners)
 }
 
+/// memcached's environment variable naming a file to receive the bound ports (its test suite
+/// starts servers on free ports and reads them there).
+const PORT_FILE_ENV: &str = "MEMCACHED_PORT_FILENAME";
+
+/// Writes the bound ports as memcached does (`TCP INET: 11211`, `UDP INET6: ...`, one line per
+/// socket, TCP first) to `PATH.lck`, then renames it to `path`, so a reader never sees half.
+fn write_port_file(
+    path: &Path,
+    tcp: impl Iterator<Item = SocketAddr>,
+    udp: impl Iterator<Item = SocketAddr>,
+) -> std::io::Result<()> {
+    let line = |kind: &str, a: SocketAddr| {
+        let family = if a.is_ipv4() { "INET" } else { "INET6" };
+        format!("{kind} {family}: {}\n", a.port())
+    };
+    let mut text = String::new();
+    tcp.for_each(|a| text.push_str(&line("TCP", a)));
+    udp.for_each(|a| text.push_str(&line("UDP", a)));
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lck");
+    std::fs::write(&lock, text)?;
+    std::fs::rename(&lock, path)
+}
+
 /// Binds the UDP sockets (`-U`): one per -l address, as memcached; none with a unix socket.
 fn bind_udp(config: &Config) -> Result<Vec<UdpSocket>, StartError> {
     if config.unix_socket.is_some() {
@@ -270,6 +296,15 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
     let backend = choose_backend(config.io)?;
     let listeners = bind_listeners(&config)?;
     let udp_sockets = bind_udp(&config)?;
+    if let Some(path) = std::env::var_os(PORT_FILE_ENV).filter(|_| config.unix_socket.is_none()) {
+        let tcp = listeners.iter().filter_map(|l| match l.local_addr() {
+            ListenAddr::Tcp(a) => Some(*a),
+            ListenAddr::Unix(_) => None,
+        });
+        let udp = udp_sockets.iter().map(|u| u.local_addr());
+        write_port_file(Path::new(&path), tcp, udp)
+            .map_err(|e| StartError(format!("cannot write the port file {path:?}: {e}")))?;
+    }
     if let Some(who) = hooks.run_as {
         crate::process::become_user(who).map_err(|e| {
             StartError(format!(

@@ -1,4 +1,4 @@
-//! Test harness: starts the real `corecached` binary on 127.0.0.1 with `--port 0`, learns the bound
+//! Test harness: starts the real `corecached` binary on 127.0.0.1 with `--port -1` (a free port), learns the bound
 //! address from its readiness line (no sleeps, no guessed ports), kills it by PID on drop; plus a
 //! small blocking client for the memcached binary protocol.
 //!
@@ -70,14 +70,14 @@ pub struct StartFailure {
 }
 
 impl Server {
-    /// Starts `corecached --port 0 -l 127.0.0.1 ARGS` and waits for its readiness line.
+    /// Starts `corecached --port -1 -l 127.0.0.1 ARGS` and waits for its readiness line.
     pub fn start(args: &[&str]) -> Server {
         Server::try_start(args).unwrap_or_else(|f| panic!("server did not start: {f:?}"))
     }
 
     /// Like [`Server::start`], returning the exit status and stderr when it fails to start.
     pub fn try_start(args: &[&str]) -> Result<Server, StartFailure> {
-        let mut all = vec!["--port", "0", "-l", "127.0.0.1"];
+        let mut all = vec!["--port", "-1", "-l", "127.0.0.1"];
         all.extend_from_slice(args);
         Server::try_spawn(Server::command(&all))
     }
