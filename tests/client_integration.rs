@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{wait_until, Server};
 use corecached::client::{CasResult, Client, Config, Distribution, Node};
 
 fn config() -> Config {
@@ -149,9 +149,15 @@ fn pylibmc_keys_are_found_and_failover_ejects_and_readds() {
     let hits = client.get_multi(&keys).unwrap();
     assert_eq!(hits.len(), N);
 
-    // A new server on the same port; after the retry interval it is back on the ring.
+    // A new server on the same port; once the retry interval has passed, the next request
+    // that would use it tries it again and puts it back on the ring.
     let _reborn = FixedPortServer::start(dead_port);
-    std::thread::sleep(Duration::from_millis(1100));
+    let probe = keys[0].as_bytes();
+    let rejoined = wait_until(Duration::from_secs(10), || {
+        let _ = client.get(probe);
+        !client.is_ejected(1)
+    });
+    assert!(rejoined, "server 1 never came back");
     let back: Vec<&String> = keys
         .iter()
         .filter(|k| client.server_for(k.as_bytes()) == Some(1))
