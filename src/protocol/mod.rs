@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+pub mod ascii;
 pub mod binary;
 pub mod command;
 pub mod meta;
@@ -108,4 +109,36 @@ pub enum Decode<'a, Ctx> {
     },
     /// Garbage that cannot be answered (e.g. bad magic): close without a reply.
     Close,
+}
+
+impl<'a, Ctx> Decode<'a, Ctx> {
+    /// The same decoding with its reply context converted by `f` (a codec wrapping another's).
+    pub fn map_ctx<C>(self, f: impl FnOnce(Ctx) -> C) -> Decode<'a, C> {
+        match self {
+            Decode::Request {
+                command,
+                ctx,
+                consumed,
+            } => Decode::Request {
+                command,
+                ctx: f(ctx),
+                consumed,
+            },
+            Decode::Incomplete => Decode::Incomplete,
+            Decode::Reject {
+                ctx,
+                outcome,
+                skip,
+                close,
+                unlink_key,
+            } => Decode::Reject {
+                ctx: f(ctx),
+                outcome,
+                skip,
+                close,
+                unlink_key,
+            },
+            Decode::Close => Decode::Close,
+        }
+    }
 }

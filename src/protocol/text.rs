@@ -6,12 +6,15 @@
 //! `get a b c` is decoded into one [`Command::Get`] per key, so keys route to their shards like
 //! any other request; the last key's reply context carries the closing `END`.
 //!
-//! Numbers are read the way memcached's `safe_strto*` helpers read them (C `strtol` semantics,
-//! including the silent truncation of 64-bit results to the 32-bit fields).
+//! Line framing, number parsing, data blocks and the shared error lines live in
+//! [`super::ascii`].
 
 use std::borrow::Cow;
 
-use super::meta;
+use super::ascii::{
+    data_block, line, parse_f64, parse_i32, parse_u32, parse_u64, tokens, DataBlock,
+};
+use super::meta::{self, MetaCtx};
 use super::watch::uri_encode;
 use super::{
     Admin, AdminStatus, ArithOp, ClassSet, Codec, Command, Decode, DumpedItem, Limits, Outcome,
@@ -22,26 +25,17 @@ use super::{
 /// `get`/`gets` (a big multiget).
 pub const MAX_LINE: usize = 2048;
 
-/// memcached's answer to an unknown command or a wrong number of arguments.
-pub const ERROR: &str = "ERROR";
-/// Bad key, bad number in a storage command.
-pub const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
-/// Data block not followed by `\r\n`.
-pub const BAD_CHUNK: &str = "CLIENT_ERROR bad data chunk";
+// The error lines shared with the meta commands, still reachable from here.
+pub use super::ascii::{BAD_CHUNK, BAD_FORMAT, ERROR, NON_NUMERIC, OUT_OF_MEMORY, TOO_LARGE};
+
 /// Bad exptime in touch / gat / flush_all.
 pub const BAD_EXPTIME: &str = "CLIENT_ERROR invalid exptime argument";
 /// Bad delta in incr / decr.
 pub const BAD_DELTA: &str = "CLIENT_ERROR invalid numeric delta argument";
 /// Wrong arguments to delete.
 pub const BAD_DELETE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
-/// Item over the size limit (its data block is swallowed).
-pub const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
-/// No memory for the item.
-pub const OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory storing object";
 /// memcached's answer when it cannot allocate the reply to a get.
 pub const GET_OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory writing get response";
-/// Incr/decr on a value that is not a number.
-pub const NON_NUMERIC: &str = "CLIENT_ERROR cannot increment or decrement non-numeric value";
 
 /// Which reply a classic text command gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +90,7 @@ pub enum ReplyCtx {
         noreply: bool,
     },
     /// A meta command.
-    Meta(meta::MetaCtx),
+    Meta(MetaCtx),
 }
 
 impl ReplyCtx {
@@ -118,67 +112,6 @@ struct MultiGet {
 #[derive(Debug, Default)]
 pub struct TextCodec {
     multi: Option<MultiGet>,
-}
-
-/// The request line at the front of `buf`: its content (without `\r\n`) and its full length.
-pub(crate) fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
-    let nl = memchr::memchr(b'\n', buf)?;
-    let content = &buf[..nl];
-    let content = content.strip_suffix(b"\r").unwrap_or(content);
-    Some((content, nl + 1))
-}
-
-/// Space-separated tokens of a line (memcached splits on spaces only).
-pub(crate) fn tokens(line: &[u8]) -> impl Iterator<Item = &[u8]> {
-    line.split(|&b| b == b' ').filter(|t| !t.is_empty())
-}
-
-/// C `strtoll` over a whole token: optional sign, decimal digits, nothing after; out of range fails.
-fn strtoll(tok: &[u8]) -> Option<i64> {
-    let (neg, digits) = match tok.first()? {
-        b'-' => (true, &tok[1..]),
-        b'+' => (false, &tok[1..]),
-        _ => (false, tok),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let mut v: i128 = 0;
-    for &d in digits {
-        v = v * 10 + i128::from(d - b'0');
-        if v > i128::from(i64::MAX) + 1 {
-            return None;
-        }
-    }
-    let v = if neg { -v } else { v };
-    i64::try_from(v).ok()
-}
-
-/// memcached's `safe_strtoull`: unsigned 64-bit; a `-` sign is refused unless the value is 0.
-pub(crate) fn parse_u64(tok: &[u8]) -> Option<u64> {
-    let (neg, digits) = match tok.first()? {
-        b'-' => (true, &tok[1..]),
-        b'+' => (false, &tok[1..]),
-        _ => (false, tok),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &d in digits {
-        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    (!neg || v == 0).then_some(v)
-}
-
-/// memcached's `safe_strtol` into an `int32_t`: parsed as a C long, then truncated.
-pub(crate) fn parse_i32(tok: &[u8]) -> Option<i32> {
-    strtoll(tok).map(|v| v as i32)
-}
-
-/// memcached's `safe_strtoul` into a `uint32_t` (flags, verbosity): negative refused, truncated.
-pub(crate) fn parse_u32(tok: &[u8]) -> Option<u32> {
-    parse_u64(tok).map(|v| v as u32)
 }
 
 /// A line refused with `msg`; its `len` bytes are skipped and the connection kept.
@@ -206,44 +139,6 @@ fn looks_like_multiget(buf: &[u8]) -> bool {
     let spaces = buf.iter().take_while(|&&b| b == b' ').count();
     let rest = &buf[spaces..];
     spaces <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
-}
-
-/// The data block of a storage command whose line is `line_len` bytes long: the request, a
-/// refusal (too large: swallowed; bad chunk), or `Incomplete`.
-pub(crate) enum DataBlock<'a> {
-    /// The value and the bytes used by line + block.
-    Ready(&'a [u8], usize),
-    /// Wait for more bytes.
-    Incomplete,
-    /// Not followed by `\r\n`: skip this many bytes.
-    BadChunk(usize),
-    /// Over the item size limit: skip this many bytes without buffering them.
-    TooLarge(usize),
-    /// More than the connection can buffer now: skip this many bytes without buffering them.
-    NoRoom(usize),
-}
-
-/// Finds the `vlen`-byte data block after a line of `line_len` bytes.
-pub(crate) fn data_block<'a>(
-    buf: &'a [u8],
-    line_len: usize,
-    vlen: usize,
-    limits: &Limits,
-) -> DataBlock<'a> {
-    let total = line_len + vlen + 2;
-    if vlen > limits.max_item_size {
-        return DataBlock::TooLarge(total);
-    }
-    if total > limits.buffer_room {
-        return DataBlock::NoRoom(total);
-    }
-    let Some(block) = buf.get(line_len..total) else {
-        return DataBlock::Incomplete;
-    };
-    if &block[vlen..] != b"\r\n" {
-        return DataBlock::BadChunk(total);
-    }
-    DataBlock::Ready(&block[..vlen], total)
 }
 
 fn admin<'a>(command: Admin, noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
@@ -333,11 +228,6 @@ fn decode_watch<'a>(content: &[u8], line_len: usize) -> Decode<'a, ReplyCtx> {
         ReplyCtx::text(Kind::Admin, noreply),
         line_len,
     )
-}
-
-/// C `strtod` over a whole token, as memcached's `safe_strtod` reads it.
-fn parse_f64(tok: &[u8]) -> Option<f64> {
-    std::str::from_utf8(tok).ok()?.parse::<f64>().ok()
 }
 
 /// `slabs reassign <src> <dst>`, `slabs automove <0|1|2>`, `slabs automove ratio <r>`.
@@ -506,7 +396,7 @@ impl Codec for TextCodec {
             return refuse(ERROR, false, line_len);
         };
         if cmd.len() == 2 && cmd[0] == b'm' {
-            return meta::decode(buf, content, line_len, limits);
+            return meta::decode(buf, content, line_len, limits).map_ctx(ReplyCtx::Meta);
         }
         let args = &words[1..n.min(words.len())];
         let noreply = args.last() == Some(&&b"noreply"[..]);
@@ -1194,18 +1084,6 @@ mod tests {
         }
         get.extend_from_slice(b"\r\n");
         assert_eq!(same_in_fragments(&get).len(), 1000);
-    }
-
-    #[test]
-    fn numbers_follow_memcacheds_strtol_rules() {
-        assert_eq!(parse_i32(b"4294967297"), Some(1));
-        assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
-        assert_eq!(parse_i32(b"+5"), Some(5));
-        assert_eq!(parse_i32(b"5x"), None);
-        assert_eq!(parse_u64(b"-1"), None);
-        assert_eq!(parse_u64(b"-0"), Some(0));
-        assert_eq!(parse_u64(b"18446744073709551616"), None);
-        assert_eq!(parse_u32(b"4294967296"), Some(0));
     }
 
     #[test]
