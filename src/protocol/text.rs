@@ -250,6 +250,282 @@ fn decode_slabs<'a>(args: &[&[u8]], noreply: bool, line_len: usize) -> Decode<'a
     }
 }
 
+/// Whether `key` is within the key length limit.
+fn key_ok(key: &[u8], limits: &Limits) -> bool {
+    key.len() <= limits.max_key_len
+}
+
+/// set/add/replace/append/prepend `<key> <flags> <exptime> <bytes> [noreply]`, cas with `<cas>`
+/// before `noreply`; waits for the data block.
+fn decode_store<'a>(
+    buf: &'a [u8],
+    cmd: &[u8],
+    args: &[&'a [u8]],
+    noreply: bool,
+    line_len: usize,
+    limits: &Limits,
+) -> Decode<'a, ReplyCtx> {
+    let cas_cmd = cmd == b"cas";
+    let want = if cas_cmd { 5 } else { 4 };
+    if args.len() != want && args.len() != want + 1 {
+        return refuse(ERROR, false, line_len);
+    }
+    let mode = match cmd {
+        b"add" => StoreMode::Add,
+        b"replace" => StoreMode::Replace,
+        b"append" => StoreMode::Append,
+        b"prepend" => StoreMode::Prepend,
+        b"cas" => StoreMode::Cas,
+        _ => StoreMode::Set,
+    };
+    let key = args[0];
+    if !key_ok(key, limits) {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    }
+    let (Some(flags), Some(exptime), Some(vlen)) =
+        (parse_u32(args[1]), parse_i32(args[2]), parse_i32(args[3]))
+    else {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    };
+    let cas = if cas_cmd {
+        match parse_u64(args[4]) {
+            Some(c) => c,
+            None => return refuse(BAD_FORMAT, noreply, line_len),
+        }
+    } else {
+        0
+    };
+    // memcached adds 2 for the "\r\n" to an int: a length within 2 of its maximum is a
+    // bad command line, not a value too large.
+    let Some(vlen) = usize::try_from(vlen)
+        .ok()
+        .filter(|&v| v <= i32::MAX as usize - 2)
+    else {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    };
+    match data_block(buf, line_len, vlen, limits) {
+        DataBlock::Incomplete => Decode::Incomplete,
+        DataBlock::BadChunk(skip) => refuse(BAD_CHUNK, noreply, skip),
+        DataBlock::TooLarge(skip) => Decode::Reject {
+            ctx: ReplyCtx::text(Kind::Error(TOO_LARGE), noreply),
+            outcome: Outcome::TooLarge,
+            skip,
+            close: false,
+            // memcached unlinks the old item so a failed set leaves no stale value.
+            unlink_key: (mode == StoreMode::Set).then_some(key),
+        },
+        DataBlock::NoRoom(skip) => Decode::Reject {
+            ctx: ReplyCtx::text(Kind::Error(OUT_OF_MEMORY), noreply),
+            outcome: Outcome::OutOfMemory,
+            skip,
+            close: false,
+            // As memcached when the item cannot be allocated.
+            unlink_key: (mode == StoreMode::Set).then_some(key),
+        },
+        DataBlock::Ready(value, consumed) => request(
+            Command::Store {
+                mode,
+                key,
+                value,
+                flags,
+                exptime: i64::from(exptime),
+                cas,
+            },
+            ReplyCtx::text(Kind::Store { cas: cas_cmd }, noreply),
+            consumed,
+        ),
+    }
+}
+
+/// incr/decr `<key> <delta> [noreply]`.
+fn decode_arith<'a>(
+    cmd: &[u8],
+    args: &[&'a [u8]],
+    noreply: bool,
+    line_len: usize,
+    limits: &Limits,
+) -> Decode<'a, ReplyCtx> {
+    if args.len() != 2 && args.len() != 3 {
+        return refuse(ERROR, false, line_len);
+    }
+    if !key_ok(args[0], limits) {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    }
+    let Some(delta) = parse_u64(args[1]) else {
+        return refuse(BAD_DELTA, noreply, line_len);
+    };
+    let op = if cmd == b"incr" {
+        ArithOp::Incr
+    } else {
+        ArithOp::Decr
+    };
+    request(
+        Command::Arith {
+            op,
+            key: args[0],
+            delta,
+            on_miss: None,
+            cas: 0,
+        },
+        ReplyCtx::text(Kind::Arith, noreply),
+        line_len,
+    )
+}
+
+/// `delete <key> [0] [noreply]`.
+fn decode_delete<'a>(
+    args: &[&'a [u8]],
+    noreply: bool,
+    line_len: usize,
+    limits: &Limits,
+) -> Decode<'a, ReplyCtx> {
+    if args.is_empty() || args.len() > 3 {
+        return refuse(ERROR, false, line_len);
+    }
+    if args.len() > 1 {
+        // Only the legacy `delete <key> 0` and `noreply` are tolerated.
+        let hold_zero = args[1] == b"0";
+        let valid = (args.len() == 2 && (hold_zero || noreply))
+            || (args.len() == 3 && hold_zero && noreply);
+        if !valid {
+            return refuse(BAD_DELETE, noreply, line_len);
+        }
+    }
+    if !key_ok(args[0], limits) {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    }
+    request(
+        Command::Delete {
+            key: args[0],
+            cas: 0,
+        },
+        ReplyCtx::text(Kind::Delete, noreply),
+        line_len,
+    )
+}
+
+/// `touch <key> <exptime> [noreply]`.
+fn decode_touch<'a>(
+    args: &[&'a [u8]],
+    noreply: bool,
+    line_len: usize,
+    limits: &Limits,
+) -> Decode<'a, ReplyCtx> {
+    if args.len() != 2 && args.len() != 3 {
+        return refuse(ERROR, false, line_len);
+    }
+    if !key_ok(args[0], limits) {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    }
+    let Some(exptime) = parse_i32(args[1]) else {
+        return refuse(BAD_EXPTIME, noreply, line_len);
+    };
+    request(
+        Command::Touch {
+            key: args[0],
+            exptime: i64::from(exptime),
+        },
+        ReplyCtx::text(Kind::Touch, noreply),
+        line_len,
+    )
+}
+
+/// `flush_all [delay] [noreply]`.
+fn decode_flush<'a>(args: &[&'a [u8]], noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
+    if args.len() > 2 {
+        return refuse(ERROR, false, line_len);
+    }
+    let delay = if args.len() == usize::from(noreply) {
+        0
+    } else {
+        match parse_i32(args[0]) {
+            Some(d) => i64::from(d),
+            None => return refuse(BAD_EXPTIME, noreply, line_len),
+        }
+    };
+    request(
+        Command::Flush { delay },
+        ReplyCtx::text(Kind::Ok, noreply),
+        line_len,
+    )
+}
+
+/// `verbosity <level> [noreply]`.
+fn decode_verbosity<'a>(args: &[&'a [u8]], noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
+    if args.len() != 1 && args.len() != 2 {
+        return refuse(ERROR, false, line_len);
+    }
+    let Some(level) = parse_u32(args[0]) else {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    };
+    request(
+        Command::Verbosity { level },
+        ReplyCtx::text(Kind::Ok, noreply),
+        line_len,
+    )
+}
+
+/// `cache_memlimit <megabytes> [noreply]`.
+fn decode_memlimit<'a>(args: &[&'a [u8]], noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
+    if args.len() != 1 && args.len() != 2 {
+        return refuse(ERROR, false, line_len);
+    }
+    match parse_u32(args[0]) {
+        None => refuse(ERROR, noreply, line_len),
+        Some(mb) if mb < 8 => refuse(
+            "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
+            noreply,
+            line_len,
+        ),
+        Some(mb) if mb > 1_000_000_000 => refuse(
+            "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes",
+            noreply,
+            line_len,
+        ),
+        Some(mb) => admin(Admin::MemLimit(mb), noreply, line_len),
+    }
+}
+
+/// `stats [group]`, `stats detail on|off|dump`, `stats cachedump <class> <limit>`.
+fn decode_stats<'a>(args: &[&'a [u8]], line_len: usize) -> Decode<'a, ReplyCtx> {
+    let mut group = args.first().copied().unwrap_or_default();
+    if group == b"cachedump" {
+        return decode_cachedump(args, line_len);
+    }
+    // `stats detail on|off|dump` travels as binary's key does ("detail on").
+    let detail = group == b"detail";
+    if detail {
+        group = match args.get(1).copied() {
+            Some(b"on") => b"detail on",
+            Some(b"off") => b"detail off",
+            Some(b"dump") => b"detail dump",
+            _ => {
+                return Decode::Reject {
+                    ctx: ReplyCtx::text(
+                        Kind::Error("CLIENT_ERROR usage: stats detail on|off|dump"),
+                        false,
+                    ),
+                    outcome: Outcome::Done,
+                    skip: line_len,
+                    close: false,
+                    unlink_key: None,
+                }
+            }
+        };
+    }
+    request(
+        Command::Stats { group },
+        ReplyCtx::text(
+            Kind::Stats {
+                reset: group == b"reset",
+                detail,
+            },
+            false,
+        ),
+        line_len,
+    )
+}
+
 impl TextCodec {
     /// Hands out the next key of the multi-get in progress.
     fn next_key<'a>(&mut self, buf: &'a [u8], m: MultiGet) -> Decode<'a, ReplyCtx> {
@@ -400,205 +676,20 @@ impl Codec for TextCodec {
         }
         let args = &words[1..n.min(words.len())];
         let noreply = args.last() == Some(&&b"noreply"[..]);
-        let key_ok = |k: &[u8]| k.len() <= limits.max_key_len;
         match cmd {
             b"get" => self.start_get(buf, content, line_len, false, false, limits),
             b"gets" => self.start_get(buf, content, line_len, true, false, limits),
             b"gat" => self.start_get(buf, content, line_len, false, true, limits),
             b"gats" => self.start_get(buf, content, line_len, true, true, limits),
             b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
-                let cas_cmd = cmd == b"cas";
-                let want = if cas_cmd { 5 } else { 4 };
-                if args.len() != want && args.len() != want + 1 {
-                    return refuse(ERROR, false, line_len);
-                }
-                let mode = match cmd {
-                    b"add" => StoreMode::Add,
-                    b"replace" => StoreMode::Replace,
-                    b"append" => StoreMode::Append,
-                    b"prepend" => StoreMode::Prepend,
-                    b"cas" => StoreMode::Cas,
-                    _ => StoreMode::Set,
-                };
-                let key = args[0];
-                if !key_ok(key) {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                }
-                let (Some(flags), Some(exptime), Some(vlen)) =
-                    (parse_u32(args[1]), parse_i32(args[2]), parse_i32(args[3]))
-                else {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                };
-                let cas = if cas_cmd {
-                    match parse_u64(args[4]) {
-                        Some(c) => c,
-                        None => return refuse(BAD_FORMAT, noreply, line_len),
-                    }
-                } else {
-                    0
-                };
-                // memcached adds 2 for the "\r\n" to an int: a length within 2 of its maximum is a
-                // bad command line, not a value too large.
-                let Some(vlen) = usize::try_from(vlen)
-                    .ok()
-                    .filter(|&v| v <= i32::MAX as usize - 2)
-                else {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                };
-                match data_block(buf, line_len, vlen, limits) {
-                    DataBlock::Incomplete => Decode::Incomplete,
-                    DataBlock::BadChunk(skip) => refuse(BAD_CHUNK, noreply, skip),
-                    DataBlock::TooLarge(skip) => Decode::Reject {
-                        ctx: ReplyCtx::text(Kind::Error(TOO_LARGE), noreply),
-                        outcome: Outcome::TooLarge,
-                        skip,
-                        close: false,
-                        // memcached unlinks the old item so a failed set leaves no stale value.
-                        unlink_key: (mode == StoreMode::Set).then_some(key),
-                    },
-                    DataBlock::NoRoom(skip) => Decode::Reject {
-                        ctx: ReplyCtx::text(Kind::Error(OUT_OF_MEMORY), noreply),
-                        outcome: Outcome::OutOfMemory,
-                        skip,
-                        close: false,
-                        // As memcached when the item cannot be allocated.
-                        unlink_key: (mode == StoreMode::Set).then_some(key),
-                    },
-                    DataBlock::Ready(value, consumed) => request(
-                        Command::Store {
-                            mode,
-                            key,
-                            value,
-                            flags,
-                            exptime: i64::from(exptime),
-                            cas,
-                        },
-                        ReplyCtx::text(Kind::Store { cas: cas_cmd }, noreply),
-                        consumed,
-                    ),
-                }
+                decode_store(buf, cmd, args, noreply, line_len, limits)
             }
-            b"incr" | b"decr" => {
-                if args.len() != 2 && args.len() != 3 {
-                    return refuse(ERROR, false, line_len);
-                }
-                if !key_ok(args[0]) {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                }
-                let Some(delta) = parse_u64(args[1]) else {
-                    return refuse(BAD_DELTA, noreply, line_len);
-                };
-                let op = if cmd == b"incr" {
-                    ArithOp::Incr
-                } else {
-                    ArithOp::Decr
-                };
-                request(
-                    Command::Arith {
-                        op,
-                        key: args[0],
-                        delta,
-                        on_miss: None,
-                        cas: 0,
-                    },
-                    ReplyCtx::text(Kind::Arith, noreply),
-                    line_len,
-                )
-            }
-            b"delete" => {
-                if args.is_empty() || args.len() > 3 {
-                    return refuse(ERROR, false, line_len);
-                }
-                if args.len() > 1 {
-                    // Only the legacy `delete <key> 0` and `noreply` are tolerated.
-                    let hold_zero = args[1] == b"0";
-                    let valid = (args.len() == 2 && (hold_zero || noreply))
-                        || (args.len() == 3 && hold_zero && noreply);
-                    if !valid {
-                        return refuse(BAD_DELETE, noreply, line_len);
-                    }
-                }
-                if !key_ok(args[0]) {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                }
-                request(
-                    Command::Delete {
-                        key: args[0],
-                        cas: 0,
-                    },
-                    ReplyCtx::text(Kind::Delete, noreply),
-                    line_len,
-                )
-            }
-            b"touch" => {
-                if args.len() != 2 && args.len() != 3 {
-                    return refuse(ERROR, false, line_len);
-                }
-                if !key_ok(args[0]) {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                }
-                let Some(exptime) = parse_i32(args[1]) else {
-                    return refuse(BAD_EXPTIME, noreply, line_len);
-                };
-                request(
-                    Command::Touch {
-                        key: args[0],
-                        exptime: i64::from(exptime),
-                    },
-                    ReplyCtx::text(Kind::Touch, noreply),
-                    line_len,
-                )
-            }
-            b"flush_all" => {
-                if args.len() > 2 {
-                    return refuse(ERROR, false, line_len);
-                }
-                let delay = if args.len() == usize::from(noreply) {
-                    0
-                } else {
-                    match parse_i32(args[0]) {
-                        Some(d) => i64::from(d),
-                        None => return refuse(BAD_EXPTIME, noreply, line_len),
-                    }
-                };
-                request(
-                    Command::Flush { delay },
-                    ReplyCtx::text(Kind::Ok, noreply),
-                    line_len,
-                )
-            }
-            b"verbosity" => {
-                if args.len() != 1 && args.len() != 2 {
-                    return refuse(ERROR, false, line_len);
-                }
-                let Some(level) = parse_u32(args[0]) else {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                };
-                request(
-                    Command::Verbosity { level },
-                    ReplyCtx::text(Kind::Ok, noreply),
-                    line_len,
-                )
-            }
-            b"cache_memlimit" => {
-                if args.len() != 1 && args.len() != 2 {
-                    return refuse(ERROR, false, line_len);
-                }
-                match parse_u32(args[0]) {
-                    None => refuse(ERROR, noreply, line_len),
-                    Some(mb) if mb < 8 => refuse(
-                        "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
-                        noreply,
-                        line_len,
-                    ),
-                    Some(mb) if mb > 1_000_000_000 => refuse(
-                        "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes",
-                        noreply,
-                        line_len,
-                    ),
-                    Some(mb) => admin(Admin::MemLimit(mb), noreply, line_len),
-                }
-            }
+            b"incr" | b"decr" => decode_arith(cmd, args, noreply, line_len, limits),
+            b"delete" => decode_delete(args, noreply, line_len, limits),
+            b"touch" => decode_touch(args, noreply, line_len, limits),
+            b"flush_all" => decode_flush(args, noreply, line_len),
+            b"verbosity" => decode_verbosity(args, noreply, line_len),
+            b"cache_memlimit" => decode_memlimit(args, noreply, line_len),
             b"lru_crawler" => decode_lru_crawler(args, line_len),
             b"watch" => decode_watch(content, line_len),
             b"slabs" => decode_slabs(args, noreply, line_len),
@@ -615,44 +706,7 @@ impl Codec for TextCodec {
                 ReplyCtx::text(Kind::Shutdown, false),
                 line_len,
             ),
-            b"stats" => {
-                let mut group = args.first().copied().unwrap_or_default();
-                if group == b"cachedump" {
-                    return decode_cachedump(args, line_len);
-                }
-                // `stats detail on|off|dump` travels as binary's key does ("detail on").
-                let detail = group == b"detail";
-                if detail {
-                    group = match args.get(1).copied() {
-                        Some(b"on") => b"detail on",
-                        Some(b"off") => b"detail off",
-                        Some(b"dump") => b"detail dump",
-                        _ => {
-                            return Decode::Reject {
-                                ctx: ReplyCtx::text(
-                                    Kind::Error("CLIENT_ERROR usage: stats detail on|off|dump"),
-                                    false,
-                                ),
-                                outcome: Outcome::Done,
-                                skip: line_len,
-                                close: false,
-                                unlink_key: None,
-                            }
-                        }
-                    };
-                }
-                request(
-                    Command::Stats { group },
-                    ReplyCtx::text(
-                        Kind::Stats {
-                            reset: group == b"reset",
-                            detail,
-                        },
-                        false,
-                    ),
-                    line_len,
-                )
-            }
+            b"stats" => decode_stats(args, line_len),
             // An unknown command whose last word starts with "HTTP/" is a web request line
             // (`GET / HTTP/1.1`): memcached closes the connection without a reply.
             _ if tokens(content)
