@@ -12,7 +12,7 @@ use super::ascii::{
     self, data_block, parse_i32, parse_u32, parse_u64, tokens, DataBlock, BAD_CHUNK, BAD_FORMAT,
     OUT_OF_MEMORY, TOO_LARGE,
 };
-use super::{ArithOp, Command, Decode, Limits, Outcome, StoreMode};
+use super::{ArithMeta, ArithOp, Command, Decode, GetMeta, Limits, Outcome, StoreMeta, StoreMode};
 
 /// Longest opaque token memcached accepts.
 pub const MAX_OPAQUE: usize = 32;
@@ -318,14 +318,16 @@ pub(crate) fn decode<'a>(
     let command = match cmd {
         b"mg" => {
             ctx.cmd = MetaCmd::Get { value: f.value };
-            Command::MetaGet {
+            Command::Get {
                 key,
                 touch: f.ttl,
-                value: f.value,
-                vivify: f.vivify,
-                recache: f.recache,
-                new_cas: f.new_cas,
-                no_update: f.no_update,
+                meta: Some(GetMeta {
+                    value: f.value,
+                    vivify: f.vivify,
+                    recache: f.recache,
+                    new_cas: f.new_cas,
+                    no_update: f.no_update,
+                }),
             }
         }
         b"ms" => {
@@ -342,26 +344,17 @@ pub(crate) fn decode<'a>(
             ctx.cmd = MetaCmd::Set {
                 compare: f.cas_given,
             };
-            if f.invalidate || f.new_cas != 0 {
-                Command::MetaStore {
-                    mode,
-                    key,
-                    value,
-                    flags: f.flags,
-                    exptime: f.ttl.unwrap_or(0),
-                    cas: f.cas,
+            Command::Store {
+                mode,
+                key,
+                value,
+                flags: f.flags,
+                exptime: f.ttl.unwrap_or(0),
+                cas: f.cas,
+                meta: (f.invalidate || f.new_cas != 0).then_some(StoreMeta {
                     invalidate: f.invalidate,
                     new_cas: f.new_cas,
-                }
-            } else {
-                Command::Store {
-                    mode,
-                    key,
-                    value,
-                    flags: f.flags,
-                    exptime: f.ttl.unwrap_or(0),
-                    cas: f.cas,
-                }
+                }),
             }
         }
         b"md" => {
@@ -385,14 +378,16 @@ pub(crate) fn decode<'a>(
                 Some(_) => return refuse("CLIENT_ERROR invalid mode for ma M token", consumed),
             };
             ctx.cmd = MetaCmd::Arith { value: f.value };
-            Command::MetaArith {
+            Command::Arith {
                 op,
                 key,
                 delta: f.delta.unwrap_or(1),
                 on_miss: f.vivify.map(|ttl| (f.initial, ttl)),
                 cas: f.cas,
-                touch: f.ttl,
-                new_cas: f.new_cas,
+                meta: Some(ArithMeta {
+                    touch: f.ttl,
+                    new_cas: f.new_cas,
+                }),
             }
         }
     };

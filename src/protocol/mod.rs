@@ -14,7 +14,8 @@ pub mod udp;
 pub mod watch;
 
 pub use command::{
-    Admin, AdminStatus, ArithOp, ClassSet, Command, DumpedItem, ItemMeta, Outcome, StoreMode,
+    Admin, AdminStatus, ArithMeta, ArithOp, ClassSet, Command, DumpedItem, GetMeta, ItemMeta,
+    Outcome, StoreMeta, StoreMode,
 };
 
 /// memcached's key length limit (`KEY_MAX_LENGTH`).

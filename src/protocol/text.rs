@@ -330,6 +330,7 @@ fn decode_store<'a>(
                 flags,
                 exptime: i64::from(exptime),
                 cas,
+                meta: None,
             },
             ReplyCtx::text(Kind::Store { cas: cas_cmd }, noreply),
             consumed,
@@ -366,6 +367,7 @@ fn decode_arith<'a>(
             delta,
             on_miss: None,
             cas: 0,
+            meta: None,
         },
         ReplyCtx::text(Kind::Arith, noreply),
         line_len,
@@ -563,6 +565,7 @@ impl TextCodec {
             Command::Get {
                 key,
                 touch: m.touch,
+                meta: None,
             },
             ctx,
             consumed,
@@ -1146,7 +1149,7 @@ mod tests {
             b"mg foo v k O1 q\r\nms Zm9v 2 b T5 F3 MA\r\nhi\r\nmd foo C9\r\nma n N0 J4 D2 MD\r\nmn\r\nme foo\r\n",
         );
         assert_eq!(steps.len(), 6, "{steps:?}");
-        assert!(get_key(&steps[0]).contains("MetaGet"));
+        assert!(get_key(&steps[0]).contains("meta: Some(GetMeta"));
         let ms = get_key(&steps[1]);
         assert!(ms.contains("Append") && ms.contains("flags: 3"), "{ms}");
         assert!(get_key(&steps[2]).contains("cas: 9"));
