@@ -25,6 +25,7 @@ fn getkq_batch() -> Vec<u8> {
         let get = Command::Get {
             key: key.as_bytes(),
             touch: None,
+            meta: None,
         };
         encode_request(&mut wire, &get, quiet_key, i as u32).unwrap();
     }
@@ -48,6 +49,7 @@ fn setq_batch() -> Vec<u8> {
             flags: 0,
             exptime: 0,
             cas: 0,
+            meta: None,
         };
         encode_request(&mut wire, &set, quiet, i as u32).unwrap();
     }

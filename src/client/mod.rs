@@ -362,7 +362,11 @@ impl Client {
     /// Fetches `key`; `None` on a miss.
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let op = "get";
-        let command = Command::Get { key, touch: None };
+        let command = Command::Get {
+            key,
+            touch: None,
+            meta: None,
+        };
         let (index, packet) = match self.keyed(op, key, &command) {
             Ok(r) => r,
             Err(e) if e.is_io() && self.config.replica_reads => {
@@ -487,6 +491,7 @@ impl Client {
             flags,
             exptime,
             cas: 0,
+            meta: None,
         };
         Ok(matches!(self.store(op, command)?, Outcome::Stored { .. }))
     }
@@ -502,6 +507,7 @@ impl Client {
                 flags,
                 exptime,
                 cas: 0,
+                meta: None,
             },
         )? {
             Outcome::Stored { cas } => Ok(cas),
@@ -558,6 +564,7 @@ impl Client {
                     flags,
                     exptime,
                     cas,
+                    meta: None,
                 },
             )? {
                 Outcome::Stored { cas } => CasResult::Stored(cas),
@@ -592,6 +599,7 @@ impl Client {
             delta,
             on_miss: initial,
             cas: 0,
+            meta: None,
         };
         let (index, packet) = self.keyed(op, key, &command)?;
         match self.outcome(index, op, &packet)? {

@@ -212,7 +212,15 @@ impl Conn {
         let mut hits = Vec::new();
         for chunk in keys.chunks(PIPELINE_CHUNK) {
             for (i, key) in chunk.iter().enumerate() {
-                self.encode(&Command::Get { key, touch: None }, variant, i as u32)?;
+                self.encode(
+                    &Command::Get {
+                        key,
+                        touch: None,
+                        meta: None,
+                    },
+                    variant,
+                    i as u32,
+                )?;
             }
             self.encode(&Command::Noop, Variant::default(), u32::MAX)?;
             self.flush_out()?;

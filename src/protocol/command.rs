@@ -148,51 +148,51 @@ pub struct DumpedItem {
     pub fetched: bool,
 }
 
+/// What a meta get (`mg`) asks beyond a get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GetMeta {
+    /// Whether the value is wanted (else only metadata is returned).
+    pub value: bool,
+    /// On a miss, create an empty placeholder with this exptime and win it (meta `N`).
+    pub vivify: Option<i64>,
+    /// Win the recompute if fewer seconds than this are left to live (meta `R`).
+    pub recache: Option<i64>,
+    /// Explicit CAS for a created placeholder (meta `E`; 0 = generated).
+    pub new_cas: u64,
+    /// Leave the item's fetched mark and recency as they are (meta `u`).
+    pub no_update: bool,
+}
+
+/// What a meta set (`ms`) with invalidation mode or an explicit CAS asks beyond a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreMeta {
+    /// Meta `I`: a `cas` older than the item's stores the value as stale.
+    pub invalidate: bool,
+    /// Meta `E`: the new item's CAS (0 = generated).
+    pub new_cas: u64,
+}
+
+/// What a meta arithmetic (`ma`) asks beyond incr/decr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ArithMeta {
+    /// New exptime, also for a created item (meta `T`).
+    pub touch: Option<i64>,
+    /// Meta `E`: the result's CAS (0 = generated).
+    pub new_cas: u64,
+}
+
 /// A decoded request, with its byte fields held as `B` (a slice, or a span into an arena).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<B> {
-    /// Fetch a value; `touch` also sets a new expiry (GAT).
+    /// Fetch a value ([`Outcome::Value`]); `touch` also sets a new expiry (GAT, meta `T`).
     Get {
         /// The key.
         key: B,
         /// New exptime (wire value, memcached rules) for get-and-touch.
         touch: Option<i64>,
-    },
-    /// Meta get: a lookup that also reports the item's metadata ([`Outcome::Item`]).
-    MetaGet {
-        /// The key.
-        key: B,
-        /// New exptime to set on a hit (wire value, memcached rules).
-        touch: Option<i64>,
-        /// Whether the value is wanted (else only metadata is returned).
-        value: bool,
-        /// On a miss, create an empty placeholder with this exptime and win it (meta `N`).
-        vivify: Option<i64>,
-        /// Win the recompute if fewer seconds than this are left to live (meta `R`).
-        recache: Option<i64>,
-        /// Explicit CAS for a created placeholder (meta `E`; 0 = generated).
-        new_cas: u64,
-        /// Leave the item's fetched mark and recency as they are (meta `u`).
-        no_update: bool,
-    },
-    /// Meta set with invalidation mode or an explicit CAS (plain sets use [`Command::Store`]).
-    MetaStore {
-        /// How an existing or missing item is treated.
-        mode: StoreMode,
-        /// The key.
-        key: B,
-        /// The data block.
-        value: B,
-        /// Client flags.
-        flags: u32,
-        /// Wire exptime.
-        exptime: i64,
-        /// Compare CAS (0 = none).
-        cas: u64,
-        /// Meta `I`: a `cas` older than the item's stores the value as stale.
-        invalidate: bool,
-        /// Meta `E`: the new item's CAS (0 = generated).
-        new_cas: u64,
+        /// A meta get (`mg`): its options, and the reply is [`Outcome::Item`] (the item with
+        /// its metadata); `None` for the classic gets.
+        meta: Option<GetMeta>,
     },
     /// Mark an item stale instead of deleting it (meta `md I`): [`Outcome::Deleted`].
     Invalidate {
@@ -203,23 +203,6 @@ pub enum Command<B> {
         /// New exptime (meta `T`).
         exptime: Option<i64>,
         /// Meta `E`: the item's new CAS (0 = generated).
-        new_cas: u64,
-    },
-    /// Meta arithmetic: [`Outcome::MetaCounter`], which also carries the TTL.
-    MetaArith {
-        /// Direction.
-        op: ArithOp,
-        /// The key.
-        key: B,
-        /// Amount.
-        delta: u64,
-        /// (initial value, exptime) to create a missing item.
-        on_miss: Option<(u64, i64)>,
-        /// Compare CAS (0 = none).
-        cas: u64,
-        /// New exptime, also for a created item (meta `T`).
-        touch: Option<i64>,
-        /// Meta `E`: the result's CAS (0 = generated).
         new_cas: u64,
     },
     /// Item metadata without side effects (meta `me`): [`Outcome::Info`].
@@ -242,6 +225,9 @@ pub enum Command<B> {
         exptime: i64,
         /// Compare value; 0 = no check.
         cas: u64,
+        /// Meta set options (`ms` with `I` or `E`); `None` for every other store, a plain
+        /// `ms` included.
+        meta: Option<StoreMeta>,
     },
     /// Increment or decrement a decimal counter.
     Arith {
@@ -255,6 +241,9 @@ pub enum Command<B> {
         on_miss: Option<(u64, i64)>,
         /// Compare value; 0 = no check.
         cas: u64,
+        /// A meta arithmetic (`ma`): its options, and the reply is [`Outcome::MetaCounter`]
+        /// (which also carries the TTL); `None` for incr/decr.
+        meta: Option<ArithMeta>,
     },
     /// Remove an item; `cas != 0` must match.
     Delete {
@@ -328,46 +317,11 @@ impl<B> Command<B> {
     /// Converts every byte field with `f`, in field order (key before value).
     pub fn map_bytes<C>(self, mut f: impl FnMut(B) -> C) -> Command<C> {
         match self {
-            Command::Get { key, touch } => Command::Get { key: f(key), touch },
-            Command::MetaGet {
-                key,
-                touch,
-                value,
-                vivify,
-                recache,
-                new_cas,
-                no_update,
-            } => Command::MetaGet {
+            Command::Get { key, touch, meta } => Command::Get {
                 key: f(key),
                 touch,
-                value,
-                vivify,
-                recache,
-                new_cas,
-                no_update,
+                meta,
             },
-            Command::MetaStore {
-                mode,
-                key,
-                value,
-                flags,
-                exptime,
-                cas,
-                invalidate,
-                new_cas,
-            } => {
-                let key = f(key);
-                Command::MetaStore {
-                    mode,
-                    key,
-                    value: f(value),
-                    flags,
-                    exptime,
-                    cas,
-                    invalidate,
-                    new_cas,
-                }
-            }
             Command::Invalidate {
                 key,
                 cas,
@@ -379,23 +333,6 @@ impl<B> Command<B> {
                 exptime,
                 new_cas,
             },
-            Command::MetaArith {
-                op,
-                key,
-                delta,
-                on_miss,
-                cas,
-                touch,
-                new_cas,
-            } => Command::MetaArith {
-                op,
-                key: f(key),
-                delta,
-                on_miss,
-                cas,
-                touch,
-                new_cas,
-            },
             Command::Inspect { key } => Command::Inspect { key: f(key) },
             Command::Store {
                 mode,
@@ -404,6 +341,7 @@ impl<B> Command<B> {
                 flags,
                 exptime,
                 cas,
+                meta,
             } => {
                 let key = f(key);
                 Command::Store {
@@ -413,6 +351,7 @@ impl<B> Command<B> {
                     flags,
                     exptime,
                     cas,
+                    meta,
                 }
             }
             Command::Arith {
@@ -421,12 +360,14 @@ impl<B> Command<B> {
                 delta,
                 on_miss,
                 cas,
+                meta,
             } => Command::Arith {
                 op,
                 key: f(key),
                 delta,
                 on_miss,
                 cas,
+                meta,
             },
             Command::Delete { key, cas } => Command::Delete { key: f(key), cas },
             Command::Touch { key, exptime } => Command::Touch {
@@ -464,11 +405,8 @@ impl<B> Command<B> {
     pub fn key(&self) -> Option<&B> {
         match self {
             Command::Get { key, .. }
-            | Command::MetaGet { key, .. }
             | Command::Inspect { key }
-            | Command::MetaStore { key, .. }
             | Command::Invalidate { key, .. }
-            | Command::MetaArith { key, .. }
             | Command::Store { key, .. }
             | Command::Arith { key, .. }
             | Command::Delete { key, .. }

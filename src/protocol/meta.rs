@@ -8,8 +8,11 @@
 //! that order after the return flags. `E` (explicit CAS, newer than 1.6.18, which refuses it)
 //! follows memcached's later documentation.
 
-use super::text::{self, data_block, parse_i32, parse_u32, parse_u64, DataBlock, Kind, ReplyCtx};
-use super::{ArithOp, Command, Decode, Limits, Outcome, StoreMode};
+use super::ascii::{
+    self, data_block, parse_i32, parse_u32, parse_u64, tokens, DataBlock, BAD_CHUNK, BAD_FORMAT,
+    OUT_OF_MEMORY, TOO_LARGE,
+};
+use super::{ArithMeta, ArithOp, Command, Decode, GetMeta, Limits, Outcome, StoreMeta, StoreMode};
 
 /// Longest opaque token memcached accepts.
 pub const MAX_OPAQUE: usize = 32;
@@ -40,6 +43,8 @@ pub enum MetaCmd {
     Noop,
     /// me.
     Debug,
+    /// A refused line: answered with this exact error line, whatever the flags asked.
+    Refused(&'static str),
 }
 
 /// How to answer one meta request: the command, its return flags in request order, opaque.
@@ -116,12 +121,9 @@ pub fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A meta line refused with `msg`: skip `skip` bytes, keep the connection.
-fn refuse<'a>(msg: &'static str, skip: usize) -> Decode<'a, ReplyCtx> {
+fn refuse<'a>(msg: &'static str, skip: usize) -> Decode<'a, MetaCtx> {
     Decode::Reject {
-        ctx: ReplyCtx::Text {
-            kind: Kind::Error(msg),
-            noreply: false,
-        },
+        ctx: MetaCtx::new(MetaCmd::Refused(msg)),
         outcome: Outcome::InvalidArguments,
         skip,
         close: false,
@@ -233,7 +235,7 @@ fn parse_flags<'t>(
             b'D' => f.delta = Some(num_u()?),
             b'J' => f.initial = num_u()?,
             b'F' => {
-                f.flags = parse_u32(arg).ok_or(text::BAD_FORMAT)?;
+                f.flags = parse_u32(arg).ok_or(BAD_FORMAT)?;
             }
             b'M' => f.mode = Some(arg.first().copied().unwrap_or(0)),
             _ => {}
@@ -253,55 +255,54 @@ pub(crate) fn decode<'a>(
     content: &'a [u8],
     line_len: usize,
     limits: &Limits,
-) -> Decode<'a, ReplyCtx> {
-    let mut words = text::tokens(content);
+) -> Decode<'a, MetaCtx> {
+    let mut words = tokens(content);
     let cmd = words.next().unwrap_or_default();
-    let meta = |cmd, ctx: MetaCtx| ReplyCtx::Meta(MetaCtx { cmd, ..ctx });
     if cmd == b"mn" {
         return Decode::Request {
             command: Command::Noop,
-            ctx: ReplyCtx::Meta(MetaCtx::new(MetaCmd::Noop)),
+            ctx: MetaCtx::new(MetaCmd::Noop),
             consumed: line_len,
         };
     }
     if !matches!(cmd, b"mg" | b"ms" | b"md" | b"ma" | b"me") {
-        return refuse(text::ERROR, line_len);
+        return refuse(ascii::ERROR, line_len);
     }
     let Some(key) = words.next() else {
         return refuse(
             if cmd == b"me" {
-                text::BAD_FORMAT
+                BAD_FORMAT
             } else {
-                text::ERROR
+                ascii::ERROR
             },
             line_len,
         );
     };
     if key.len() > limits.max_key_len {
-        return refuse(text::BAD_FORMAT, line_len);
+        return refuse(BAD_FORMAT, line_len);
     }
     if cmd == b"me" {
         return Decode::Request {
             command: Command::Inspect { key },
-            ctx: ReplyCtx::Meta(MetaCtx::new(MetaCmd::Debug)),
+            ctx: MetaCtx::new(MetaCmd::Debug),
             consumed: line_len,
         };
     }
     // ms: the data length comes before the flags; its block follows the line.
     let (value, consumed) = if cmd == b"ms" {
         let Some(vlen) = words.next().and_then(parse_i32) else {
-            return refuse(text::BAD_FORMAT, line_len);
+            return refuse(BAD_FORMAT, line_len);
         };
         let Ok(vlen) = usize::try_from(vlen) else {
-            return refuse(text::BAD_FORMAT, line_len);
+            return refuse(BAD_FORMAT, line_len);
         };
         match data_block(buf, line_len, vlen, limits) {
             DataBlock::Incomplete => return Decode::Incomplete,
             DataBlock::Ready(v, used) => (v, used),
             // From here on an error swallows the data block, as memcached does.
-            DataBlock::BadChunk(skip) => return refuse(text::BAD_CHUNK, skip),
-            DataBlock::TooLarge(skip) => return refuse(text::TOO_LARGE, skip),
-            DataBlock::NoRoom(skip) => return refuse(text::OUT_OF_MEMORY, skip),
+            DataBlock::BadChunk(skip) => return refuse(BAD_CHUNK, skip),
+            DataBlock::TooLarge(skip) => return refuse(TOO_LARGE, skip),
+            DataBlock::NoRoom(skip) => return refuse(OUT_OF_MEMORY, skip),
         }
     } else {
         (&[][..], line_len)
@@ -317,14 +318,16 @@ pub(crate) fn decode<'a>(
     let command = match cmd {
         b"mg" => {
             ctx.cmd = MetaCmd::Get { value: f.value };
-            Command::MetaGet {
+            Command::Get {
                 key,
                 touch: f.ttl,
-                value: f.value,
-                vivify: f.vivify,
-                recache: f.recache,
-                new_cas: f.new_cas,
-                no_update: f.no_update,
+                meta: Some(GetMeta {
+                    value: f.value,
+                    vivify: f.vivify,
+                    recache: f.recache,
+                    new_cas: f.new_cas,
+                    no_update: f.no_update,
+                }),
             }
         }
         b"ms" => {
@@ -341,26 +344,17 @@ pub(crate) fn decode<'a>(
             ctx.cmd = MetaCmd::Set {
                 compare: f.cas_given,
             };
-            if f.invalidate || f.new_cas != 0 {
-                Command::MetaStore {
-                    mode,
-                    key,
-                    value,
-                    flags: f.flags,
-                    exptime: f.ttl.unwrap_or(0),
-                    cas: f.cas,
+            Command::Store {
+                mode,
+                key,
+                value,
+                flags: f.flags,
+                exptime: f.ttl.unwrap_or(0),
+                cas: f.cas,
+                meta: (f.invalidate || f.new_cas != 0).then_some(StoreMeta {
                     invalidate: f.invalidate,
                     new_cas: f.new_cas,
-                }
-            } else {
-                Command::Store {
-                    mode,
-                    key,
-                    value,
-                    flags: f.flags,
-                    exptime: f.ttl.unwrap_or(0),
-                    cas: f.cas,
-                }
+                }),
             }
         }
         b"md" => {
@@ -384,18 +378,19 @@ pub(crate) fn decode<'a>(
                 Some(_) => return refuse("CLIENT_ERROR invalid mode for ma M token", consumed),
             };
             ctx.cmd = MetaCmd::Arith { value: f.value };
-            Command::MetaArith {
+            Command::Arith {
                 op,
                 key,
                 delta: f.delta.unwrap_or(1),
                 on_miss: f.vivify.map(|ttl| (f.initial, ttl)),
                 cas: f.cas,
-                touch: f.ttl,
-                new_cas: f.new_cas,
+                meta: Some(ArithMeta {
+                    touch: f.ttl,
+                    new_cas: f.new_cas,
+                }),
             }
         }
     };
-    let ctx = meta(ctx.cmd, ctx);
     Decode::Request {
         command,
         ctx,
@@ -465,6 +460,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, ctx: &MetaCtx, key: &[u8], outcome: &Out
         put(out, b"\r\n");
     };
     match (ctx.cmd, outcome) {
+        (MetaCmd::Refused(msg), _) => error(out, msg),
         (MetaCmd::Noop, _) => put(out, b"MN\r\n"),
         (
             MetaCmd::Get { value: with_value },
@@ -586,9 +582,9 @@ pub(crate) fn encode(out: &mut Vec<u8>, ctx: &MetaCtx, key: &[u8], outcome: &Out
             );
         }
         (MetaCmd::Debug, Outcome::NotFound) => put(out, b"EN\r\n"),
-        (_, Outcome::TooLarge) => error(out, text::TOO_LARGE),
-        (_, Outcome::OutOfMemory) => error(out, text::OUT_OF_MEMORY),
-        (_, Outcome::NonNumeric) => error(out, text::NON_NUMERIC),
-        (_, _) => error(out, text::BAD_FORMAT),
+        (_, Outcome::TooLarge) => error(out, TOO_LARGE),
+        (_, Outcome::OutOfMemory) => error(out, OUT_OF_MEMORY),
+        (_, Outcome::NonNumeric) => error(out, ascii::NON_NUMERIC),
+        (_, _) => error(out, BAD_FORMAT),
     }
 }

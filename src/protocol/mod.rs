@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+pub mod ascii;
 pub mod binary;
 pub mod command;
 pub mod meta;
@@ -13,7 +14,8 @@ pub mod udp;
 pub mod watch;
 
 pub use command::{
-    Admin, AdminStatus, ArithOp, ClassSet, Command, DumpedItem, ItemMeta, Outcome, StoreMode,
+    Admin, AdminStatus, ArithMeta, ArithOp, ClassSet, Command, DumpedItem, GetMeta, ItemMeta,
+    Outcome, StoreMeta, StoreMode,
 };
 
 /// memcached's key length limit (`KEY_MAX_LENGTH`).
@@ -108,4 +110,36 @@ pub enum Decode<'a, Ctx> {
     },
     /// Garbage that cannot be answered (e.g. bad magic): close without a reply.
     Close,
+}
+
+impl<'a, Ctx> Decode<'a, Ctx> {
+    /// The same decoding with its reply context converted by `f` (a codec wrapping another's).
+    pub fn map_ctx<C>(self, f: impl FnOnce(Ctx) -> C) -> Decode<'a, C> {
+        match self {
+            Decode::Request {
+                command,
+                ctx,
+                consumed,
+            } => Decode::Request {
+                command,
+                ctx: f(ctx),
+                consumed,
+            },
+            Decode::Incomplete => Decode::Incomplete,
+            Decode::Reject {
+                ctx,
+                outcome,
+                skip,
+                close,
+                unlink_key,
+            } => Decode::Reject {
+                ctx: f(ctx),
+                outcome,
+                skip,
+                close,
+                unlink_key,
+            },
+            Decode::Close => Decode::Close,
+        }
+    }
 }

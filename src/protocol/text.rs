@@ -6,12 +6,15 @@
 //! `get a b c` is decoded into one [`Command::Get`] per key, so keys route to their shards like
 //! any other request; the last key's reply context carries the closing `END`.
 //!
-//! Numbers are read the way memcached's `safe_strto*` helpers read them (C `strtol` semantics,
-//! including the silent truncation of 64-bit results to the 32-bit fields).
+//! Line framing, number parsing, data blocks and the shared error lines live in
+//! [`super::ascii`].
 
 use std::borrow::Cow;
 
-use super::meta;
+use super::ascii::{
+    data_block, line, parse_f64, parse_i32, parse_u32, parse_u64, tokens, DataBlock,
+};
+use super::meta::{self, MetaCtx};
 use super::watch::uri_encode;
 use super::{
     Admin, AdminStatus, ArithOp, ClassSet, Codec, Command, Decode, DumpedItem, Limits, Outcome,
@@ -22,26 +25,17 @@ use super::{
 /// `get`/`gets` (a big multiget).
 pub const MAX_LINE: usize = 2048;
 
-/// memcached's answer to an unknown command or a wrong number of arguments.
-pub const ERROR: &str = "ERROR";
-/// Bad key, bad number in a storage command.
-pub const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
-/// Data block not followed by `\r\n`.
-pub const BAD_CHUNK: &str = "CLIENT_ERROR bad data chunk";
+// The error lines shared with the meta commands, still reachable from here.
+pub use super::ascii::{BAD_CHUNK, BAD_FORMAT, ERROR, NON_NUMERIC, OUT_OF_MEMORY, TOO_LARGE};
+
 /// Bad exptime in touch / gat / flush_all.
 pub const BAD_EXPTIME: &str = "CLIENT_ERROR invalid exptime argument";
 /// Bad delta in incr / decr.
 pub const BAD_DELTA: &str = "CLIENT_ERROR invalid numeric delta argument";
 /// Wrong arguments to delete.
 pub const BAD_DELETE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
-/// Item over the size limit (its data block is swallowed).
-pub const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
-/// No memory for the item.
-pub const OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory storing object";
 /// memcached's answer when it cannot allocate the reply to a get.
 pub const GET_OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory writing get response";
-/// Incr/decr on a value that is not a number.
-pub const NON_NUMERIC: &str = "CLIENT_ERROR cannot increment or decrement non-numeric value";
 
 /// Which reply a classic text command gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +90,7 @@ pub enum ReplyCtx {
         noreply: bool,
     },
     /// A meta command.
-    Meta(meta::MetaCtx),
+    Meta(MetaCtx),
 }
 
 impl ReplyCtx {
@@ -118,67 +112,6 @@ struct MultiGet {
 #[derive(Debug, Default)]
 pub struct TextCodec {
     multi: Option<MultiGet>,
-}
-
-/// The request line at the front of `buf`: its content (without `\r\n`) and its full length.
-pub(crate) fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
-    let nl = memchr::memchr(b'\n', buf)?;
-    let content = &buf[..nl];
-    let content = content.strip_suffix(b"\r").unwrap_or(content);
-    Some((content, nl + 1))
-}
-
-/// Space-separated tokens of a line (memcached splits on spaces only).
-pub(crate) fn tokens(line: &[u8]) -> impl Iterator<Item = &[u8]> {
-    line.split(|&b| b == b' ').filter(|t| !t.is_empty())
-}
-
-/// C `strtoll` over a whole token: optional sign, decimal digits, nothing after; out of range fails.
-fn strtoll(tok: &[u8]) -> Option<i64> {
-    let (neg, digits) = match tok.first()? {
-        b'-' => (true, &tok[1..]),
-        b'+' => (false, &tok[1..]),
-        _ => (false, tok),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let mut v: i128 = 0;
-    for &d in digits {
-        v = v * 10 + i128::from(d - b'0');
-        if v > i128::from(i64::MAX) + 1 {
-            return None;
-        }
-    }
-    let v = if neg { -v } else { v };
-    i64::try_from(v).ok()
-}
-
-/// memcached's `safe_strtoull`: unsigned 64-bit; a `-` sign is refused unless the value is 0.
-pub(crate) fn parse_u64(tok: &[u8]) -> Option<u64> {
-    let (neg, digits) = match tok.first()? {
-        b'-' => (true, &tok[1..]),
-        b'+' => (false, &tok[1..]),
-        _ => (false, tok),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &d in digits {
-        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    (!neg || v == 0).then_some(v)
-}
-
-/// memcached's `safe_strtol` into an `int32_t`: parsed as a C long, then truncated.
-pub(crate) fn parse_i32(tok: &[u8]) -> Option<i32> {
-    strtoll(tok).map(|v| v as i32)
-}
-
-/// memcached's `safe_strtoul` into a `uint32_t` (flags, verbosity): negative refused, truncated.
-pub(crate) fn parse_u32(tok: &[u8]) -> Option<u32> {
-    parse_u64(tok).map(|v| v as u32)
 }
 
 /// A line refused with `msg`; its `len` bytes are skipped and the connection kept.
@@ -206,44 +139,6 @@ fn looks_like_multiget(buf: &[u8]) -> bool {
     let spaces = buf.iter().take_while(|&&b| b == b' ').count();
     let rest = &buf[spaces..];
     spaces <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
-}
-
-/// The data block of a storage command whose line is `line_len` bytes long: the request, a
-/// refusal (too large: swallowed; bad chunk), or `Incomplete`.
-pub(crate) enum DataBlock<'a> {
-    /// The value and the bytes used by line + block.
-    Ready(&'a [u8], usize),
-    /// Wait for more bytes.
-    Incomplete,
-    /// Not followed by `\r\n`: skip this many bytes.
-    BadChunk(usize),
-    /// Over the item size limit: skip this many bytes without buffering them.
-    TooLarge(usize),
-    /// More than the connection can buffer now: skip this many bytes without buffering them.
-    NoRoom(usize),
-}
-
-/// Finds the `vlen`-byte data block after a line of `line_len` bytes.
-pub(crate) fn data_block<'a>(
-    buf: &'a [u8],
-    line_len: usize,
-    vlen: usize,
-    limits: &Limits,
-) -> DataBlock<'a> {
-    let total = line_len + vlen + 2;
-    if vlen > limits.max_item_size {
-        return DataBlock::TooLarge(total);
-    }
-    if total > limits.buffer_room {
-        return DataBlock::NoRoom(total);
-    }
-    let Some(block) = buf.get(line_len..total) else {
-        return DataBlock::Incomplete;
-    };
-    if &block[vlen..] != b"\r\n" {
-        return DataBlock::BadChunk(total);
-    }
-    DataBlock::Ready(&block[..vlen], total)
 }
 
 fn admin<'a>(command: Admin, noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
@@ -335,11 +230,6 @@ fn decode_watch<'a>(content: &[u8], line_len: usize) -> Decode<'a, ReplyCtx> {
     )
 }
 
-/// C `strtod` over a whole token, as memcached's `safe_strtod` reads it.
-fn parse_f64(tok: &[u8]) -> Option<f64> {
-    std::str::from_utf8(tok).ok()?.parse::<f64>().ok()
-}
-
 /// `slabs reassign <src> <dst>`, `slabs automove <0|1|2>`, `slabs automove ratio <r>`.
 fn decode_slabs<'a>(args: &[&[u8]], noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
     match args {
@@ -358,6 +248,284 @@ fn decode_slabs<'a>(args: &[&[u8]], noreply: bool, line_len: usize) -> Decode<'a
         },
         _ => refuse(ERROR, false, line_len),
     }
+}
+
+/// Whether `key` is within the key length limit.
+fn key_ok(key: &[u8], limits: &Limits) -> bool {
+    key.len() <= limits.max_key_len
+}
+
+/// set/add/replace/append/prepend `<key> <flags> <exptime> <bytes> [noreply]`, cas with `<cas>`
+/// before `noreply`; waits for the data block.
+fn decode_store<'a>(
+    buf: &'a [u8],
+    cmd: &[u8],
+    args: &[&'a [u8]],
+    noreply: bool,
+    line_len: usize,
+    limits: &Limits,
+) -> Decode<'a, ReplyCtx> {
+    let cas_cmd = cmd == b"cas";
+    let want = if cas_cmd { 5 } else { 4 };
+    if args.len() != want && args.len() != want + 1 {
+        return refuse(ERROR, false, line_len);
+    }
+    let mode = match cmd {
+        b"add" => StoreMode::Add,
+        b"replace" => StoreMode::Replace,
+        b"append" => StoreMode::Append,
+        b"prepend" => StoreMode::Prepend,
+        b"cas" => StoreMode::Cas,
+        _ => StoreMode::Set,
+    };
+    let key = args[0];
+    if !key_ok(key, limits) {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    }
+    let (Some(flags), Some(exptime), Some(vlen)) =
+        (parse_u32(args[1]), parse_i32(args[2]), parse_i32(args[3]))
+    else {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    };
+    let cas = if cas_cmd {
+        match parse_u64(args[4]) {
+            Some(c) => c,
+            None => return refuse(BAD_FORMAT, noreply, line_len),
+        }
+    } else {
+        0
+    };
+    // memcached adds 2 for the "\r\n" to an int: a length within 2 of its maximum is a
+    // bad command line, not a value too large.
+    let Some(vlen) = usize::try_from(vlen)
+        .ok()
+        .filter(|&v| v <= i32::MAX as usize - 2)
+    else {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    };
+    match data_block(buf, line_len, vlen, limits) {
+        DataBlock::Incomplete => Decode::Incomplete,
+        DataBlock::BadChunk(skip) => refuse(BAD_CHUNK, noreply, skip),
+        DataBlock::TooLarge(skip) => Decode::Reject {
+            ctx: ReplyCtx::text(Kind::Error(TOO_LARGE), noreply),
+            outcome: Outcome::TooLarge,
+            skip,
+            close: false,
+            // memcached unlinks the old item so a failed set leaves no stale value.
+            unlink_key: (mode == StoreMode::Set).then_some(key),
+        },
+        DataBlock::NoRoom(skip) => Decode::Reject {
+            ctx: ReplyCtx::text(Kind::Error(OUT_OF_MEMORY), noreply),
+            outcome: Outcome::OutOfMemory,
+            skip,
+            close: false,
+            // As memcached when the item cannot be allocated.
+            unlink_key: (mode == StoreMode::Set).then_some(key),
+        },
+        DataBlock::Ready(value, consumed) => request(
+            Command::Store {
+                mode,
+                key,
+                value,
+                flags,
+                exptime: i64::from(exptime),
+                cas,
+                meta: None,
+            },
+            ReplyCtx::text(Kind::Store { cas: cas_cmd }, noreply),
+            consumed,
+        ),
+    }
+}
+
+/// incr/decr `<key> <delta> [noreply]`.
+fn decode_arith<'a>(
+    cmd: &[u8],
+    args: &[&'a [u8]],
+    noreply: bool,
+    line_len: usize,
+    limits: &Limits,
+) -> Decode<'a, ReplyCtx> {
+    if args.len() != 2 && args.len() != 3 {
+        return refuse(ERROR, false, line_len);
+    }
+    if !key_ok(args[0], limits) {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    }
+    let Some(delta) = parse_u64(args[1]) else {
+        return refuse(BAD_DELTA, noreply, line_len);
+    };
+    let op = if cmd == b"incr" {
+        ArithOp::Incr
+    } else {
+        ArithOp::Decr
+    };
+    request(
+        Command::Arith {
+            op,
+            key: args[0],
+            delta,
+            on_miss: None,
+            cas: 0,
+            meta: None,
+        },
+        ReplyCtx::text(Kind::Arith, noreply),
+        line_len,
+    )
+}
+
+/// `delete <key> [0] [noreply]`.
+fn decode_delete<'a>(
+    args: &[&'a [u8]],
+    noreply: bool,
+    line_len: usize,
+    limits: &Limits,
+) -> Decode<'a, ReplyCtx> {
+    if args.is_empty() || args.len() > 3 {
+        return refuse(ERROR, false, line_len);
+    }
+    if args.len() > 1 {
+        // Only the legacy `delete <key> 0` and `noreply` are tolerated.
+        let hold_zero = args[1] == b"0";
+        let valid = (args.len() == 2 && (hold_zero || noreply))
+            || (args.len() == 3 && hold_zero && noreply);
+        if !valid {
+            return refuse(BAD_DELETE, noreply, line_len);
+        }
+    }
+    if !key_ok(args[0], limits) {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    }
+    request(
+        Command::Delete {
+            key: args[0],
+            cas: 0,
+        },
+        ReplyCtx::text(Kind::Delete, noreply),
+        line_len,
+    )
+}
+
+/// `touch <key> <exptime> [noreply]`.
+fn decode_touch<'a>(
+    args: &[&'a [u8]],
+    noreply: bool,
+    line_len: usize,
+    limits: &Limits,
+) -> Decode<'a, ReplyCtx> {
+    if args.len() != 2 && args.len() != 3 {
+        return refuse(ERROR, false, line_len);
+    }
+    if !key_ok(args[0], limits) {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    }
+    let Some(exptime) = parse_i32(args[1]) else {
+        return refuse(BAD_EXPTIME, noreply, line_len);
+    };
+    request(
+        Command::Touch {
+            key: args[0],
+            exptime: i64::from(exptime),
+        },
+        ReplyCtx::text(Kind::Touch, noreply),
+        line_len,
+    )
+}
+
+/// `flush_all [delay] [noreply]`.
+fn decode_flush<'a>(args: &[&'a [u8]], noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
+    if args.len() > 2 {
+        return refuse(ERROR, false, line_len);
+    }
+    let delay = if args.len() == usize::from(noreply) {
+        0
+    } else {
+        match parse_i32(args[0]) {
+            Some(d) => i64::from(d),
+            None => return refuse(BAD_EXPTIME, noreply, line_len),
+        }
+    };
+    request(
+        Command::Flush { delay },
+        ReplyCtx::text(Kind::Ok, noreply),
+        line_len,
+    )
+}
+
+/// `verbosity <level> [noreply]`.
+fn decode_verbosity<'a>(args: &[&'a [u8]], noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
+    if args.len() != 1 && args.len() != 2 {
+        return refuse(ERROR, false, line_len);
+    }
+    let Some(level) = parse_u32(args[0]) else {
+        return refuse(BAD_FORMAT, noreply, line_len);
+    };
+    request(
+        Command::Verbosity { level },
+        ReplyCtx::text(Kind::Ok, noreply),
+        line_len,
+    )
+}
+
+/// `cache_memlimit <megabytes> [noreply]`.
+fn decode_memlimit<'a>(args: &[&'a [u8]], noreply: bool, line_len: usize) -> Decode<'a, ReplyCtx> {
+    if args.len() != 1 && args.len() != 2 {
+        return refuse(ERROR, false, line_len);
+    }
+    match parse_u32(args[0]) {
+        None => refuse(ERROR, noreply, line_len),
+        Some(mb) if mb < 8 => refuse(
+            "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
+            noreply,
+            line_len,
+        ),
+        Some(mb) if mb > 1_000_000_000 => refuse(
+            "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes",
+            noreply,
+            line_len,
+        ),
+        Some(mb) => admin(Admin::MemLimit(mb), noreply, line_len),
+    }
+}
+
+/// `stats [group]`, `stats detail on|off|dump`, `stats cachedump <class> <limit>`.
+fn decode_stats<'a>(args: &[&'a [u8]], line_len: usize) -> Decode<'a, ReplyCtx> {
+    let mut group = args.first().copied().unwrap_or_default();
+    if group == b"cachedump" {
+        return decode_cachedump(args, line_len);
+    }
+    // `stats detail on|off|dump` travels as binary's key does ("detail on").
+    let detail = group == b"detail";
+    if detail {
+        group = match args.get(1).copied() {
+            Some(b"on") => b"detail on",
+            Some(b"off") => b"detail off",
+            Some(b"dump") => b"detail dump",
+            _ => {
+                return Decode::Reject {
+                    ctx: ReplyCtx::text(
+                        Kind::Error("CLIENT_ERROR usage: stats detail on|off|dump"),
+                        false,
+                    ),
+                    outcome: Outcome::Done,
+                    skip: line_len,
+                    close: false,
+                    unlink_key: None,
+                }
+            }
+        };
+    }
+    request(
+        Command::Stats { group },
+        ReplyCtx::text(
+            Kind::Stats {
+                reset: group == b"reset",
+                detail,
+            },
+            false,
+        ),
+        line_len,
+    )
 }
 
 impl TextCodec {
@@ -397,6 +565,7 @@ impl TextCodec {
             Command::Get {
                 key,
                 touch: m.touch,
+                meta: None,
             },
             ctx,
             consumed,
@@ -506,209 +675,24 @@ impl Codec for TextCodec {
             return refuse(ERROR, false, line_len);
         };
         if cmd.len() == 2 && cmd[0] == b'm' {
-            return meta::decode(buf, content, line_len, limits);
+            return meta::decode(buf, content, line_len, limits).map_ctx(ReplyCtx::Meta);
         }
         let args = &words[1..n.min(words.len())];
         let noreply = args.last() == Some(&&b"noreply"[..]);
-        let key_ok = |k: &[u8]| k.len() <= limits.max_key_len;
         match cmd {
             b"get" => self.start_get(buf, content, line_len, false, false, limits),
             b"gets" => self.start_get(buf, content, line_len, true, false, limits),
             b"gat" => self.start_get(buf, content, line_len, false, true, limits),
             b"gats" => self.start_get(buf, content, line_len, true, true, limits),
             b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
-                let cas_cmd = cmd == b"cas";
-                let want = if cas_cmd { 5 } else { 4 };
-                if args.len() != want && args.len() != want + 1 {
-                    return refuse(ERROR, false, line_len);
-                }
-                let mode = match cmd {
-                    b"add" => StoreMode::Add,
-                    b"replace" => StoreMode::Replace,
-                    b"append" => StoreMode::Append,
-                    b"prepend" => StoreMode::Prepend,
-                    b"cas" => StoreMode::Cas,
-                    _ => StoreMode::Set,
-                };
-                let key = args[0];
-                if !key_ok(key) {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                }
-                let (Some(flags), Some(exptime), Some(vlen)) =
-                    (parse_u32(args[1]), parse_i32(args[2]), parse_i32(args[3]))
-                else {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                };
-                let cas = if cas_cmd {
-                    match parse_u64(args[4]) {
-                        Some(c) => c,
-                        None => return refuse(BAD_FORMAT, noreply, line_len),
-                    }
-                } else {
-                    0
-                };
-                // memcached adds 2 for the "\r\n" to an int: a length within 2 of its maximum is a
-                // bad command line, not a value too large.
-                let Some(vlen) = usize::try_from(vlen)
-                    .ok()
-                    .filter(|&v| v <= i32::MAX as usize - 2)
-                else {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                };
-                match data_block(buf, line_len, vlen, limits) {
-                    DataBlock::Incomplete => Decode::Incomplete,
-                    DataBlock::BadChunk(skip) => refuse(BAD_CHUNK, noreply, skip),
-                    DataBlock::TooLarge(skip) => Decode::Reject {
-                        ctx: ReplyCtx::text(Kind::Error(TOO_LARGE), noreply),
-                        outcome: Outcome::TooLarge,
-                        skip,
-                        close: false,
-                        // memcached unlinks the old item so a failed set leaves no stale value.
-                        unlink_key: (mode == StoreMode::Set).then_some(key),
-                    },
-                    DataBlock::NoRoom(skip) => Decode::Reject {
-                        ctx: ReplyCtx::text(Kind::Error(OUT_OF_MEMORY), noreply),
-                        outcome: Outcome::OutOfMemory,
-                        skip,
-                        close: false,
-                        // As memcached when the item cannot be allocated.
-                        unlink_key: (mode == StoreMode::Set).then_some(key),
-                    },
-                    DataBlock::Ready(value, consumed) => request(
-                        Command::Store {
-                            mode,
-                            key,
-                            value,
-                            flags,
-                            exptime: i64::from(exptime),
-                            cas,
-                        },
-                        ReplyCtx::text(Kind::Store { cas: cas_cmd }, noreply),
-                        consumed,
-                    ),
-                }
+                decode_store(buf, cmd, args, noreply, line_len, limits)
             }
-            b"incr" | b"decr" => {
-                if args.len() != 2 && args.len() != 3 {
-                    return refuse(ERROR, false, line_len);
-                }
-                if !key_ok(args[0]) {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                }
-                let Some(delta) = parse_u64(args[1]) else {
-                    return refuse(BAD_DELTA, noreply, line_len);
-                };
-                let op = if cmd == b"incr" {
-                    ArithOp::Incr
-                } else {
-                    ArithOp::Decr
-                };
-                request(
-                    Command::Arith {
-                        op,
-                        key: args[0],
-                        delta,
-                        on_miss: None,
-                        cas: 0,
-                    },
-                    ReplyCtx::text(Kind::Arith, noreply),
-                    line_len,
-                )
-            }
-            b"delete" => {
-                if args.is_empty() || args.len() > 3 {
-                    return refuse(ERROR, false, line_len);
-                }
-                if args.len() > 1 {
-                    // Only the legacy `delete <key> 0` and `noreply` are tolerated.
-                    let hold_zero = args[1] == b"0";
-                    let valid = (args.len() == 2 && (hold_zero || noreply))
-                        || (args.len() == 3 && hold_zero && noreply);
-                    if !valid {
-                        return refuse(BAD_DELETE, noreply, line_len);
-                    }
-                }
-                if !key_ok(args[0]) {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                }
-                request(
-                    Command::Delete {
-                        key: args[0],
-                        cas: 0,
-                    },
-                    ReplyCtx::text(Kind::Delete, noreply),
-                    line_len,
-                )
-            }
-            b"touch" => {
-                if args.len() != 2 && args.len() != 3 {
-                    return refuse(ERROR, false, line_len);
-                }
-                if !key_ok(args[0]) {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                }
-                let Some(exptime) = parse_i32(args[1]) else {
-                    return refuse(BAD_EXPTIME, noreply, line_len);
-                };
-                request(
-                    Command::Touch {
-                        key: args[0],
-                        exptime: i64::from(exptime),
-                    },
-                    ReplyCtx::text(Kind::Touch, noreply),
-                    line_len,
-                )
-            }
-            b"flush_all" => {
-                if args.len() > 2 {
-                    return refuse(ERROR, false, line_len);
-                }
-                let delay = if args.len() == usize::from(noreply) {
-                    0
-                } else {
-                    match parse_i32(args[0]) {
-                        Some(d) => i64::from(d),
-                        None => return refuse(BAD_EXPTIME, noreply, line_len),
-                    }
-                };
-                request(
-                    Command::Flush { delay },
-                    ReplyCtx::text(Kind::Ok, noreply),
-                    line_len,
-                )
-            }
-            b"verbosity" => {
-                if args.len() != 1 && args.len() != 2 {
-                    return refuse(ERROR, false, line_len);
-                }
-                let Some(level) = parse_u32(args[0]) else {
-                    return refuse(BAD_FORMAT, noreply, line_len);
-                };
-                request(
-                    Command::Verbosity { level },
-                    ReplyCtx::text(Kind::Ok, noreply),
-                    line_len,
-                )
-            }
-            b"cache_memlimit" => {
-                if args.len() != 1 && args.len() != 2 {
-                    return refuse(ERROR, false, line_len);
-                }
-                match parse_u32(args[0]) {
-                    None => refuse(ERROR, noreply, line_len),
-                    Some(mb) if mb < 8 => refuse(
-                        "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
-                        noreply,
-                        line_len,
-                    ),
-                    Some(mb) if mb > 1_000_000_000 => refuse(
-                        "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes",
-                        noreply,
-                        line_len,
-                    ),
-                    Some(mb) => admin(Admin::MemLimit(mb), noreply, line_len),
-                }
-            }
+            b"incr" | b"decr" => decode_arith(cmd, args, noreply, line_len, limits),
+            b"delete" => decode_delete(args, noreply, line_len, limits),
+            b"touch" => decode_touch(args, noreply, line_len, limits),
+            b"flush_all" => decode_flush(args, noreply, line_len),
+            b"verbosity" => decode_verbosity(args, noreply, line_len),
+            b"cache_memlimit" => decode_memlimit(args, noreply, line_len),
             b"lru_crawler" => decode_lru_crawler(args, line_len),
             b"watch" => decode_watch(content, line_len),
             b"slabs" => decode_slabs(args, noreply, line_len),
@@ -725,44 +709,7 @@ impl Codec for TextCodec {
                 ReplyCtx::text(Kind::Shutdown, false),
                 line_len,
             ),
-            b"stats" => {
-                let mut group = args.first().copied().unwrap_or_default();
-                if group == b"cachedump" {
-                    return decode_cachedump(args, line_len);
-                }
-                // `stats detail on|off|dump` travels as binary's key does ("detail on").
-                let detail = group == b"detail";
-                if detail {
-                    group = match args.get(1).copied() {
-                        Some(b"on") => b"detail on",
-                        Some(b"off") => b"detail off",
-                        Some(b"dump") => b"detail dump",
-                        _ => {
-                            return Decode::Reject {
-                                ctx: ReplyCtx::text(
-                                    Kind::Error("CLIENT_ERROR usage: stats detail on|off|dump"),
-                                    false,
-                                ),
-                                outcome: Outcome::Done,
-                                skip: line_len,
-                                close: false,
-                                unlink_key: None,
-                            }
-                        }
-                    };
-                }
-                request(
-                    Command::Stats { group },
-                    ReplyCtx::text(
-                        Kind::Stats {
-                            reset: group == b"reset",
-                            detail,
-                        },
-                        false,
-                    ),
-                    line_len,
-                )
-            }
+            b"stats" => decode_stats(args, line_len),
             // An unknown command whose last word starts with "HTTP/" is a web request line
             // (`GET / HTTP/1.1`): memcached closes the connection without a reply.
             _ if tokens(content)
@@ -1197,24 +1144,12 @@ mod tests {
     }
 
     #[test]
-    fn numbers_follow_memcacheds_strtol_rules() {
-        assert_eq!(parse_i32(b"4294967297"), Some(1));
-        assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
-        assert_eq!(parse_i32(b"+5"), Some(5));
-        assert_eq!(parse_i32(b"5x"), None);
-        assert_eq!(parse_u64(b"-1"), None);
-        assert_eq!(parse_u64(b"-0"), Some(0));
-        assert_eq!(parse_u64(b"18446744073709551616"), None);
-        assert_eq!(parse_u32(b"4294967296"), Some(0));
-    }
-
-    #[test]
     fn meta_requests_decode_in_fragments() {
         let steps = same_in_fragments(
             b"mg foo v k O1 q\r\nms Zm9v 2 b T5 F3 MA\r\nhi\r\nmd foo C9\r\nma n N0 J4 D2 MD\r\nmn\r\nme foo\r\n",
         );
         assert_eq!(steps.len(), 6, "{steps:?}");
-        assert!(get_key(&steps[0]).contains("MetaGet"));
+        assert!(get_key(&steps[0]).contains("meta: Some(GetMeta"));
         let ms = get_key(&steps[1]);
         assert!(ms.contains("Append") && ms.contains("flags: 3"), "{ms}");
         assert!(get_key(&steps[2]).contains("cas: 9"));

@@ -421,12 +421,9 @@ pub(crate) async fn batch<C: Codec, O: Output>(
                 pos += consumed;
                 match command {
                     Command::Get { .. }
-                    | Command::MetaGet { .. }
                     | Command::Inspect { .. }
                     | Command::Store { .. }
-                    | Command::MetaStore { .. }
                     | Command::Invalidate { .. }
-                    | Command::MetaArith { .. }
                     | Command::Arith { .. }
                     | Command::Delete { .. }
                     | Command::Touch { .. } => {

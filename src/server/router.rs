@@ -763,6 +763,7 @@ mod tests {
                 flags: 1,
                 exptime: 0,
                 cas: 0,
+                meta: None,
             },
             7,
         );

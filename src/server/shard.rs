@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use crate::net::Lent;
 
-use crate::protocol::{ArithOp, Command, ItemMeta, Outcome, StoreMode};
+use crate::protocol::{
+    ArithMeta, ArithOp, Command, GetMeta, ItemMeta, Outcome, StoreMeta, StoreMode,
+};
 use crate::storage::{
     self, ArithOptions, FetchOptions, ItemInfo, ItemRef, ItemView, Store, StoreError, StoreOptions,
 };
@@ -273,7 +275,11 @@ impl Shard {
         }
         let mut lent = None;
         let (kind, outcome) = match cmd {
-            Command::Get { key, touch } => {
+            Command::Get {
+                key,
+                touch,
+                meta: None,
+            } => {
                 let (kind, found) = match touch {
                     None => {
                         c.cmd_get += 1;
@@ -312,14 +318,17 @@ impl Shard {
                     Err(e) => (kind, Err(e)),
                 }
             }
-            Command::MetaGet {
+            Command::Get {
                 key,
                 touch,
-                value: want_value,
-                vivify,
-                recache,
-                new_cas,
-                no_update,
+                meta:
+                    Some(GetMeta {
+                        value: want_value,
+                        vivify,
+                        recache,
+                        new_cas,
+                        no_update,
+                    }),
             } => {
                 match touch {
                     None => c.cmd_get += 1,
@@ -349,15 +358,18 @@ impl Shard {
                 });
                 (Kind::Get, o)
             }
-            Command::MetaStore {
+            Command::Store {
                 mode,
                 key,
                 value,
                 flags,
                 exptime,
                 cas,
-                invalidate,
-                new_cas,
+                meta:
+                    Some(StoreMeta {
+                        invalidate,
+                        new_cas,
+                    }),
             } => {
                 c.cmd_set += 1;
                 let opts = StoreOptions {
@@ -381,14 +393,13 @@ impl Shard {
                     .map(|_| Outcome::Deleted);
                 (Kind::Delete, o)
             }
-            Command::MetaArith {
+            Command::Arith {
                 op,
                 key,
                 delta,
                 on_miss,
                 cas,
-                touch,
-                new_cas,
+                meta: Some(ArithMeta { touch, new_cas }),
             } => {
                 let opts = ArithOptions {
                     on_miss,
@@ -417,6 +428,7 @@ impl Shard {
                 flags,
                 exptime,
                 cas,
+                meta: None,
             } => {
                 c.cmd_set += 1;
                 if let Some(d) = detail {
@@ -433,6 +445,7 @@ impl Shard {
                 delta,
                 on_miss,
                 cas,
+                meta: None,
             } => {
                 let o = store
                     .arith(arith_op(op), key, hash, delta, on_miss, cas)

@@ -482,13 +482,6 @@ impl Traced {
                 exptime,
                 cas,
                 ..
-            }
-            | Command::MetaStore {
-                mode,
-                value,
-                exptime,
-                cas,
-                ..
             } => {
                 get(self.before);
                 if flags & class::MUTATIONS != 0 {
@@ -507,7 +500,7 @@ impl Traced {
                     });
                 }
             }
-            Command::Arith { on_miss, .. } | Command::MetaArith { on_miss, .. } => {
+            Command::Arith { on_miss, .. } => {
                 get(self.before);
                 // A counter created on a miss: memcached looks again, then adds it.
                 if let (Some((_, exptime)), false, Ok(())) = (on_miss, live_before, result) {

@@ -67,7 +67,11 @@ pub struct Binary;
 impl WireCodec for Binary {
     #[inline]
     fn write_get(&mut self, out: &mut Vec<u8>, key: &[u8], opaque: u32) {
-        let cmd = Command::Get { key, touch: None };
+        let cmd = Command::Get {
+            key,
+            touch: None,
+            meta: None,
+        };
         binary::encode_request(out, &cmd, Variant::default(), opaque)
             .expect("key length validated");
     }
@@ -81,6 +85,7 @@ impl WireCodec for Binary {
             flags: 0,
             exptime: 0,
             cas: 0,
+            meta: None,
         };
         binary::encode_request(out, &cmd, Variant::default(), opaque).expect("sizes validated");
     }

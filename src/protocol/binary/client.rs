@@ -50,6 +50,10 @@ pub fn request_opcode<B>(command: &Command<B>, variant: Variant) -> Option<u8> {
     let pick = |ops: [u8; 2]| (!echo_key).then_some(ops[usize::from(quiet)]);
     let single = |op: u8| (!quiet && !echo_key).then_some(op);
     match command {
+        // Meta-protocol forms have no binary opcode.
+        Command::Get { meta: Some(_), .. }
+        | Command::Store { meta: Some(_), .. }
+        | Command::Arith { meta: Some(_), .. } => None,
         Command::Get { touch, .. } => {
             let ops = match touch {
                 None => [GET, GETQ, GETK, GETKQ],
@@ -72,14 +76,10 @@ pub fn request_opcode<B>(command: &Command<B>, variant: Variant) -> Option<u8> {
         Command::Quit => pick([QUIT, QUITQ]),
         Command::Flush { .. } => pick([FLUSH, FLUSHQ]),
         Command::Touch { .. } => single(TOUCH),
-        // Meta-protocol lookups have no binary opcode.
         // Meta-only commands have no binary opcode.
         Command::Shutdown { .. }
-        | Command::MetaGet { .. }
         | Command::Inspect { .. }
-        | Command::MetaStore { .. }
         | Command::Invalidate { .. }
-        | Command::MetaArith { .. }
         | Command::Watch { .. }
         | Command::Admin(_) => None,
         Command::Noop => single(NOOP),
@@ -139,15 +139,15 @@ pub fn encode_request(
     let mut value: &[u8] = &[];
     let mut cas = 0;
     let extlen = match *command {
-        Command::MetaGet { .. }
+        Command::Get { meta: Some(_), .. }
+        | Command::Store { meta: Some(_), .. }
+        | Command::Arith { meta: Some(_), .. }
         | Command::Inspect { .. }
-        | Command::MetaStore { .. }
         | Command::Invalidate { .. }
         | Command::Shutdown { .. }
         | Command::Admin(_)
-        | Command::Watch { .. }
-        | Command::MetaArith { .. } => return Err(EncodeError::NoSuchVariant),
-        Command::Get { key: k, touch } => {
+        | Command::Watch { .. } => return Err(EncodeError::NoSuchVariant),
+        Command::Get { key: k, touch, .. } => {
             key = k;
             match touch {
                 Some(exptime) => {
@@ -169,6 +169,7 @@ pub fn encode_request(
             flags,
             exptime,
             cas: c,
+            ..
         } => {
             (key, value, cas) = (k, v, c);
             match mode {

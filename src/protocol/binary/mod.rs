@@ -450,10 +450,15 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Decode<'a, ReplyCtx> {
     }
     let exptime = |at: usize| i64::from(be32(&extras[at..]));
     let command = match kind {
-        Kind::Get => Command::Get { key, touch: None },
+        Kind::Get => Command::Get {
+            key,
+            touch: None,
+            meta: None,
+        },
         Kind::GetTouch => Command::Get {
             key,
             touch: Some(exptime(0)),
+            meta: None,
         },
         Kind::Touch => Command::Touch {
             key,
@@ -472,6 +477,7 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Decode<'a, ReplyCtx> {
                 flags,
                 exptime,
                 cas: h.cas,
+                meta: None,
             }
         }
         Kind::Delete => Command::Delete { key, cas: h.cas },
@@ -484,6 +490,7 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Decode<'a, ReplyCtx> {
                 on_miss: (expiry != NO_AUTO_CREATE)
                     .then(|| (be64(&extras[8..]), i64::from(expiry))),
                 cas: h.cas,
+                meta: None,
             }
         }
         Kind::Quit => Command::Quit,

@@ -236,6 +236,7 @@ fn get_family_decodes_spec_example_in_every_variant() {
         let expected = Command::Get {
             key: b"Hello".to_vec(),
             touch: None,
+            meta: None,
         };
         assert_eq!(command, expected);
         assert_eq!(
@@ -266,6 +267,7 @@ fn gat_family_decodes_exptime_extras_in_every_variant() {
         let expected = Command::Get {
             key: b"foo".to_vec(),
             touch: Some(7200),
+            meta: None,
         };
         assert_eq!(command, expected);
         assert_eq!(
@@ -314,6 +316,7 @@ fn set_add_replace_decode_spec_example_with_quiet_variants() {
             flags: 0xdeadbeef,
             exptime: 7200,
             cas: 0xabcd,
+            meta: None,
         };
         assert_eq!(command, expected);
         assert_eq!((ctx.opcode, ctx.quiet, ctx.echo_key), (op, quiet, false));
@@ -343,6 +346,7 @@ fn set_with_empty_value_and_max_exptime() {
             flags: 0,
             exptime: 0xffff_ffff,
             cas: 0,
+            meta: None,
         }
     );
 }
@@ -367,6 +371,7 @@ fn append_prepend_decode_spec_example_with_quiet_variants() {
             flags: 0,
             exptime: 0,
             cas: 0,
+            meta: None,
         };
         assert_eq!(command, expected);
         assert_eq!(ctx.quiet, quiet);
@@ -427,6 +432,7 @@ fn incr_decr_decode_spec_example_with_quiet_variants() {
             delta: 1,
             on_miss: Some((0, 7200)),
             cas: 0,
+            meta: None,
         };
         assert_eq!(command, expected);
         assert_eq!(ctx.quiet, quiet);
@@ -452,6 +458,7 @@ fn incr_exptime_all_ones_means_no_auto_create() {
         delta: 5,
         on_miss: None,
         cas: 9,
+        meta: None,
     };
     assert_eq!(request(&wire).0, expected);
     assert_encodes(&expected, Variant::default(), 0, &wire);
@@ -921,6 +928,7 @@ fn pipelined_batch_with_partial_tail() {
         let get = Command::Get {
             key: &key[..],
             touch: None,
+            meta: None,
         };
         let quiet_key = Variant {
             quiet: true,
@@ -936,6 +944,7 @@ fn pipelined_batch_with_partial_tail() {
         flags: 1,
         exptime: 0,
         cas: 0,
+        meta: None,
     };
     encode_request(&mut wire, &set, Variant::default(), 0).unwrap();
     let tail = 17;
@@ -944,7 +953,7 @@ fn pipelined_batch_with_partial_tail() {
     assert_eq!(seen.events.len(), 21);
     for (event, key) in seen.events.iter().zip(&keys) {
         assert!(
-            matches!(event, Event::Request(Command::Get { key: k, touch: None }, ctx, _)
+            matches!(event, Event::Request(Command::Get { key: k, touch: None, meta: None }, ctx, _)
                 if k == key && ctx.opcode == 0x0d)
         );
     }
@@ -1424,6 +1433,7 @@ fn encode_request_refuses_what_the_wire_cannot_carry() {
                 flags: 1,
                 exptime: 0,
                 cas: 0,
+                meta: None,
             },
             Variant::default(),
             EncodeError::Unrepresentable,
@@ -1435,6 +1445,7 @@ fn encode_request_refuses_what_the_wire_cannot_carry() {
                 delta: 1,
                 on_miss: Some((0, 0xffff_ffff)),
                 cas: 0,
+                meta: None,
             },
             Variant::default(),
             EncodeError::Unrepresentable,
@@ -1443,6 +1454,7 @@ fn encode_request_refuses_what_the_wire_cannot_carry() {
             Command::Get {
                 key: &[0; 65536],
                 touch: None,
+                meta: None,
             },
             Variant::default(),
             EncodeError::TooLong,
@@ -1480,7 +1492,11 @@ fn command() -> impl Strategy<Value = Command<Vec<u8>>> {
         Just(StoreMode::Prepend),
     ];
     prop_oneof![
-        (key(), prop::option::of(exptime())).prop_map(|(key, touch)| Command::Get { key, touch }),
+        (key(), prop::option::of(exptime())).prop_map(|(key, touch)| Command::Get {
+            key,
+            touch,
+            meta: None
+        }),
         (
             mode,
             key(),
@@ -1501,6 +1517,7 @@ fn command() -> impl Strategy<Value = Command<Vec<u8>>> {
                     flags,
                     exptime,
                     cas,
+                    meta: None,
                 }
             }),
         (
@@ -1515,7 +1532,8 @@ fn command() -> impl Strategy<Value = Command<Vec<u8>>> {
                 key,
                 delta,
                 on_miss,
-                cas
+                cas,
+                meta: None,
             }),
         (key(), any::<u64>()).prop_map(|(key, cas)| Command::Delete { key, cas }),
         (key(), exptime()).prop_map(|(key, exptime)| Command::Touch { key, exptime }),

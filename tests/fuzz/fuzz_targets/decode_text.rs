@@ -5,7 +5,9 @@
 #![no_main]
 
 use corecached::protocol::text::{ReplyCtx, TextCodec, MAX_LINE};
-use corecached::protocol::{Codec, Command, Decode, ItemMeta, Limits, Outcome};
+use corecached::protocol::{
+    ArithMeta, Codec, Command, Decode, GetMeta, ItemMeta, Limits, Outcome, StoreMeta,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -60,7 +62,7 @@ fn check_stream(data: &[u8], limits: &Limits) {
                 if let Some(key) = command.key() {
                     assert!(key.len() <= limits.max_key_len);
                 }
-                if let Command::Store { value, .. } | Command::MetaStore { value, .. } = &command {
+                if let Command::Store { value, .. } = &command {
                     assert!(value.len() <= limits.max_item_size);
                 }
                 check_meta(&command, &ctx, rest);
@@ -130,10 +132,14 @@ fn check_meta(command: &Command<&[u8]>, ctx: &ReplyCtx, rest: &[u8]) {
     let words = first_words(rest);
     let word = words.first().copied().unwrap_or_default();
     match command {
-        Command::MetaGet {
-            vivify,
-            recache,
-            new_cas,
+        Command::Get {
+            meta:
+                Some(GetMeta {
+                    vivify,
+                    recache,
+                    new_cas,
+                    ..
+                }),
             ..
         } => {
             assert_eq!(word, b"mg");
@@ -141,9 +147,12 @@ fn check_meta(command: &Command<&[u8]>, ctx: &ReplyCtx, rest: &[u8]) {
             assert_eq!(recache.is_some(), has_flag(&words, b'R'));
             assert_eq!(*new_cas != 0, has_flag(&words, b'E'));
         }
-        Command::MetaStore {
-            invalidate,
-            new_cas,
+        Command::Store {
+            meta:
+                Some(StoreMeta {
+                    invalidate,
+                    new_cas,
+                }),
             ..
         } => {
             assert_eq!(word, b"ms");
@@ -155,7 +164,10 @@ fn check_meta(command: &Command<&[u8]>, ctx: &ReplyCtx, rest: &[u8]) {
             assert!(has_flag(&words, b'I'));
             assert_eq!(exptime.is_some(), has_flag(&words, b'T'));
         }
-        Command::MetaArith { touch, .. } => {
+        Command::Arith {
+            meta: Some(ArithMeta { touch, .. }),
+            ..
+        } => {
             assert_eq!(word, b"ma");
             assert_eq!(touch.is_some(), has_flag(&words, b'T'));
         }
