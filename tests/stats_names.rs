@@ -6,69 +6,17 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{wait_until, Server};
-
-const MEMCACHED: &str = "/usr/bin/memcached";
+use common::external::Memcached;
+use common::Server;
 
 /// Names only corecached lists, each with why. Everything else must match memcached's.
 const OURS_ONLY: &[(&str, &str)] = &[
     // `stats settings`: the eviction policy is corecached's own flag (`--eviction`).
     ("settings", "eviction_policy"),
 ];
-
-/// A memcached child on a free port, killed by its PID when dropped.
-struct Memcached {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Memcached {
-    /// Starts memcached with `args` on a free port; `None` if it is not installed.
-    fn start(args: &[&str]) -> Option<Memcached> {
-        if !std::path::Path::new(MEMCACHED).exists() {
-            eprintln!("SKIPPED: {MEMCACHED} is not installed (tools/test-all installs it)");
-            return None;
-        }
-        // A port the kernel just handed out is free unless someone takes it in between; then
-        // memcached exits and the next attempt picks another.
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let mut child = Command::new(MEMCACHED)
-                .args(["-u", "nobody", "-U", "0", "-l", "127.0.0.1", "-p"])
-                .arg(port.to_string())
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn memcached");
-            let up = wait_until(Duration::from_secs(10), || {
-                TcpStream::connect(addr).is_ok() || matches!(child.try_wait(), Ok(Some(_)))
-            });
-            if up && matches!(child.try_wait(), Ok(None)) {
-                return Some(Memcached { child, addr });
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("memcached did not start on a free port in 5 attempts");
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A text-protocol connection.
 struct Text {
@@ -213,11 +161,11 @@ fn general_value(stats: &[(String, String)], name: &str) -> String {
 /// compares every group's names; returns both servers' `stats`, `items` and `slabs` for more
 /// checks.
 fn compare(mc_args: &[&str], cc_args: &[&str]) -> Option<[Vec<(String, String)>; 6]> {
-    let mc = Memcached::start(mc_args)?;
+    let mc = Memcached::try_start(mc_args)?;
     let cc = Server::start(cc_args);
-    workload(mc.addr);
+    workload(mc.addr());
     workload(cc.addr());
-    let mut m = Text::connect(mc.addr);
+    let mut m = Text::connect(mc.addr());
     let mut c = Text::connect(cc.addr());
     for group in ["", "settings", "items", "slabs"] {
         let (ms, cs) = (m.stats(group), c.stats(group));
@@ -341,7 +289,7 @@ fn sorted_lines(text: &str) -> Vec<String> {
 
 #[test]
 fn text_stats_detail_counts_per_prefix_as_memcached() {
-    let Some(mc) = Memcached::start(&[]) else {
+    let Some(mc) = Memcached::try_start(&[]) else {
         return;
     };
     let cc = Server::start(&["-t", "2"]);
@@ -364,7 +312,7 @@ fn text_stats_detail_counts_per_prefix_as_memcached() {
         (b"stats reset\r\n", &["RESET"]),
         (b"stats detail dump\r\n", &["END"]),
     ];
-    let mut m = Text::connect(mc.addr);
+    let mut m = Text::connect(mc.addr());
     let mut c = Text::connect(cc.addr());
     for (req, ends) in script {
         let (want, got) = (m.call(req, ends), c.call(req, ends));
@@ -372,9 +320,9 @@ fn text_stats_detail_counts_per_prefix_as_memcached() {
         assert_eq!(sorted_lines(&got), sorted_lines(&want), "{what}");
     }
     // -D sets the delimiter and turns detail on, in memcached as here.
-    let mc = Memcached::start(&["-D", "/"]).unwrap();
+    let mc = Memcached::try_start(&["-D", "/"]).unwrap();
     let cc = Server::start(&["-t", "2", "-D", "/"]);
-    for addr in [mc.addr, cc.addr()] {
+    for addr in [mc.addr(), cc.addr()] {
         let mut t = Text::connect(addr);
         t.call(b"set u/1 0 0 1\r\nx\r\n", &["STORED"]);
         t.call(b"set u:1 0 0 1\r\nx\r\n", &["STORED"]);
@@ -390,11 +338,11 @@ fn text_stats_detail_counts_per_prefix_as_memcached() {
 
 #[test]
 fn text_stats_sizes_as_memcached() {
-    let Some(mc) = Memcached::start(&[]) else {
+    let Some(mc) = Memcached::try_start(&[]) else {
         return;
     };
     let cc = Server::start(&["-t", "2"]);
-    let mut m = Text::connect(mc.addr);
+    let mut m = Text::connect(mc.addr());
     let mut c = Text::connect(cc.addr());
     fn both(m: &mut Text, c: &mut Text, req: &[u8], ends: &[&str]) -> String {
         let want = m.call(req, ends);
@@ -449,13 +397,13 @@ fn bin_stats(c: &mut common::Client, group: &str) -> (u16, Vec<(String, String)>
 
 #[test]
 fn binary_stats_groups_answer_as_memcached() {
-    let Some(mc) = Memcached::start(&[]) else {
+    let Some(mc) = Memcached::try_start(&[]) else {
         return;
     };
     let cc = Server::start(&["-t", "2"]);
-    workload(mc.addr);
+    workload(mc.addr());
     workload(cc.addr());
-    let mut m = common::Client::connect(mc.addr);
+    let mut m = common::Client::connect(mc.addr());
     let mut c = common::Client::connect(cc.addr());
     for group in [
         "",

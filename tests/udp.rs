@@ -9,23 +9,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use common::external::{free_udp_port, Memcached};
 use common::{wait_until, Server};
 
-const MEMCACHED: &str = "/usr/bin/memcached";
 /// How long a test waits for a datagram before it calls it missing (a bound, not a measure).
 const RECV_LIMIT: Duration = Duration::from_secs(5);
-
-/// A free UDP port on 127.0.0.1 (another process may take it before it is used: callers retry).
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("free UDP port")
-        .port()
-}
 
 /// corecached with `-U` on a free port and `args`; returns it with its UDP address.
 fn corecached(args: &[&str]) -> (Server, SocketAddr) {
@@ -45,59 +36,6 @@ fn corecached(args: &[&str]) -> (Server, SocketAddr) {
         }
     }
     panic!("corecached did not start with -U in 5 attempts");
-}
-
-/// memcached with `-U`, killed by PID on drop.
-struct Memcached {
-    child: Child,
-    tcp: SocketAddr,
-    udp: SocketAddr,
-}
-
-impl Memcached {
-    /// `None` (and a SKIPPED line) when memcached is not installed.
-    fn start(args: &[&str]) -> Option<Memcached> {
-        if !std::path::Path::new(MEMCACHED).exists() {
-            eprintln!("SKIPPED: {MEMCACHED} is not installed (tools/test-all installs it)");
-            return None;
-        }
-        for _ in 0..5 {
-            let tcp_port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let udp_port = free_udp_port();
-            let mut child = Command::new(MEMCACHED)
-                .args(["-u", "nobody", "-l", "127.0.0.1", "-p"])
-                .arg(tcp_port.to_string())
-                .arg("-U")
-                .arg(udp_port.to_string())
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn memcached");
-            let tcp: SocketAddr = format!("127.0.0.1:{tcp_port}").parse().unwrap();
-            let up = wait_until(Duration::from_secs(10), || {
-                TcpStream::connect(tcp).is_ok() || matches!(child.try_wait(), Ok(Some(_)))
-            });
-            if up && matches!(child.try_wait(), Ok(None)) {
-                let udp = format!("127.0.0.1:{udp_port}").parse().unwrap();
-                return Some(Memcached { child, tcp, udp });
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("memcached did not start on free ports in 5 attempts");
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A UDP client socket with room for long replies.
@@ -390,13 +328,13 @@ fn setup(text: &mut Text) {
 
 #[test]
 fn datagrams_match_memcached_byte_for_byte() {
-    let Some(mc) = Memcached::start(&["-t", "1"]) else {
+    let Some(mc) = Memcached::try_start_with_udp(&["-t", "1"]) else {
         return;
     };
     let (cc, cc_udp) = corecached(&["-t", "1"]);
-    setup(&mut Text::connect(mc.tcp));
+    setup(&mut Text::connect(mc.addr()));
     setup(&mut Text::connect(cc.addr()));
-    let (mu, cu) = (Udp::new(mc.udp), Udp::new(cc_udp));
+    let (mu, cu) = (Udp::new(mc.udp_addr()), Udp::new(cc_udp));
     for (name, datagram) in cases() {
         let id = if datagram.len() >= 2 {
             u16::from_be_bytes([datagram[0], datagram[1]])
@@ -586,8 +524,8 @@ fn stats_count_udp_as_memcached_does() {
     assert_eq!(settings["udpport"], udp.port().to_string());
     assert_eq!(settings["num_threads_per_udp"], "2");
     let stats = t.stats("");
-    if let Some(mc) = Memcached::start(&["-t", "2"]) {
-        let mut mt = Text::connect(mc.tcp);
+    if let Some(mc) = Memcached::try_start_with_udp(&["-t", "2"]) {
+        let mut mt = Text::connect(mc.addr());
         // Each thread's UDP socket counts as a connection, beside the one TCP client (the
         // start-up probe's connection may still be counted for a moment: wait it out).
         let mut theirs = String::new();

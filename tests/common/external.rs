@@ -60,6 +60,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free 127.0.0.1 UDP port, as [`free_port`] finds a TCP one.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free UDP port")
+        .port()
+}
+
 /// A directory under the system's temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -172,27 +180,69 @@ impl Drop for Nutcracker {
 pub struct Memcached {
     child: Child,
     port: u16,
+    udp: Option<SocketAddr>,
 }
+
+/// Where Debian installs memcached (`./tools/test-all` installs the package).
+const MEMCACHED: &str = "/usr/bin/memcached";
 
 impl Memcached {
     /// `memcached -u nobody -U 0 -l 127.0.0.1 -p PORT ARGS` on a free port, once it accepts.
     pub fn start(args: &[&str]) -> Memcached {
+        Memcached::launch(args, false)
+    }
+
+    /// As [`Memcached::start`]; `None` (and a SKIPPED line) when memcached is not installed.
+    pub fn try_start(args: &[&str]) -> Option<Memcached> {
+        Memcached::installed().then(|| Memcached::start(args))
+    }
+
+    /// As [`Memcached::try_start`], with its UDP port (`-U`) on a free port too.
+    pub fn try_start_with_udp(args: &[&str]) -> Option<Memcached> {
+        Memcached::installed().then(|| Memcached::launch(args, true))
+    }
+
+    fn installed() -> bool {
+        let there = std::path::Path::new(MEMCACHED).exists();
+        if !there {
+            eprintln!("SKIPPED: {MEMCACHED} is not installed (tools/test-all installs it)");
+        }
+        there
+    }
+
+    /// A port the kernel just handed out is free unless someone takes it in between; then
+    /// memcached exits and the next attempt picks others.
+    fn launch(args: &[&str], with_udp: bool) -> Memcached {
         for _ in 0..5 {
             let port = free_port();
-            let mut cmd = Command::new("/usr/bin/memcached");
-            cmd.args(["-u", "nobody", "-U", "0", "-l", "127.0.0.1", "-p"])
+            let udp_port = if with_udp { free_udp_port() } else { 0 };
+            let mut cmd = Command::new(MEMCACHED);
+            cmd.args(["-u", "nobody", "-l", "127.0.0.1", "-p"])
                 .arg(port.to_string())
+                .arg("-U")
+                .arg(udp_port.to_string())
                 .args(args);
             if let Some(child) = spawn_listening(cmd, port, Duration::from_secs(10)) {
-                return Memcached { child, port };
+                let udp = with_udp.then(|| SocketAddr::from(([127, 0, 0, 1], udp_port)));
+                return Memcached { child, port, udp };
             }
         }
-        panic!("memcached did not start");
+        panic!("memcached did not start on free ports in 5 attempts");
     }
 
     /// Its port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its TCP address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Its UDP address (started with [`Memcached::try_start_with_udp`]).
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp.expect("memcached was started without UDP")
     }
 }
 
