@@ -33,16 +33,19 @@ pub(crate) fn tokens(line: &[u8]) -> impl Iterator<Item = &[u8]> {
     line.split(|&b| b == b' ').filter(|t| !t.is_empty())
 }
 
-/// C `strtoll` over a whole token: optional sign, decimal digits, nothing after; out of range fails.
-pub(crate) fn strtoll(tok: &[u8]) -> Option<i64> {
+/// A token as an optional sign and at least one decimal digit: (negative, the digits).
+fn sign_and_digits(tok: &[u8]) -> Option<(bool, &[u8])> {
     let (neg, digits) = match tok.first()? {
         b'-' => (true, &tok[1..]),
         b'+' => (false, &tok[1..]),
         _ => (false, tok),
     };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
+    (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit)).then_some((neg, digits))
+}
+
+/// C `strtoll` over a whole token: optional sign, decimal digits, nothing after; out of range fails.
+pub(crate) fn strtoll(tok: &[u8]) -> Option<i64> {
+    let (neg, digits) = sign_and_digits(tok)?;
     let mut v: i128 = 0;
     for &d in digits {
         v = v * 10 + i128::from(d - b'0');
@@ -56,14 +59,7 @@ pub(crate) fn strtoll(tok: &[u8]) -> Option<i64> {
 
 /// memcached's `safe_strtoull`: unsigned 64-bit; a `-` sign is refused unless the value is 0.
 pub(crate) fn parse_u64(tok: &[u8]) -> Option<u64> {
-    let (neg, digits) = match tok.first()? {
-        b'-' => (true, &tok[1..]),
-        b'+' => (false, &tok[1..]),
-        _ => (false, tok),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
+    let (neg, digits) = sign_and_digits(tok)?;
     let mut v: u64 = 0;
     for &d in digits {
         v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;

@@ -338,6 +338,23 @@ fn decode_store<'a>(
     }
 }
 
+/// The checks memcached makes of a `<cmd> <key> <number> [noreply]` line before the number:
+/// the word count (`ERROR`), then the key (`CLIENT_ERROR bad command line format`).
+fn key_and_number<'a>(
+    args: &[&[u8]],
+    noreply: bool,
+    line_len: usize,
+    limits: &Limits,
+) -> Option<Decode<'a, ReplyCtx>> {
+    if args.len() != 2 && args.len() != 3 {
+        return Some(refuse(ERROR, false, line_len));
+    }
+    if !key_ok(args[0], limits) {
+        return Some(refuse(BAD_FORMAT, noreply, line_len));
+    }
+    None
+}
+
 /// incr/decr `<key> <delta> [noreply]`.
 fn decode_arith<'a>(
     cmd: &[u8],
@@ -346,11 +363,8 @@ fn decode_arith<'a>(
     line_len: usize,
     limits: &Limits,
 ) -> Decode<'a, ReplyCtx> {
-    if args.len() != 2 && args.len() != 3 {
-        return refuse(ERROR, false, line_len);
-    }
-    if !key_ok(args[0], limits) {
-        return refuse(BAD_FORMAT, noreply, line_len);
+    if let Some(refused) = key_and_number(args, noreply, line_len, limits) {
+        return refused;
     }
     let Some(delta) = parse_u64(args[1]) else {
         return refuse(BAD_DELTA, noreply, line_len);
@@ -413,11 +427,8 @@ fn decode_touch<'a>(
     line_len: usize,
     limits: &Limits,
 ) -> Decode<'a, ReplyCtx> {
-    if args.len() != 2 && args.len() != 3 {
-        return refuse(ERROR, false, line_len);
-    }
-    if !key_ok(args[0], limits) {
-        return refuse(BAD_FORMAT, noreply, line_len);
+    if let Some(refused) = key_and_number(args, noreply, line_len, limits) {
+        return refused;
     }
     let Some(exptime) = parse_i32(args[1]) else {
         return refuse(BAD_EXPTIME, noreply, line_len);
