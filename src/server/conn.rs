@@ -29,6 +29,7 @@ use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
 use crate::protocol::text::TextCodec;
 use crate::protocol::watch::{class, CloseReason, Event, StoreCmd, StoreStatus};
 use crate::protocol::{Admin, AdminStatus, Codec, Command, Decode, Limits, Outcome};
+use crate::storage::key_hash;
 
 use super::admin::{ConnState, Registered};
 use super::router::{encode_answer, gather, Batch, Core, Output};
@@ -332,9 +333,39 @@ pub(crate) async fn batch<C: Codec, O: Output>(
         .config()
         .reqs_per_event
         .map_or(MAX_BATCH, |r| r.min(MAX_BATCH));
-    while answered + b.len() < max_batch && staged + out.len() + b.local_bytes() < BATCH_REPLY_BYTES
+    // A key request decoded but not run yet (see `Held`).
+    let mut held: Option<Held<'_, '_, C::Ctx>> = None;
+    macro_rules! tally {
+        ($ran:expr) => {
+            if let Some(bytes) = $ran {
+                answered += 1;
+                staged += bytes;
+            }
+        };
+    }
+    while answered + b.len() + usize::from(held.is_some()) < max_batch
+        && staged + out.len() + b.local_bytes() < BATCH_REPLY_BYTES
     {
         let decoded = codec.decode(&buf[pos..], limits);
+        let key_request = matches!(
+            decoded,
+            Decode::Request {
+                command: Command::Get { .. }
+                    | Command::Inspect { .. }
+                    | Command::Store { .. }
+                    | Command::Invalidate { .. }
+                    | Command::Arith { .. }
+                    | Command::Delete { .. }
+                    | Command::Touch { .. },
+                ..
+            }
+        );
+        if !key_request {
+            // Anything else is answered in order: the held request goes first.
+            if let Some(h) = held.take() {
+                tally!(run_key(&mut b, core, codec, conn, out, h, None));
+            }
+        }
         match decoded {
             Decode::Incomplete => break,
             Decode::Close => {
@@ -428,30 +459,43 @@ pub(crate) async fn batch<C: Codec, O: Output>(
                     | Command::Delete { .. }
                     | Command::Touch { .. } => {
                         let wire_key = command.key().copied().unwrap_or_default();
-                        let item_key = codec.item_key(&ctx, wire_key);
-                        let command = match &item_key {
-                            Cow::Borrowed(_) => command,
+                        match codec.item_key(&ctx, wire_key) {
+                            Cow::Borrowed(item_key) => {
+                                let hash = key_hash(item_key);
+                                // The one held runs now, prefetching this one's item; this one
+                                // waits for the next request or the end of the batch.
+                                if let Some(h) = held.take() {
+                                    tally!(run_key(&mut b, core, codec, conn, out, h, Some(hash)));
+                                }
+                                held = Some(Held {
+                                    command,
+                                    ctx,
+                                    wire_key,
+                                    hash,
+                                });
+                            }
                             Cow::Owned(item_key) => {
+                                let hash = key_hash(&item_key);
+                                if let Some(h) = held.take() {
+                                    tally!(run_key(&mut b, core, codec, conn, out, h, Some(hash)));
+                                }
                                 // Key fields come first in `map_bytes`: only the key changes.
                                 let mut first = true;
-                                command.map_bytes(|bytes| {
+                                let command = command.map_bytes(|bytes| {
                                     if std::mem::take(&mut first) {
                                         &item_key[..]
                                     } else {
                                         bytes
                                     }
-                                })
+                                });
+                                let h = Held {
+                                    command,
+                                    ctx,
+                                    wire_key,
+                                    hash,
+                                };
+                                tally!(run_key(&mut b, core, codec, conn, out, h, None));
                             }
-                        };
-                        let now = b.run_now(core, command, conn.lends(), |outcome, lent| {
-                            encode_answer(codec, conn, out, &ctx, wire_key, outcome, lent)
-                        });
-                        match now {
-                            Ok(bytes) => {
-                                answered += 1;
-                                staged += bytes;
-                            }
-                            Err(command) => b.route(core, command, wire_key, Some(ctx)),
                         }
                     }
                     Command::Noop | Command::Verbosity { .. } => {
@@ -518,6 +562,9 @@ pub(crate) async fn batch<C: Codec, O: Output>(
             }
         }
     }
+    if let Some(h) = held.take() {
+        tally!(run_key(&mut b, core, codec, conn, out, h, None));
+    }
     // -R cut the batch short with requests left: memcached's `conn_yields`.
     if core.shared.config().reqs_per_event.is_some()
         && answered + b.len() >= max_batch
@@ -529,6 +576,51 @@ pub(crate) async fn batch<C: Codec, O: Output>(
     core.counters().bytes_written += staged as u64;
     gather(core, codec, b, conn, out).await?;
     Ok(step)
+}
+
+/// A key request decoded and held back one step: the request decoded after it is prefetched
+/// (its index slots and item) while this one runs, so a pipelined batch waits on memory once
+/// instead of once per request.
+struct Held<'k, 'w, X> {
+    command: Command<&'k [u8]>,
+    ctx: X,
+    /// The key as the request spelled it (the reply echoes it).
+    wire_key: &'w [u8],
+    /// [`key_hash`] of the item's key.
+    hash: u64,
+}
+
+/// Runs a key request at once when it can, encoding its answer into `out` (`Some` of the bytes
+/// staged beside `out`), else queues it in the batch (`None`). `next`: the hash of the key
+/// request that follows, to prefetch.
+fn run_key<'b, C: Codec, O: Output>(
+    b: &mut Batch<'b, C::Ctx>,
+    core: &Core,
+    codec: &mut C,
+    conn: &O,
+    out: &mut Vec<u8>,
+    held: Held<'_, 'b, C::Ctx>,
+    next: Option<u64>,
+) -> Option<usize>
+where
+    C::Ctx: 'b,
+{
+    let Held {
+        command,
+        ctx,
+        wire_key,
+        hash,
+    } = held;
+    let now = b.run_now(core, command, hash, next, conn.lends(), |outcome, lent| {
+        encode_answer(codec, conn, out, &ctx, wire_key, outcome, lent)
+    });
+    match now {
+        Ok(bytes) => Some(bytes),
+        Err(command) => {
+            b.route(core, command, wire_key, Some(ctx));
+            None
+        }
+    }
 }
 
 /// memcached's checks of a `watch` command, in its order: `-W`, other requests before it in

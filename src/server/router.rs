@@ -366,7 +366,7 @@ impl Core {
         self.counters().cmd_flush += 1;
         self.fan_out(|| Request::Flush(delay)).await;
         self.shard
-            .execute(Command::Flush { delay }, 0, -1, &mut Vec::new());
+            .execute(Command::Flush { delay }, 0, None, -1, &mut Vec::new());
     }
 
     /// Serves one request from another shard.
@@ -375,7 +375,7 @@ impl Core {
             Request::Batch(b) => Reply::Batch(self.shard.execute_batch(b, REPLY_CAP)),
             Request::Flush(delay) => {
                 self.shard
-                    .execute(Command::Flush { delay }, 0, -1, &mut Vec::new());
+                    .execute(Command::Flush { delay }, 0, None, -1, &mut Vec::new());
                 Reply::Done
             }
             Request::Stats => Reply::Stats(Box::new(self.snapshot())),
@@ -495,18 +495,20 @@ impl<'a, Ctx> Batch<'a, Ctx> {
     /// Runs a key command at once when nothing earlier in the batch still waits for its answer
     /// and its owner can run it from here: `answer` then gets the outcome under the owner's lock
     /// (to encode it straight from the store), with a big hit's value lent when `lend`. Gives
-    /// the command back otherwise.
+    /// the command back otherwise. `next` is the hash of the key the caller runs next: the
+    /// owner prefetches it while this one runs when it owns that key too.
     pub fn run_now<'c, R>(
         &mut self,
         core: &Core,
         cmd: Command<&'c [u8]>,
+        hash: u64,
+        next: Option<u64>,
         lend: bool,
         answer: impl FnOnce(Outcome<&[u8]>, Option<Lent>) -> R,
     ) -> Result<R, Command<&'c [u8]>> {
         if !self.entries.is_empty() {
             return Err(cmd);
         }
-        let hash = key_hash(cmd.key().copied().unwrap_or_default());
         let o = owner(hash, core.shards);
         let Some(shard) = self.runner(core, o) else {
             return Err(cmd);
@@ -514,10 +516,11 @@ impl<'a, Ctx> Batch<'a, Ctx> {
         if o != core.shard.id {
             self.direct[o] += 1;
         }
+        let next = next.filter(|&h| owner(h, core.shards) == o);
         if lend {
-            Ok(shard.execute_lending(cmd, hash, self.cfd, answer))
+            Ok(shard.execute_lending(cmd, hash, next, self.cfd, answer))
         } else {
-            Ok(shard.execute_with(cmd, hash, self.cfd, |o| answer(o, None)))
+            Ok(shard.execute_with(cmd, hash, next, self.cfd, |o| answer(o, None)))
         }
     }
 
@@ -531,7 +534,7 @@ impl<'a, Ctx> Batch<'a, Ctx> {
             if o != core.shard.id {
                 self.direct[o] += 1;
             }
-            Source::Ready(shard.execute(cmd, hash, self.cfd, &mut self.local))
+            Source::Ready(shard.execute(cmd, hash, None, self.cfd, &mut self.local))
         } else {
             let idx = self.remote[o].len();
             self.remote[o].push(cmd, hash);

@@ -200,15 +200,19 @@ impl Shard {
 
     /// Runs one item command (or a flush) against this shard's store for the connection with
     /// descriptor `cfd` (named in `watch` lines). Values of hits are copied into `arena`; the
-    /// outcome refers to them by span.
+    /// outcome refers to them by span. `next`, the hash of the key the caller runs here next,
+    /// is prefetched first (see [`Store::prefetch`]).
     pub fn execute(
         &self,
         cmd: Command<&[u8]>,
         hash: u64,
+        next: Option<u64>,
         cfd: i32,
         arena: &mut Vec<u8>,
     ) -> Outcome<Span> {
-        self.execute_with(cmd, hash, cfd, |o| o.map_bytes(|b| Span::push(arena, b)))
+        self.execute_with(cmd, hash, next, cfd, |o| {
+            o.map_bytes(|b| Span::push(arena, b))
+        })
     }
 
     /// Runs one item command (or a flush) and hands its outcome to `answer` while the shard is
@@ -219,10 +223,11 @@ impl Shard {
         &self,
         cmd: Command<&[u8]>,
         hash: u64,
+        next: Option<u64>,
         cfd: i32,
         answer: impl FnOnce(Outcome<&[u8]>) -> R,
     ) -> R {
-        self.run(None, cmd, hash, cfd, |o, _| answer(o))
+        self.run(None, cmd, hash, next, cfd, |o, _| answer(o))
     }
 
     /// As [`Shard::execute_with`], and a get's hit of at least [`LEND_MIN`] bytes comes with
@@ -231,10 +236,11 @@ impl Shard {
         self: &Arc<Self>,
         cmd: Command<&[u8]>,
         hash: u64,
+        next: Option<u64>,
         cfd: i32,
         answer: impl FnOnce(Outcome<&[u8]>, Option<Lent>) -> R,
     ) -> R {
-        self.run(Some(self), cmd, hash, cfd, answer)
+        self.run(Some(self), cmd, hash, next, cfd, answer)
     }
 
     fn run<R>(
@@ -242,10 +248,11 @@ impl Shard {
         lender: Option<&Arc<Shard>>,
         cmd: Command<&[u8]>,
         hash: u64,
+        next: Option<u64>,
         cfd: i32,
         answer: impl FnOnce(Outcome<&[u8]>, Option<Lent>) -> R,
     ) -> R {
-        let started = Instant::now();
+        let started = super::stats::sample_latency().then(Instant::now);
         let mut state = self.lock();
         let State {
             store,
@@ -253,6 +260,10 @@ impl Shard {
             latency,
             prefixes,
         } = &mut *state;
+        if let Some(next) = next {
+            // Loads while this command runs, instead of stalling the next one.
+            store.prefetch(next);
+        }
         // The one check the data path pays while detail is off.
         let detail = self
             .detail
@@ -476,7 +487,7 @@ impl Shard {
             // Server-level commands never reach a shard.
             _ => return answer(Outcome::UnknownCommand, None),
         };
-        latency.record(kind, started.elapsed());
+        latency.record(kind, started.map(|t| t.elapsed()));
         let Some((traced, cmd)) = traced else {
             return answer(outcome.unwrap_or_else(outcome_of), lent);
         };
@@ -495,14 +506,15 @@ impl Shard {
             rest: None,
         };
         let mut done = 0;
-        for (cmd, hash) in &batch.commands {
+        for (i, (cmd, hash)) in batch.commands.iter().enumerate() {
             if reply.arena.len() >= cap {
                 break;
             }
             let cmd = cmd.clone().map_bytes(|s| s.get(&batch.arena));
+            let next = batch.commands.get(i + 1).map(|&(_, h)| h);
             reply
                 .outcomes
-                .push(self.execute(cmd, *hash, batch.cfd, &mut reply.arena));
+                .push(self.execute(cmd, *hash, next, batch.cfd, &mut reply.arena));
             done += 1;
         }
         if done < batch.len() {
