@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use corecached::client::ketama::{Continuum, Distribution, Node};
+use corecached::ring::{Continuum, Distribution, Node};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn servers(n: usize) -> Vec<Node> {

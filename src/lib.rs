@@ -6,18 +6,22 @@
 //! - [`net`]: the per-core event loop (io_uring, or epoll where refused), its executor, sockets
 //!   and cross-core mail; knows nothing of memcached.
 //! - [`server`]: memcached on top: shards, connections, routing between shards, start and drain.
-//! - [`client`]: the Rust client: libmemcached-identical ketama placement, pooling, pipelined
-//!   multi-get, auto-eject failover; blocking std::net, speaks the binary protocol.
+//! - [`ring`]: key -> servers placement (ketama and the other client libraries' continua), the
+//!   one implementation the client and the server's replication both use; pure.
+//! - [`client`]: the Rust client: pooling, pipelined multi-get, auto-eject failover over the
+//!   ring; blocking std::net, speaks the binary protocol.
 //! - [`config`]: command-line flags (memcached's names) and their validation.
 //!
-//! Dependency rule: `server` -> `net`, `protocol`, `storage`; `client` -> `protocol`; `net`,
-//! `protocol` and `storage` depend on nothing of ours. No module reaches upward.
+//! Dependency rule: `server` -> `net`, `protocol`, `storage`, `ring`; `client` -> `protocol`,
+//! `ring`; `net`, `protocol`, `storage` and `ring` depend on nothing of ours. No module reaches
+//! upward.
 
 pub mod client;
 pub mod config;
 pub mod net;
 pub mod process;
 pub mod protocol;
+pub mod ring;
 pub mod server;
 pub mod storage;
 

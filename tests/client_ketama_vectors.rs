@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::external::{Nutcracker, TempDir};
-use corecached::client::ketama::{Continuum, Distribution, Node};
+use corecached::ring::{Continuum, Distribution, Node};
 
 /// Runs `program args` with `input` on stdin for at most `limit`; returns stdout, panics with
 /// stderr on failure.

@@ -5,7 +5,7 @@ mod common;
 
 use common::external::{run_bounded, Nutcracker};
 use common::Server;
-use corecached::client::ketama::{Continuum, Distribution, Node};
+use corecached::ring::{Continuum, Distribution, Node};
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;

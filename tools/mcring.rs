@@ -7,7 +7,7 @@
 use std::io::{self, BufRead, BufWriter, Write};
 use std::process::ExitCode;
 
-use corecached::client::ketama::{Continuum, Distribution, Node};
+use corecached::ring::{Continuum, Distribution, Node};
 
 const USAGE: &str = "usage: mcring --distribution NAME --servers host:port[:weight],...
   NAME: ketama | libmemcached | libmemcached-md5 | libmemcached-spy | spymemcached | twemproxy | jump

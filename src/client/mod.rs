@@ -1,6 +1,6 @@
 //! The Rust client: blocking (std::net, no runtime), binary protocol through
 //! [`crate::protocol::binary`]'s request encoder and response decoder, keys placed by a
-//! [`ketama::Continuum`] exactly as libmemcached / spymemcached / twemproxy place them.
+//! [`crate::ring::Continuum`] exactly as libmemcached / spymemcached / twemproxy place them.
 //!
 //! - A small pool of connections per server ([`Config::pool_size`] idle connections kept).
 //! - [`Client::get_multi`] pipelines GetKQ ... Noop per server, all servers in parallel.
@@ -13,7 +13,6 @@
 //! - Optional replica reads ([`Config::replica_reads`]): a get whose owner fails is answered by
 //!   the next distinct server on the ring.
 
-pub mod ketama;
 mod pool;
 
 use std::collections::HashMap;
@@ -24,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{ArithOp, Command, Outcome, StoreMode};
 
-pub use ketama::{Continuum, Distribution, Node};
+pub use crate::ring::{Continuum, Distribution, Node};
 use pool::{Packet, ServerPool};
 
 /// Client settings.

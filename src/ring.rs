@@ -382,6 +382,37 @@ impl Continuum {
         }
     }
 
+    /// The first `n` distinct servers of `key` in ring order from its point: the key's owner
+    /// and then the servers a client's failover reaches next (the owners of a key replicated
+    /// to `n - 1` more hosts).
+    pub fn owners(&self, key: &[u8], n: usize) -> Vec<usize> {
+        if n == 0 {
+            return Vec::new();
+        }
+        if self.distribution == Distribution::Jump {
+            let mut all = self.servers_for(key);
+            all.truncate(n);
+            return all;
+        }
+        let Some(first) = self.server_for(key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(n);
+        out.push(first);
+        // Walk on from the key's point until n distinct servers are seen, at most once round.
+        let start = self.position(self.distribution.key_hash(key));
+        for k in 0..self.points.len() {
+            if out.len() == n {
+                break;
+            }
+            let idx = self.points[(start + k) % self.points.len()].index as usize;
+            if !out.contains(&idx) {
+                out.push(idx);
+            }
+        }
+        out
+    }
+
     /// The owner of `key` followed by the other live servers in ring order after its point
     /// (each once): the order replica reads try them in.
     pub fn servers_for(&self, key: &[u8]) -> Vec<usize> {
@@ -506,6 +537,34 @@ pub fn jump_consistent_hash(mut key: u64, buckets: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_are_the_servers_failover_reaches_in_turn() {
+        let nodes = Node::parse_list("10.0.0.1:11211,10.0.0.2:11211,10.0.0.3:11211,10.0.0.4:11211")
+            .unwrap();
+        let full = Continuum::new(Distribution::Ketama, &nodes);
+        for i in 0..2000 {
+            let key = format!("key:{i}");
+            let owners = full.owners(key.as_bytes(), 3);
+            assert_eq!(owners.len(), 3);
+            assert_eq!(owners[..], full.servers_for(key.as_bytes())[..3]);
+            // Ejecting the first owner moves the key to the second, as a client's auto-eject
+            // does; ejecting both moves it to the third.
+            let without_first =
+                Continuum::with_live(Distribution::Ketama, &nodes, |s| s != owners[0]);
+            assert_eq!(without_first.server_for(key.as_bytes()), Some(owners[1]));
+            let without_two = Continuum::with_live(Distribution::Ketama, &nodes, |s| {
+                s != owners[0] && s != owners[1]
+            });
+            assert_eq!(without_two.server_for(key.as_bytes()), Some(owners[2]));
+        }
+        assert_eq!(
+            full.owners(b"k", 9).len(),
+            4,
+            "never more owners than servers"
+        );
+        assert!(full.owners(b"k", 0).is_empty());
+    }
 
     fn nodes(list: &str) -> Vec<Node> {
         Node::parse_list(list).unwrap()
