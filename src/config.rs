@@ -206,6 +206,71 @@ pub struct Args {
     /// 0 sends every request for another core's keys by message.
     #[arg(long = "direct-limit", default_value_t = 16, value_name = "N")]
     pub direct_limit: usize,
+
+    /// The cluster's servers as its clients list them, `host:port[:weight]` comma-separated;
+    /// turns on replication to each key's other owners.
+    #[arg(long = "cluster", value_name = "LIST")]
+    pub cluster: Option<String>,
+
+    /// Placement of keys on the cluster's servers (the client library's names).
+    #[arg(long = "distribution", default_value = "ketama", value_name = "NAME")]
+    pub distribution: String,
+
+    /// Copies of each key beyond its owner (default 1 with --cluster).
+    #[arg(long = "replicas", value_name = "N")]
+    pub replicas: Option<usize>,
+
+    /// This server's entry in --cluster, when -l/-p cannot tell it.
+    #[arg(long = "self", value_name = "HOST:PORT")]
+    pub self_addr: Option<String>,
+
+    /// Megabytes of replication backlog (all shards together): a peer that comes back
+    /// within it gets only what it missed.
+    #[arg(long = "replication-backlog", default_value_t = 64, value_name = "MB")]
+    pub replication_backlog: u64,
+
+    /// Seconds a starting cluster member waits to catch up from its peers before it serves
+    /// clients anyway.
+    #[arg(long = "resync-timeout", default_value_t = 30, value_name = "SECONDS")]
+    pub resync_timeout: u64,
+}
+
+/// Replication settings (`--cluster` and its companions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// The servers, as listed.
+    pub nodes: Vec<crate::ring::Node>,
+    /// Key placement.
+    pub distribution: crate::ring::Distribution,
+    /// Copies beyond the owner.
+    pub replicas: usize,
+    /// This server's index in `nodes`.
+    pub self_index: usize,
+    /// Backlog bytes, all shards together.
+    pub backlog_bytes: usize,
+    /// Longest wait for peers before serving.
+    pub resync_timeout: std::time::Duration,
+}
+
+impl Cluster {
+    /// A digest of what every member must agree on: the list, the placement, the copies.
+    pub fn digest(&self) -> u64 {
+        let mut s = format!("{} {} ", self.distribution.name(), self.replicas);
+        for n in &self.nodes {
+            s.push_str(&format!("{}:{}:{},", n.host, n.port, n.weight));
+        }
+        xxhash_rust::xxh3::xxh3_64(s.as_bytes())
+    }
+
+    /// `host:port` of node `i`, as the list spells it.
+    pub fn name(&self, i: usize) -> String {
+        let n = &self.nodes[i];
+        if n.host.contains(':') {
+            format!("[{}]:{}", n.host, n.port)
+        } else {
+            format!("{}:{}", n.host, n.port)
+        }
+    }
 }
 
 /// `corecached -h`: memcached 1.6's flags in its layout, then corecached's own.
@@ -279,6 +344,13 @@ corecached's own:
     --io=<backend>        auto, uring or epoll (default: auto)
     --buffer-memory-limit=<num> megabytes all connections may use for large
                           request and reply buffers (default: 32)
+    --cluster=<list>      replicate to each key's other owners among these servers
+                          (host:port[:weight],...; the list the clients use)
+    --distribution=<name> key placement on --cluster (default: ketama)
+    --replicas=<num>      copies of each key beyond its owner (default: 1)
+    --self=<host:port>    this server's --cluster entry, when -l/-p cannot tell
+    --replication-backlog=<mb> replication backlog, all shards (default: 64)
+    --resync-timeout=<s>  longest wait to catch up from peers before serving (default: 30)
     --direct-limit=<num>  requests per batch run directly on another core's
                           shard before the rest goes by message (default: 16)
 ";
@@ -510,6 +582,8 @@ pub struct Config {
     pub napi_ids: Option<u32>,
     /// `-o` settings.
     pub extended: Extended,
+    /// `--cluster`: replication on.
+    pub cluster: Option<Cluster>,
     /// One line per accepted flag or option that has no effect here (logged at start).
     pub warnings: Vec<String>,
 }
@@ -781,6 +855,7 @@ impl Args {
         if self.napi_ids.is_some() {
             warnings.push("-N: NAPI ids are not used: connections are dealt round-robin".into());
         }
+        let cluster = self.cluster_config(&listen)?;
         Ok(Config {
             listen,
             udp_port: self.udp_port,
@@ -820,8 +895,94 @@ impl Args {
             disable_watch: self.disable_watch,
             napi_ids: self.napi_ids,
             extended,
+            cluster,
             warnings,
         })
+    }
+
+    /// `--cluster` and its companions, checked; `None` without `--cluster`.
+    fn cluster_config(&self, listen: &[SocketAddr]) -> Result<Option<Cluster>, ConfigError> {
+        let Some(list) = &self.cluster else {
+            if self.replicas.is_some_and(|r| r > 0) || self.self_addr.is_some() {
+                return invalid("--replicas and --self need --cluster");
+            }
+            return Ok(None);
+        };
+        use crate::ring::{Distribution, Node};
+        let nodes = Node::parse_list(list).map_err(|e| ConfigError(format!("--cluster: {e}")))?;
+        if nodes.is_empty() {
+            return invalid("--cluster: no servers listed");
+        }
+        let distribution: Distribution = self
+            .distribution
+            .parse()
+            .map_err(|e| ConfigError(format!("--distribution: {e}")))?;
+        if distribution == Distribution::Jump {
+            // A client re-jumps an ejected server's keys instead of taking the next server,
+            // so the copies would not be where failover looks.
+            return invalid("--distribution jump cannot place replicas (use a continuum)");
+        }
+        let replicas = self.replicas.unwrap_or(1);
+        if replicas >= nodes.len() && replicas > 0 {
+            return invalid(format!(
+                "--replicas {replicas} needs more than {} servers in --cluster",
+                nodes.len()
+            ));
+        }
+        let same = |n: &Node, host: &str, port: u16| {
+            n.port == port && n.host.trim_matches(|c| c == '[' || c == ']') == host
+        };
+        let self_index = match &self.self_addr {
+            Some(spec) => {
+                let me = Node::parse(spec).map_err(|e| ConfigError(format!("--self: {e}")))?;
+                let found: Vec<usize> = (0..nodes.len())
+                    .filter(|&i| same(&nodes[i], &me.host, me.port))
+                    .collect();
+                match found[..] {
+                    [i] => i,
+                    [] => {
+                        return invalid(format!(
+                            "--self {spec} is not one of the servers of --cluster {list}"
+                        ))
+                    }
+                    _ => return invalid(format!("--self {spec} is listed twice in --cluster")),
+                }
+            }
+            None => {
+                let found: Vec<usize> = (0..nodes.len())
+                    .filter(|&i| {
+                        listen.iter().any(|a| {
+                            a.port() != 0
+                                && !a.ip().is_unspecified()
+                                && same(&nodes[i], &a.ip().to_string(), a.port())
+                        })
+                    })
+                    .collect();
+                match found[..] {
+                    [i] => i,
+                    [] => {
+                        return invalid(format!(
+                            "none of the servers of --cluster {list} is this server's -l/-p \
+                             address: give --self HOST:PORT"
+                        ))
+                    }
+                    _ => return invalid("several --cluster entries match -l/-p: give --self"),
+                }
+            }
+        };
+        let backlog_bytes = usize::try_from(self.replication_backlog)
+            .ok()
+            .and_then(|m| m.checked_mul(1 << 20))
+            .filter(|&b| b > 0)
+            .ok_or_else(|| ConfigError("--replication-backlog: out of range".into()))?;
+        Ok(Some(Cluster {
+            nodes,
+            distribution,
+            replicas,
+            self_index,
+            backlog_bytes,
+            resync_timeout: std::time::Duration::from_secs(self.resync_timeout),
+        }))
     }
 }
 

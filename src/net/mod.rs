@@ -354,6 +354,32 @@ fn bind_tcp(addr: SocketAddr, backlog: libc::c_int) -> io::Result<Listener> {
     })
 }
 
+/// Starts a TCP connection to `addr` without waiting for it: the socket is for
+/// [`Loop::adopt`], whose first send goes out once the connection is up, and whose first
+/// receive reports a refused or failed connection as an error.
+pub fn connect_tcp(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let fd = new_socket(match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    })?;
+    let (storage, len) = to_sockaddr(addr);
+    // SAFETY: `storage` holds a valid address of `len` bytes.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(fd)
+}
+
 /// `addr` as the kernel takes it, with its length.
 fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data, valid when zeroed.

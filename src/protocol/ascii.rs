@@ -19,6 +19,8 @@ pub const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
 pub const OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory storing object";
 /// Incr/decr on a value that is not a number.
 pub const NON_NUMERIC: &str = "CLIENT_ERROR cannot increment or decrement non-numeric value";
+/// What a cluster member answers while it catches up from its peers (then it closes).
+pub const UNAVAILABLE: &str = "SERVER_ERROR catching up from peers";
 
 /// The request line at the front of `buf`: its content (without `\r\n`) and its full length.
 pub(crate) fn line(buf: &[u8]) -> Option<(&[u8], usize)> {

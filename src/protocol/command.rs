@@ -540,6 +540,9 @@ pub enum Outcome<V> {
     TooLarge,
     /// No memory could be found for the item.
     OutOfMemory,
+    /// The server cannot serve the request now (a cluster member still catching up from its
+    /// peers); the client should go to another server.
+    Unavailable,
     /// Malformed request (bad key etc.).
     InvalidArguments,
     /// Command the server does not implement.
@@ -590,6 +593,7 @@ impl<V> Outcome<V> {
             Outcome::NonNumeric => Outcome::NonNumeric,
             Outcome::TooLarge => Outcome::TooLarge,
             Outcome::OutOfMemory => Outcome::OutOfMemory,
+            Outcome::Unavailable => Outcome::Unavailable,
             Outcome::InvalidArguments => Outcome::InvalidArguments,
             Outcome::UnknownCommand => Outcome::UnknownCommand,
         }

@@ -584,6 +584,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, ctx: &MetaCtx, key: &[u8], outcome: &Out
         (MetaCmd::Debug, Outcome::NotFound) => put(out, b"EN\r\n"),
         (_, Outcome::TooLarge) => error(out, TOO_LARGE),
         (_, Outcome::OutOfMemory) => error(out, OUT_OF_MEMORY),
+        (_, Outcome::Unavailable) => error(out, super::ascii::UNAVAILABLE),
         (_, Outcome::NonNumeric) => error(out, ascii::NON_NUMERIC),
         (_, _) => error(out, BAD_FORMAT),
     }

@@ -9,6 +9,7 @@ pub mod ascii;
 pub mod binary;
 pub mod command;
 pub mod meta;
+pub mod repl;
 pub mod text;
 pub mod udp;
 pub mod watch;

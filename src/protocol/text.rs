@@ -818,6 +818,7 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
     let error = |out: &mut Vec<u8>, o: &Outcome<&[u8]>| match o {
         Outcome::TooLarge => line_out(out, TOO_LARGE.as_bytes()),
         Outcome::OutOfMemory => line_out(out, OUT_OF_MEMORY.as_bytes()),
+        Outcome::Unavailable => line_out(out, super::ascii::UNAVAILABLE.as_bytes()),
         Outcome::NonNumeric => line_out(out, NON_NUMERIC.as_bytes()),
         Outcome::InvalidArguments => line_out(out, BAD_FORMAT.as_bytes()),
         _ => line_out(out, ERROR.as_bytes()),
@@ -833,6 +834,11 @@ fn encode_text(out: &mut Vec<u8>, kind: Kind, key: &[u8], outcome: &Outcome<&[u8
             }
             if let Outcome::OutOfMemory = outcome {
                 line_out(out, GET_OUT_OF_MEMORY.as_bytes());
+            }
+            if let Outcome::Unavailable = outcome {
+                // No END: the connection closes after it.
+                line_out(out, super::ascii::UNAVAILABLE.as_bytes());
+                return;
             }
             if end {
                 line_out(out, b"END");

@@ -172,6 +172,8 @@ pub enum ConnState {
     Write,
     /// A `watch` log stream.
     Watch,
+    /// A cluster peer's replication stream.
+    Repl,
 }
 
 impl ConnState {
@@ -183,6 +185,7 @@ impl ConnState {
             ConnState::ParseCmd => "conn_parse_cmd",
             ConnState::Write => "conn_mwrite",
             ConnState::Watch => "conn_watch",
+            ConnState::Repl => "conn_repl",
         }
     }
 }

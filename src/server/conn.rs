@@ -29,6 +29,7 @@ use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
 use crate::protocol::text::TextCodec;
 use crate::protocol::watch::{class, CloseReason, Event, StoreCmd, StoreStatus};
 use crate::protocol::{Admin, AdminStatus, Codec, Command, Decode, Limits, Outcome};
+use crate::protocol::repl::HELLO;
 use crate::storage::key_hash;
 
 use super::admin::{ConnState, Registered};
@@ -82,7 +83,23 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
         watcher: None,
     };
     let protocol = core.shared.config().protocol;
-    let result = match c.fill().await {
+    let mut first = c.fill().await;
+    if let Some(repl) = core.shared.repl.clone() {
+        // A peer's stream opens with `repl_hello`; wait for enough bytes to tell.
+        while matches!(first, Ok(true))
+            && c.rbuf.len() < HELLO.len()
+            && HELLO.starts_with(&c.rbuf)
+        {
+            first = c.fill().await;
+        }
+        if matches!(first, Ok(true)) && c.rbuf.starts_with(HELLO) {
+            c.registered.track.set_state(ConnState::Repl);
+            let rbuf = std::mem::take(&mut c.rbuf);
+            super::repl::receiver::serve(&core, &repl, &c.conn, rbuf).await;
+            first = Ok(false);
+        }
+    }
+    let result = match first {
         Ok(false) => Ok(()),
         // -B ascii: every byte is text, 0x80 included (memcached answers ERROR at the newline).
         Ok(true) if protocol == Protocol::Ascii => c.run(TextCodec::default()).await,
@@ -360,6 +377,19 @@ pub(crate) async fn batch<C: Codec, O: Output>(
                 ..
             }
         );
+        if key_request && core.shared.repl.as_ref().is_some_and(|r| !r.is_ready()) {
+            // Catching up from peers: this member may lack what a client would read, so it
+            // answers the client away (its failover finds the next owner, which has the data).
+            if let Some(h) = held.take() {
+                tally!(run_key(&mut b, core, codec, conn, out, h, None));
+            }
+            if let Decode::Request { ctx, .. } = decoded {
+                ready(&mut b, codec, out, ctx, Outcome::Unavailable);
+            }
+            step.close = true;
+            step.error = Some(CloseReason::Error);
+            break;
+        }
         if !key_request {
             // Anything else is answered in order: the held request goes first.
             if let Some(h) = held.take() {

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod repl;
 pub mod router;
 pub mod shard;
 pub mod stats;
@@ -79,6 +80,8 @@ pub struct Shared {
     /// UDP sockets, one entry per shard serving one (descriptor, memcached-style name): what
     /// memcached counts and lists as its UDP connections.
     udp: Vec<(std::os::fd::RawFd, String)>,
+    /// Replication between cluster members (`--cluster`).
+    pub repl: Option<Arc<repl::Replication>>,
 }
 
 impl Shared {
@@ -360,6 +363,10 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         buffers: MemoryBudget::new(config.buffer_memory_limit),
         shards: (0..n).map(|_| OnceLock::new()).collect(),
         backend: OnceLock::new(),
+        repl: config
+            .cluster
+            .clone()
+            .map(|c| Arc::new(repl::Replication::new(c, n))),
         config,
     });
     spawn_signal_thread(shared.clone())?;
@@ -550,7 +557,13 @@ fn shard_thread(
         ..Limits::default()
     };
     watch::set_core(i);
-    let shard = Arc::new(Shard::new(i, store, shared.watch.clone()));
+    let shard = Arc::new(Shard::new(
+        i,
+        n,
+        store,
+        shared.watch.clone(),
+        shared.repl.clone(),
+    ));
     shard.set_detail(shared.config.detail_enabled, shared.config.delimiter_byte());
     // Each shard is set once, by its own thread.
     let _ = shared.shards[i].set(shard.clone());
@@ -589,6 +602,19 @@ async fn shard_main(core: Rc<Core>, acceptors: Vec<Acceptor>, datagrams: Vec<Dat
     }
     for d in datagrams {
         lp.spawn(udp::serve(core.clone(), d));
+    }
+    if let Some(repl) = core.shared.repl.clone() {
+        for peer in repl.peers() {
+            lp.spawn(repl::sender::run(core.clone(), repl.clone(), peer));
+        }
+        if core.shard.id == 0 && !repl.is_ready() {
+            let repl = repl.clone();
+            lp.spawn(async move {
+                while !repl.check_ready() {
+                    net::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
     }
     core.stop.wait().await;
 

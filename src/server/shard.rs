@@ -22,7 +22,11 @@ use crate::storage::{
 };
 
 use super::router::{ReplyBatch, RequestBatch, Span};
+use super::repl::backlog::{Backlog, Read};
+use super::repl::Replication;
 use super::stats::{Counters, Kind, Latencies, PrefixStats, Snapshot};
+use crate::protocol::repl::Frame;
+use crate::storage::{Applied, Replica, ReplicaCursor};
 use super::watch::{Hub, Traced, ITEM_CLASSES};
 
 /// Items the background reclaimer may examine per tick.
@@ -49,6 +53,8 @@ pub struct Shard {
     delimiter: AtomicU8,
     /// The `watch` log: item events are written there while someone watches them.
     watch: Arc<Hub>,
+    /// Replication (`--cluster`): mutations are recorded in the state's backlog.
+    repl: Option<Arc<Replication>>,
 }
 
 /// A hit's value lent to the network layer: the store keeps the bytes in place until this is
@@ -84,6 +90,8 @@ struct State {
     latency: Latencies,
     /// Per key prefix counters while detail is on (`stats detail dump`).
     prefixes: PrefixStats,
+    /// This shard's replication backlog (with `--cluster`).
+    backlog: Option<Backlog>,
 }
 
 fn outcome_of<B>(e: StoreError) -> Outcome<B> {
@@ -96,6 +104,72 @@ fn outcome_of<B>(e: StoreError) -> Outcome<B> {
         StoreError::OutOfMemory => Outcome::OutOfMemory,
         StoreError::BadKey => Outcome::InvalidArguments,
     }
+}
+
+/// Whether a key command may change its key (everything but a plain get).
+fn may_mutate(cmd: &Command<&[u8]>) -> bool {
+    !matches!(
+        cmd,
+        Command::Get {
+            touch: None,
+            meta: None,
+            ..
+        } | Command::Inspect { .. }
+    )
+}
+
+/// What replication compares before and after a command: version, expiry, deleted.
+type KeyState = Option<(u64, u64, bool)>;
+
+fn state_of(store: &Store, key: &[u8], hash: u64) -> KeyState {
+    store
+        .replica(key, hash)
+        .map(|r| (r.version, r.exptime, r.deleted))
+}
+
+/// Records in the backlog what a command changed about `key`: its new state (a new version:
+/// the item or its tombstone), or its new expiry (the same version: a touch).
+fn record_change(
+    backlog: &mut Backlog,
+    store: &Store,
+    key: &[u8],
+    hash: u64,
+    peers: u64,
+    before: KeyState,
+) {
+    let Some(r) = store.replica(key, hash) else {
+        return;
+    };
+    if before == Some((r.version, r.exptime, r.deleted)) {
+        return;
+    }
+    let same_version = before.is_some_and(|(v, _, d)| v == r.version && d == r.deleted);
+    backlog.push(peers, |seq, out| {
+        let frame = if same_version {
+            Frame::Touch {
+                seq,
+                version: r.version,
+                exptime: r.exptime,
+                key: r.key,
+            }
+        } else if r.deleted {
+            Frame::Tombstone {
+                seq,
+                version: r.version,
+                key: r.key,
+            }
+        } else {
+            Frame::Item {
+                seq,
+                version: r.version,
+                flags: r.flags,
+                exptime: r.exptime,
+                key: r.key,
+                value: r.value,
+            }
+        };
+        frame.encode(out)
+    });
 }
 
 fn item_meta(i: &ItemInfo) -> ItemMeta {
@@ -133,8 +207,18 @@ fn store_mode(m: StoreMode) -> storage::StoreMode {
 }
 
 impl Shard {
-    /// Wraps a store as shard `id`, logging its events to `watch`.
-    pub fn new(id: usize, store: Store, watch: Arc<Hub>) -> Shard {
+    /// Wraps a store as shard `id` of `shards`, logging its events to `watch` and recording
+    /// its mutations for `repl`'s peers.
+    pub fn new(
+        id: usize,
+        shards: usize,
+        store: Store,
+        watch: Arc<Hub>,
+        repl: Option<Arc<Replication>>,
+    ) -> Shard {
+        let backlog = repl
+            .as_ref()
+            .map(|r| Backlog::new((r.cluster.backlog_bytes / shards.max(1)).max(1 << 16)));
         Shard {
             id,
             state: Mutex::new(State {
@@ -142,12 +226,14 @@ impl Shard {
                 counters: Counters::default(),
                 latency: Latencies::default(),
                 prefixes: PrefixStats::default(),
+                backlog,
             }),
             returns: Mutex::new(Vec::new()),
             returns_pending: AtomicBool::new(false),
             detail: AtomicBool::new(false),
             delimiter: AtomicU8::new(b':'),
             watch,
+            repl,
         }
     }
 
@@ -259,7 +345,17 @@ impl Shard {
             counters: c,
             latency,
             prefixes,
+            backlog,
         } = &mut *state;
+        // With --cluster: the key's replicable state before a command that may change it, and
+        // the peers that own it.
+        let replicated = match (&self.repl, cmd.key()) {
+            (Some(repl), Some(&key)) if may_mutate(&cmd) => {
+                let peers = repl.peers_of(key);
+                (peers != 0).then(|| (key, peers, state_of(store, key, hash)))
+            }
+            _ => None,
+        };
         if let Some(next) = next {
             // Loads while this command runs, instead of stalling the next one.
             store.prefetch(next);
@@ -482,12 +578,28 @@ impl Shard {
             }
             Command::Flush { delay } => {
                 store.flush(delay);
+                if let (Some(repl), Some(b)) = (&self.repl, backlog.as_mut()) {
+                    // memcached's exptime rule: up to 30 days relative, beyond that a unix time.
+                    let at = match delay {
+                        ..=0 => 0,
+                        1..=2_592_000 => crate::server::stats::unix_now() + delay as u64,
+                        _ => delay as u64,
+                    };
+                    b.push(repl.all_peers(), |seq, out| {
+                        Frame::Flush { seq, at }.encode(out)
+                    });
+                }
                 return answer(Outcome::Done, None);
             }
             // Server-level commands never reach a shard.
             _ => return answer(Outcome::UnknownCommand, None),
         };
         latency.record(kind, started.map(|t| t.elapsed()));
+        if let (Some((key, peers, before)), Some(b)) = (replicated, backlog.as_mut()) {
+            if outcome.is_ok() {
+                record_change(b, store, key, hash, peers, before);
+            }
+        }
         let Some((traced, cmd)) = traced else {
             return answer(outcome.unwrap_or_else(outcome_of), lent);
         };
@@ -522,6 +634,96 @@ impl Shard {
             reply.rest = Some(batch);
         }
         reply
+    }
+
+    /// The last position of this shard's replication backlog.
+    pub fn repl_last_seq(&self) -> u64 {
+        self.lock().backlog.as_ref().map_or(0, |b| b.last_seq())
+    }
+
+    /// Whether a peer at position `at` can go on from the backlog.
+    pub fn repl_covers(&self, at: u64) -> bool {
+        self.lock().backlog.as_ref().is_some_and(|b| b.covers(at))
+    }
+
+    /// Copies the backlog's frames after `after` for member `peer` into `out` (at most about
+    /// `max` bytes).
+    pub fn repl_read(&self, after: u64, peer: usize, out: &mut Vec<u8>, max: usize) -> Read {
+        match &self.lock().backlog {
+            Some(b) => b.read(after, peer, out, max),
+            None => Read::Gap,
+        }
+    }
+
+    /// Bytes held in the backlog and records dropped from it.
+    pub fn repl_backlog(&self) -> (usize, u64) {
+        self.lock()
+            .backlog
+            .as_ref()
+            .map_or((0, 0), |b| (b.bytes(), b.dropped))
+    }
+
+    /// One slice of a full resync: the items and tombstones after `cursor` whose key member
+    /// `peer` owns, as frames (position 0) in `out`; the cursor to go on from, and how many.
+    pub fn repl_walk(
+        &self,
+        cursor: ReplicaCursor,
+        budget: usize,
+        repl: &Replication,
+        peer: usize,
+        out: &mut Vec<u8>,
+    ) -> (Option<ReplicaCursor>, u64) {
+        let state = self.lock();
+        let mut n = 0;
+        let next = state.store.walk_replicas(cursor, budget, |r| {
+            if repl.peers_of(r.key) & (1 << peer) == 0 {
+                return;
+            }
+            n += 1;
+            let frame = if r.deleted {
+                Frame::Tombstone {
+                    seq: 0,
+                    version: r.version,
+                    key: r.key,
+                }
+            } else {
+                Frame::Item {
+                    seq: 0,
+                    version: r.version,
+                    flags: r.flags,
+                    exptime: r.exptime,
+                    key: r.key,
+                    value: r.value,
+                }
+            };
+            frame.encode(out);
+        });
+        (next, n)
+    }
+
+    /// Applies a peer's record of a key's state (last writer wins); counts a tie of two
+    /// different states of one version as a conflict.
+    pub fn repl_apply(&self, repl: &Replication, r: &Replica<'_>, hash: u64) -> Applied {
+        let mut state = self.lock();
+        let tie = state
+            .store
+            .replica(r.key, hash)
+            .is_some_and(|l| l.version == r.version && l != *r);
+        if tie {
+            repl.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        state.store.apply(r, hash)
+    }
+
+    /// Applies a peer's touch of one version of a key.
+    pub fn repl_apply_touch(&self, key: &[u8], hash: u64, version: u64, exptime: u64) -> Applied {
+        self.lock().store.apply_touch(key, hash, version, exptime)
+    }
+
+    /// Applies a peer's `flush_all`: at once (`at` 0 or past) or at unix second `at`.
+    pub fn repl_flush(&self, at: u64) {
+        // A unix time is past memcached's 30 days, so the store reads it as one.
+        self.lock().store.flush(at.min(i64::MAX as u64) as i64);
     }
 
     /// Advances the store's clock to `unix_secs`.

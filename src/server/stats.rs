@@ -864,6 +864,12 @@ impl super::router::Core {
             }
             _ => {}
         }
+        if group == b"replication" {
+            return match &self.shared.repl {
+                Some(_) => Outcome::Stats(self.replication_report()),
+                None => Outcome::UnknownStatsGroup,
+            };
+        }
         let known: &[&[u8]] = &[b"", b"items", b"slabs", b"latency"];
         if !known.contains(&group) {
             return Outcome::UnknownStatsGroup;
@@ -878,8 +884,28 @@ impl super::router::Core {
             b"items" => items(&total, &self.shared.server_info()),
             b"slabs" => slabs(&total),
             b"latency" => total.latency.report(),
-            _ => general(&self.shared.server_info(), &total),
+            _ => {
+                let mut lines = general(&self.shared.server_info(), &total);
+                if self.shared.repl.is_some() {
+                    // After memcached's own names, so parsers that know them find them in place.
+                    lines.extend(self.replication_report());
+                }
+                lines
+            }
         })
+    }
+
+    /// `stats replication` (with `--cluster`): the streams' figures and the backlogs' bytes.
+    fn replication_report(&self) -> Vec<(String, String)> {
+        let Some(repl) = &self.shared.repl else {
+            return Vec::new();
+        };
+        let (bytes, dropped) = self
+            .shared
+            .all_shards()
+            .map(|s| s.repl_backlog())
+            .fold((0, 0), |(b, d), (b2, d2)| (b + b2, d + d2));
+        repl.report(bytes, dropped)
     }
 }
 

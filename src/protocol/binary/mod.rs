@@ -23,6 +23,9 @@ use super::{ArithOp, Command, Decode, Limits, Outcome, StoreMode};
 
 /// Length of every request and response header.
 pub const HEADER_LEN: usize = 24;
+
+/// The body of an [`Outcome::Unavailable`] answer.
+const UNAVAILABLE_TEXT: &str = "Catching up from peers";
 /// First byte of every request.
 pub const REQUEST_MAGIC: u8 = 0x80;
 /// First byte of every response.
@@ -134,6 +137,8 @@ pub mod status {
     pub const UNKNOWN_COMMAND: u16 = 0x0081;
     /// Out of memory.
     pub const ENOMEM: u16 = 0x0082;
+    /// Temporary failure (memcached's `PROTOCOL_BINARY_RESPONSE_ETMPFAIL`).
+    pub const ETMPFAIL: u16 = 0x0086;
 }
 
 /// What encoding a reply needs that the [`Command`] does not carry; kept by the connection from
@@ -685,6 +690,7 @@ pub fn encode_response(out: &mut Vec<u8>, ctx: &ReplyCtx, key: &[u8], outcome: &
             put_error(out, ctx, status::ENOMEM, out_of_memory_text(ctx.opcode));
         }
         Outcome::InvalidArguments => put_error(out, ctx, status::EINVAL, "Invalid arguments"),
+        Outcome::Unavailable => put_error(out, ctx, status::ETMPFAIL, UNAVAILABLE_TEXT),
         // Meta-protocol outcomes never answer a binary request.
         // Neither do the text protocol's operator answers.
         Outcome::UnknownCommand
