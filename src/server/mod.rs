@@ -546,6 +546,7 @@ fn shard_thread(
         shard_count: n as u32,
         evictions: !shared.config.disable_evictions,
         cas_enabled: !shared.config.disable_cas,
+        ..StoreConfig::default()
     })
     .map_err(|e| e.to_string())?;
     store.set_time(stats::unix_now());

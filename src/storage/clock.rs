@@ -82,6 +82,18 @@ impl Clock {
         (abs - self.epoch).min(u64::from(u32::MAX)) as u32
     }
 
+    /// Converts an absolute expiry (Unix seconds, 0 = never) into a relative one; `None` when
+    /// it is at or before now (already expired).
+    pub(crate) fn absolute(&self, unix_secs: u64) -> Option<u32> {
+        if unix_secs == 0 {
+            return Some(NEVER);
+        }
+        if unix_secs <= self.unix_now() {
+            return None;
+        }
+        Some((unix_secs - self.epoch).min(u64::from(u32::MAX)) as u32)
+    }
+
     /// A relative time as Unix seconds.
     pub(crate) fn to_unix(&self, rel: u32) -> u64 {
         self.epoch + u64::from(rel)
@@ -175,6 +187,18 @@ mod tests {
         assert!(!c.is_expired(exp));
         // Binary protocol's 0xffffffff is year 2106: far future, not expired.
         assert!(!c.is_expired(c.expiry(0xffff_ffff)));
+    }
+
+    #[test]
+    fn absolute_expiry_round_trips_and_refuses_the_past() {
+        let c = at(T0);
+        assert_eq!(c.absolute(0), Some(NEVER));
+        assert_eq!(c.absolute(T0), None);
+        assert_eq!(c.absolute(1), None);
+        let exp = c.absolute(T0 + 5).unwrap();
+        assert_eq!((c.to_unix(exp), c.ttl_left(exp)), (T0 + 5, Some(5)));
+        // Within 30 days too: absolute, unlike a wire exptime.
+        assert_eq!(c.absolute(u64::MAX), Some(u32::MAX));
     }
 
     #[test]

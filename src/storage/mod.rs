@@ -20,7 +20,9 @@ mod clock;
 mod evict;
 mod index;
 mod item;
+mod replica;
 mod slab;
+mod tombs;
 mod walk;
 
 use std::fmt;
@@ -28,6 +30,8 @@ use std::fmt;
 use hashbrown::HashMap;
 
 pub use clock::MAX_RELATIVE_EXPTIME;
+pub use replica::{Applied, Replica, ReplicaCursor, LOGICAL_BITS, VERSION_EPOCH_MS};
+pub use tombs::TOMBSTONE_OVERHEAD;
 pub use walk::{class_bit, Cursor, ReassignError, WalkedItem};
 
 use clock::Clock;
@@ -35,6 +39,7 @@ use evict::{Evictor, Policy, SEARCH_DEPTH};
 use index::Index;
 use item::{Header, ItemId, CAS_MASK, HEADER_SIZE, NIL};
 use slab::Slab;
+use tombs::Tombstones;
 
 /// Eviction policy selectable per store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +53,18 @@ pub enum EvictionPolicy {
     Lfu,
     /// Uniformly random victim.
     Random,
+}
+
+/// How a store numbers versions (the 54-bit CAS counter in the header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VersionClock {
+    /// 1, 2, 3, ... per shard (the default, used when replication is off).
+    #[default]
+    Counter,
+    /// Hybrid logical clock comparable across hosts: next = max(last + 1, (unix_ms -
+    /// VERSION_EPOCH_MS) << LOGICAL_BITS), 54 bits: 41 bits of milliseconds since
+    /// VERSION_EPOCH_MS (2025-01-01T00:00Z) and 13 logical bits. Deletes leave tombstones.
+    Hybrid,
 }
 
 /// Longest key memcached accepts.
@@ -80,6 +97,13 @@ pub struct StoreConfig {
     /// Whether items carry CAS values (memcached's `-C` turns this off: every CAS reads 0 and
     /// a CAS-conditional store finds the item changed).
     pub cas_enabled: bool,
+    /// How versions (CAS counters) are numbered; `Hybrid` for replication.
+    pub versions: VersionClock,
+    /// Seconds a tombstone lives (Hybrid only).
+    pub tombstone_secs: u32,
+    /// Tombstones may take at most `memory_limit / tombstone_share` bytes, taken out of the
+    /// slab's page cap (Hybrid only; must not be 0 there).
+    pub tombstone_share: u32,
 }
 
 impl Default for StoreConfig {
@@ -93,6 +117,9 @@ impl Default for StoreConfig {
             shard_count: 1,
             evictions: true,
             cas_enabled: true,
+            versions: VersionClock::Counter,
+            tombstone_secs: 600,
+            tombstone_share: 64,
         }
     }
 }
@@ -270,6 +297,12 @@ pub struct StoreStats {
     pub crawler_reclaimed: u64,
     /// Slots of the hash index.
     pub hash_buckets: u64,
+    /// Tombstones held now (Hybrid versions only).
+    pub tombstones: u64,
+    /// Bytes they count against their budget (key + `TOMBSTONE_OVERHEAD` each).
+    pub tombstone_bytes: u64,
+    /// Tombstones dropped for age or for the budget.
+    pub tombstones_reclaimed: u64,
 }
 
 /// Slab and item statistics of one slab class (memcached's `stats slabs` / `stats items`).
@@ -531,6 +564,10 @@ pub struct Store {
     lent: HashMap<ItemId, Loan>,
     /// Evictions made for room while recording is on (`record_evictions`).
     evicted: Option<Vec<Evicted>>,
+    /// Versions come from the hybrid clock and deletes leave tombstones.
+    hybrid: bool,
+    /// Keys deleted on purpose, with the delete's version (always empty unless `hybrid`).
+    tombs: Tombstones,
 }
 
 /// memcached's `isspace`.
@@ -577,6 +614,14 @@ fn explicit_len(new_cas: u64) -> usize {
     }
 }
 
+/// Bytes of `limit` set aside for tombstones (none with counter versions).
+fn tomb_budget(config: &StoreConfig, limit: usize) -> usize {
+    match config.versions {
+        VersionClock::Counter => 0,
+        VersionClock::Hybrid => limit / config.tombstone_share as usize,
+    }
+}
+
 fn check_key(key: &[u8]) -> StoreResult<()> {
     if key.is_empty() || key.len() > KEY_MAX_LEN {
         Err(StoreError::BadKey)
@@ -601,9 +646,18 @@ impl Store {
                 config.max_item_size
             ));
         }
+        let hybrid = config.versions == VersionClock::Hybrid;
+        if hybrid && config.tombstone_share == 0 {
+            return bad("tombstone share must be at least 1".to_string());
+        }
+        let tomb_budget = tomb_budget(&config, config.memory_limit);
         let page_size = config.max_item_size.max(slab::MIN_PAGE);
-        let slab = Slab::new(page_size, config.memory_limit, config.growth_factor)
-            .map_err(ConfigError::Invalid)?;
+        let slab = Slab::new(
+            page_size,
+            config.memory_limit - tomb_budget,
+            config.growth_factor,
+        )
+        .map_err(ConfigError::Invalid)?;
         let n = slab.classes().len();
         Ok(Store {
             max_item: config.max_item_size.min(slab.largest_chunk()),
@@ -621,6 +675,8 @@ impl Store {
             candidates: Vec::with_capacity(SEARCH_DEPTH),
             lent: HashMap::new(),
             evicted: None,
+            hybrid,
+            tombs: Tombstones::new(tomb_budget),
             config,
         })
     }
@@ -854,6 +910,9 @@ impl Store {
             if mode == StoreMode::Set && cas == 0 {
                 if let Found::Live(old) = self.lookup(key, hash) {
                     self.unlink(old, Some(hash));
+                    if self.hybrid {
+                        self.bury(key, hash);
+                    }
                 }
             }
             return Err(StoreError::TooLarge);
@@ -1189,6 +1248,9 @@ impl Store {
                 self.stats.delete_hits += 1;
                 self.class_mut(id).delete_hits += 1;
                 self.unlink(id, Some(hash));
+                if self.hybrid {
+                    self.bury(key, hash);
+                }
                 Ok(())
             }
             Found::Missing => {
@@ -1210,7 +1272,14 @@ impl Store {
     }
 
     /// Walks at most `budget` items and frees the expired ones; returns how many were freed.
+    /// With hybrid versions it also drops up to `budget` tombstones older than
+    /// `tombstone_secs` (not counted in the result; see `tombstones_reclaimed`).
     pub fn reclaim(&mut self, budget: usize) -> usize {
+        if self.hybrid && !self.tombs.is_empty() {
+            let ttl = self.config.tombstone_secs;
+            let gone = self.tombs.expire(self.clock.now(), ttl, budget);
+            self.stats.tombstones_reclaimed += gone as u64;
+        }
         if self.slab.pages_allocated() == 0 {
             return 0;
         }
@@ -1288,6 +1357,8 @@ impl Store {
         s.limit_maxbytes = self.config.memory_limit as u64;
         s.hash_bytes = self.index.heap_bytes() as u64;
         s.hash_buckets = self.index.buckets() as u64;
+        s.tombstones = self.tombs.len() as u64;
+        s.tombstone_bytes = self.tombs.bytes() as u64;
         s
     }
 
@@ -1393,7 +1464,19 @@ impl Store {
                 assert!(list.iter().all(|&id| self.slab.class_of(id) == class));
             }
         }
-        assert!(self.slab.bytes_allocated() <= self.config.memory_limit);
+        assert!(self.slab.bytes_allocated() <= self.config.memory_limit - self.tombs.budget());
+        self.tombs.verify();
+        assert!(self.hybrid || self.tombs.is_empty());
+        for s in 0..self.tombs.slot_count() {
+            if let Some(t) = self.tombs.at(s) {
+                assert!(
+                    self.index
+                        .find(&self.slab, t.key, key_hash(t.key))
+                        .is_none(),
+                    "a key both linked and tombstoned"
+                );
+            }
+        }
     }
 
     /// The wire CAS of a CAS counter: unique across shards, never 0.
@@ -1417,6 +1500,9 @@ impl Store {
     /// The next CAS counter (54 bits, never 0).
     #[inline]
     fn next_cas(&mut self) -> u64 {
+        if self.hybrid {
+            return self.next_hybrid();
+        }
         self.cas_counter = (self.cas_counter + 1) & CAS_MASK;
         if self.cas_counter == 0 {
             self.cas_counter = 1;
@@ -1424,9 +1510,35 @@ impl Store {
         self.cas_counter
     }
 
+    /// The next hybrid version: past the last one and not behind the wall clock.
+    #[inline(never)]
+    fn next_hybrid(&mut self) -> u64 {
+        let next = (self.cas_counter + 1).max(replica::wall_version()) & CAS_MASK;
+        self.cas_counter = next.max(1);
+        self.cas_counter
+    }
+
     fn flush_now(&mut self) {
         self.flush_below = self.cas_counter + 1;
+        if self.hybrid {
+            // Versions below the clock now die, also those peers issued but have not sent yet;
+            // the next local write gets at least `flush_below`, so it stays.
+            self.flush_below = self.flush_below.max(replica::wall_version());
+            self.cas_counter = self.flush_below - 1;
+        }
         self.flush_at = None;
+    }
+
+    /// Records a tombstone with a new version for `key`, just unlinked on a client's request.
+    fn bury(&mut self, key: &[u8], hash: u64) {
+        let version = self.next_cas();
+        self.bury_at(key, hash, version);
+    }
+
+    /// Records a tombstone of `key` at `version`.
+    fn bury_at(&mut self, key: &[u8], hash: u64, version: u64) {
+        let dropped = self.tombs.insert(key, hash, version, self.clock.now());
+        self.stats.tombstones_reclaimed += dropped as u64;
     }
 
     /// Whether an item is expired or flushed.
@@ -1579,8 +1691,13 @@ impl Store {
         flags: u32,
         exp: u32,
         new_cas: u64,
+        version: u64,
     ) -> u64 {
-        let cas = self.next_cas();
+        let cas = if version != 0 {
+            version
+        } else {
+            self.next_cas()
+        };
         let vlen = parts[0].len() + parts[1].len();
         let mut h = Header::new(cas, key.len(), vlen, flags, exp);
         h.atime = self.clock.now();
@@ -1599,6 +1716,7 @@ impl Store {
 
     /// Stores a new item for `key`, replacing `old`; returns the CAS counter.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn put(
         &mut self,
         old: Option<ItemId>,
@@ -1609,6 +1727,22 @@ impl Store {
         exp: u32,
         new_cas: u64,
     ) -> StoreResult<u64> {
+        self.put_version(old, key, hash, value, flags, exp, new_cas, 0)
+    }
+
+    /// [`Store::put`] with the item's version given (a replicated one), or 0 for a new one.
+    #[allow(clippy::too_many_arguments)]
+    fn put_version(
+        &mut self,
+        old: Option<ItemId>,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        flags: u32,
+        exp: u32,
+        new_cas: u64,
+        version: u64,
+    ) -> StoreResult<u64> {
         let size = item::item_size(key.len(), value.len()) + explicit_len(new_cas);
         let class = self.slab.class_for(size).ok_or(StoreError::TooLarge)?;
         if let Some(id) = old {
@@ -1616,7 +1750,7 @@ impl Store {
                 // Same class: overwrite the chunk in place, the index entry stays.
                 let old_size = Header::load(self.slab.chunk(id)).total_size();
                 self.policy.on_remove(&mut self.slab, class, id);
-                let cas = self.write_item(id, key, [value, &[]], flags, exp, new_cas);
+                let cas = self.write_item(id, key, [value, &[]], flags, exp, new_cas, version);
                 self.slab.account(class, old_size, size);
                 self.policy.on_insert(&mut self.slab, class, id);
                 self.stats.total_items += 1;
@@ -1626,14 +1760,29 @@ impl Store {
             // store must not leave the old value behind.
             self.unlink(id, Some(hash));
         }
-        let id = self.alloc(class)?;
-        let cas = self.write_item(id, key, [value, &[]], flags, exp, new_cas);
+        let id = match self.alloc(class) {
+            Ok(id) => id,
+            Err(e) => {
+                // A client's failed store removed the key: as a delete, it leaves a tombstone
+                // (a replicated one, version != 0, is only as good as an eviction).
+                if self.hybrid && old.is_some() && version == 0 {
+                    self.bury(key, hash);
+                }
+                return Err(e);
+            }
+        };
+        let cas = self.write_item(id, key, [value, &[]], flags, exp, new_cas, version);
         self.link(id, class, hash, size);
         Ok(cas)
     }
 
     /// Links a freshly written item into index, policy and accounting.
     fn link(&mut self, id: ItemId, class: usize, hash: u64, size: usize) {
+        if self.hybrid && !self.tombs.is_empty() {
+            // The key is written again: its delete no longer needs remembering.
+            let key = item::key(self.slab.chunk(id));
+            self.tombs.remove(key, hash);
+        }
         self.slab.account(class, 0, size);
         self.index.insert(&self.slab, hash, id);
         self.policy.on_insert(&mut self.slab, class, id);

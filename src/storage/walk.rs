@@ -7,7 +7,9 @@
 //! the store for long or building one giant reply. Pages that move between steps may make a walk
 //! miss or repeat an item, as memcached's crawler may when items move in its LRUs.
 
-use super::item::{self, Header};
+use std::borrow::Borrow;
+
+use super::item::{self, Header, ItemId};
 use super::Store;
 
 /// Where a walk goes on: the next chunk to examine.
@@ -59,6 +61,41 @@ pub fn class_bit(class: u32) -> u64 {
     1u64.checked_shl(class).unwrap_or(0)
 }
 
+/// Calls `each` for every chunk of `store` (shared or exclusive: `each` gets it back) from
+/// `cursor` on, at most `budget` chunks (a page of a class `wanted` refuses counts as one), with
+/// the chunk's id; returns where to go on (`None` at the end of the store) and the budget spent.
+pub(crate) fn walk_ids<S: Borrow<Store>>(
+    store: &mut S,
+    wanted: impl Fn(usize) -> bool,
+    cursor: Cursor,
+    budget: usize,
+    mut each: impl FnMut(&mut S, ItemId),
+) -> (Option<Cursor>, usize) {
+    let Cursor { mut page, mut slot } = cursor;
+    let mut spent = 0;
+    while spent < budget {
+        let s: &Store = (*store).borrow();
+        let Some((class, per_page)) = s.slab.page_layout(page as usize) else {
+            return (None, spent);
+        };
+        if !wanted(class) || slot >= per_page {
+            spent += 1;
+            page += 1;
+            slot = 0;
+            continue;
+        }
+        let end = per_page.min(slot.saturating_add((budget - spent) as u32));
+        for at in slot..end {
+            let s: &Store = (*store).borrow();
+            let id = s.slab.chunk_id(page as usize, at);
+            each(store, id);
+        }
+        spent += (end - slot) as usize;
+        slot = end;
+    }
+    (Some(Cursor { page, slot }), spent)
+}
+
 impl Store {
     /// Calls `each` for every chunk from `cursor` on, at most `budget` chunks (a page of classes
     /// outside `classes` counts as one), with the chunk's id; returns where to go on, `None` at
@@ -68,27 +105,11 @@ impl Store {
         classes: u64,
         cursor: Cursor,
         budget: usize,
-        mut each: impl FnMut(&mut Store, item::ItemId),
+        mut each: impl FnMut(&mut Store, ItemId),
     ) -> Option<Cursor> {
-        let Cursor { mut page, mut slot } = cursor;
-        let mut spent = 0;
-        while spent < budget {
-            let (class, per_page) = self.slab.page_layout(page as usize)?;
-            if classes & class_bit(class as u32 + 1) == 0 || slot >= per_page {
-                spent += 1;
-                page += 1;
-                slot = 0;
-                continue;
-            }
-            let end = per_page.min(slot.saturating_add((budget - spent) as u32));
-            for s in slot..end {
-                let id = self.slab.chunk_id(page as usize, s);
-                each(self, id);
-            }
-            spent += (end - slot) as usize;
-            slot = end;
-        }
-        Some(Cursor { page, slot })
+        let mut store = self;
+        let wanted = |class: usize| classes & class_bit(class as u32 + 1) != 0;
+        walk_ids(&mut store, wanted, cursor, budget, |s, id| each(s, id)).0
     }
 
     /// Appends to `out` the live items of the classes in `classes` (bit `c` = class `c`, 1-based)
@@ -195,9 +216,13 @@ impl Store {
     /// lowering it below what is held frees nothing, it only stops allocating new pages (the
     /// pages held stay in use). False, changing nothing, for a limit the store cannot address.
     pub fn set_memory_limit(&mut self, bytes: usize) -> bool {
-        if !self.slab.set_memory_limit(bytes) {
+        // With hybrid versions the tombstones' share of the limit is not the slab's.
+        let tombs = super::tomb_budget(&self.config, bytes);
+        if !self.slab.set_memory_limit(bytes - tombs) {
             return false;
         }
+        let dropped = self.tombs.set_budget(tombs);
+        self.stats.tombstones_reclaimed += dropped as u64;
         self.config.memory_limit = bytes;
         true
     }
