@@ -18,14 +18,19 @@ fn member(port: u16, list: &str, extra: &[&str]) -> Server {
     try_member(port, list, extra).unwrap_or_else(|f| panic!("member did not start: {f:?}"))
 }
 
-fn try_member(
-    port: u16,
-    list: &str,
-    extra: &[&str],
-) -> Result<Server, common::StartFailure> {
+fn try_member(port: u16, list: &str, extra: &[&str]) -> Result<Server, common::StartFailure> {
     let port = port.to_string();
     let mut args = vec![
-        "-l", "127.0.0.1", "-p", &port, "-t", "2", "-m", "64", "--cluster", list,
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "2",
+        "-m",
+        "64",
+        "--cluster",
+        list,
     ];
     args.extend_from_slice(extra);
     Server::try_spawn(Server::command(&args))
@@ -87,8 +92,9 @@ fn two_members_copy_sets_deletes_touches_and_counters() {
     }
     let mut cb = b.client();
     assert!(
-        wait_until(Duration::from_secs(10), || (0..300)
-            .all(|i| cb.get(format!("k{i}").as_bytes()) == Some(format!("v{i}").into_bytes()))),
+        wait_until(Duration::from_secs(10), || (0..300).all(|i| cb
+            .get(format!("k{i}").as_bytes())
+            == Some(format!("v{i}").into_bytes()))),
         "every set on A reaches B"
     );
     // Deletes on B reach A, and an increment's result travels.
@@ -97,17 +103,45 @@ fn two_members_copy_sets_deletes_touches_and_counters() {
         assert_eq!(r.status, status::OK);
     }
     ca.set(b"counter", b"10");
-    assert!(wait_until(Duration::from_secs(10), || cb.get(b"counter").is_some()));
-    let r = cb.call(&common::arith(common::op::INCR, b"counter", 5, 0, 0xffff_ffff));
+    assert!(wait_until(Duration::from_secs(10), || cb
+        .get(b"counter")
+        .is_some()));
+    let r = cb.call(&common::arith(
+        common::op::INCR,
+        b"counter",
+        5,
+        0,
+        0xffff_ffff,
+    ));
     assert_eq!(r.counter(), 15);
     assert!(wait_until(Duration::from_secs(10), || {
         (0..50).all(|i| ca.get(format!("k{i}").as_bytes()).is_none())
             && ca.get(b"counter") == Some(b"15".to_vec())
     }));
     // A touch that makes an item expire at once removes it on the other member too.
-    let r = ca.call(&common::touch(common::op::TOUCH, b"k100", 0xffff_fff0));
-    assert_eq!(r.status, status::OK);
-    assert!(wait_until(Duration::from_secs(10), || cb.get(b"k100").is_none()));
+    let mut text = TcpStream::connect(a.addr()).unwrap();
+    text.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    text.write_all(b"touch k100 -1\r\ntouch k101 1000\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while got.len() < b"TOUCHED\r\nTOUCHED\r\n".len() {
+        let n = text.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"TOUCHED\r\nTOUCHED\r\n");
+    assert!(wait_until(Duration::from_secs(10), || cb
+        .get(b"k100")
+        .is_none()));
+    // The other touch's new TTL reached B (meta get of the TTL, as memcached answers it).
+    let mut tb = TcpStream::connect(b.addr()).unwrap();
+    tb.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        tb.write_all(b"mg k101 t\r\n").unwrap();
+        let n = tb.read(&mut buf).unwrap();
+        let line = String::from_utf8_lossy(&buf[..n]).to_string();
+        line == "HD t1000\r\n" || line == "HD t999\r\n"
+    }));
     // Replicated writes are not client commands.
     let sets_b = cb.stat("cmd_set");
     assert_eq!(sets_b, 0, "B's clients set nothing");
@@ -131,7 +165,12 @@ fn a_killed_member_loses_nothing_and_catches_up_before_serving() {
     let client = ring_client(&ports);
     for i in 0..2000 {
         client
-            .set(format!("key:{i}").as_bytes(), format!("one:{i}").as_bytes(), 0, 0)
+            .set(
+                format!("key:{i}").as_bytes(),
+                format!("one:{i}").as_bytes(),
+                0,
+                0,
+            )
             .unwrap();
     }
     assert!(wait_until(Duration::from_secs(20), || members
@@ -146,7 +185,7 @@ fn a_killed_member_loses_nothing_and_catches_up_before_serving() {
     for i in 0..2000 {
         let got = client.get(format!("key:{i}").as_bytes()).unwrap();
         assert_eq!(
-            got.map(|v| v.value),
+            got.map(|v| v.data),
             Some(format!("one:{i}").into_bytes()),
             "key:{i} after the kill"
         );
@@ -155,7 +194,12 @@ fn a_killed_member_loses_nothing_and_catches_up_before_serving() {
     for i in 0..2000 {
         if i % 2 == 0 {
             client
-                .set(format!("key:{i}").as_bytes(), format!("two:{i}").as_bytes(), 0, 0)
+                .set(
+                    format!("key:{i}").as_bytes(),
+                    format!("two:{i}").as_bytes(),
+                    0,
+                    0,
+                )
                 .unwrap();
         }
     }
@@ -169,13 +213,20 @@ fn a_killed_member_loses_nothing_and_catches_up_before_serving() {
     // An odd key (written once, never changed) that the restarted member owns.
     let probe = (0..2000)
         .filter(|i| i % 2 == 1)
-        .find(|i| ring.owners(format!("key:{i}").as_bytes(), 2).contains(&victim))
+        .find(|i| {
+            ring.owners(format!("key:{i}").as_bytes(), 2)
+                .contains(&victim)
+        })
         .unwrap();
-    let want = format!("VALUE key:{probe} 0 {}\r\none:{probe}\r\nEND\r\n", format!("one:{probe}").len());
+    let want = format!(
+        "VALUE key:{probe} 0 {}\r\none:{probe}\r\nEND\r\n",
+        format!("one:{probe}").len()
+    );
     assert!(wait_until(Duration::from_secs(20), || {
         let mut s = TcpStream::connect(back.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(format!("get key:{probe}\r\n").as_bytes()).unwrap();
+        s.write_all(format!("get key:{probe}\r\n").as_bytes())
+            .unwrap();
         let mut buf = vec![0u8; 256];
         let n = s.read(&mut buf).unwrap_or(0);
         let reply = String::from_utf8_lossy(&buf[..n]).to_string();
@@ -208,7 +259,10 @@ fn a_killed_member_loses_nothing_and_catches_up_before_serving() {
     )
     .parse()
     .unwrap();
-    assert!(full >= 2, "a first sync and the one after the restart: {full}");
+    assert!(
+        full >= 2,
+        "a first sync and the one after the restart: {full}"
+    );
 }
 
 #[test]
@@ -231,8 +285,9 @@ fn a_paused_member_gets_what_it_missed() {
     std::thread::sleep(Duration::from_secs(5));
     b.signal(libc::SIGCONT);
     let mut cb = b.client();
-    assert!(wait_until(Duration::from_secs(20), || (0..100)
-        .all(|i| cb.get(format!("p{i}").as_bytes()) == Some(b"during".to_vec()))));
+    assert!(wait_until(Duration::from_secs(20), || (0..100).all(|i| cb
+        .get(format!("p{i}").as_bytes())
+        == Some(b"during".to_vec()))));
     let peer = format!("peer:127.0.0.1:{pb}");
     assert!(
         repl_stat(&a, &format!("{peer}:partial_resyncs"))
@@ -249,6 +304,8 @@ fn strangers_garbage_and_other_clusters_are_refused() {
     let (pa, pb) = (free_port(), free_port());
     let l = list(&[pa, pb]);
     let a = member(pa, &l, &[]);
+    // Its one peer never started: it is down, so nothing to wait for.
+    assert!(wait_until(Duration::from_secs(10), || ready(&a)));
     let hello = |from: &str, digest: &str| {
         let mut s = TcpStream::connect(a.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -271,7 +328,12 @@ fn strangers_garbage_and_other_clusters_are_refused() {
     let mut buf = vec![0u8; 512];
     let n = s.read(&mut buf).unwrap_or(0);
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SERVER_ERROR repl"));
-    assert!(repl_stat(&a, "repl_refused_handshakes").parse::<u64>().unwrap() >= 3);
+    assert!(
+        repl_stat(&a, "repl_refused_handshakes")
+            .parse::<u64>()
+            .unwrap()
+            >= 3
+    );
     // The member still serves clients.
     let mut c = a.client();
     c.set(b"alive", b"yes");
@@ -282,12 +344,18 @@ fn strangers_garbage_and_other_clusters_are_refused() {
 fn a_cluster_list_without_this_server_is_a_startup_error() {
     let port = free_port();
     let other = free_port();
-    let f = try_member(port, &list(&[other, free_port()]), &[]).err().expect("refused");
+    let f = try_member(port, &list(&[other, free_port()]), &[])
+        .err()
+        .expect("refused");
     assert!(f.stderr.contains("--self"), "{}", f.stderr);
     let f = try_member(port, &list(&[other, port]), &["--self", "127.0.0.1:1"])
         .err()
         .expect("refused");
-    assert!(f.stderr.contains("is not one of the servers"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("is not one of the servers"),
+        "{}",
+        f.stderr
+    );
     let f = try_member(port, &list(&[other, port]), &["--replicas", "2"])
         .err()
         .expect("refused");
@@ -300,9 +368,12 @@ fn members_with_different_cluster_lists_report_it_and_do_not_exchange() {
     let a = member(pa, &list(&[pa, pb]), &[]);
     let b = member(pb, &list(&[pa, pb, pc]), &["--resync-timeout", "1"]);
     assert!(wait_until(Duration::from_secs(10), || {
-        repl_stat(&a, "repl_refused_handshakes") != "0" && repl_stat(&b, "repl_refused_handshakes") != "0"
+        repl_stat(&a, "repl_refused_handshakes") != "0"
+            && repl_stat(&b, "repl_refused_handshakes") != "0"
     }));
-    assert!(wait_until(Duration::from_secs(10), || b.log().contains("other cluster settings")
+    assert!(wait_until(Duration::from_secs(10), || b
+        .log()
+        .contains("other cluster settings")
         || a.log().contains("other cluster settings")));
     let mut ca = a.client();
     ca.set(b"mismatch", b"x");

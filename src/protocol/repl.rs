@@ -170,7 +170,11 @@ pub enum Frame<'a> {
         value: &'a [u8],
     },
     /// A key was deleted at `version`.
-    Tombstone { seq: u64, version: u64, key: &'a [u8] },
+    Tombstone {
+        seq: u64,
+        version: u64,
+        key: &'a [u8],
+    },
     /// The item of `version` now expires at `exptime` (touch, gat).
     Touch {
         seq: u64,
@@ -300,7 +304,10 @@ impl Frame<'_> {
     /// Decodes the frame at the front of `buf`: `Ok(None)` while incomplete, else the frame and
     /// the bytes it took. A payload over `max_payload` (checked from the header, before it is
     /// buffered) or any malformed field is an error.
-    pub fn decode(buf: &[u8], max_payload: usize) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
+    pub fn decode(
+        buf: &[u8],
+        max_payload: usize,
+    ) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         if buf.len() < FRAME_HEADER {
             return Ok(None);
         }
@@ -524,7 +531,10 @@ mod tests {
         }
         .encode(&mut big);
         assert!(Frame::decode(&big, 50).is_err(), "payload over the limit");
-        assert!(Frame::decode(&[42, 0, 0, 0, 0], 10).is_err(), "unknown kind");
+        assert!(
+            Frame::decode(&[42, 0, 0, 0, 0], 10).is_err(),
+            "unknown kind"
+        );
         // An ack with a short payload.
         assert!(Frame::decode(&[ACK, 4, 0, 0, 0, 1, 2, 3, 4], 10).is_err());
         // A tombstone with trailing bytes.
@@ -584,10 +594,18 @@ mod tests {
             b"repl_hello 1 a 0123456789abcdef 0000000000000001 0 0\r\n",
             b"repl_hellx 1 a 0123456789abcdef 0000000000000001 0 1\r\n",
         ] {
-            assert!(Hello::decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                Hello::decode(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert!(Hello::decode(&[b'x'; MAX_HELLO_LINE + 1]).is_err());
-        for r in [HelloReply::Ok(0), HelloReply::Ok(77), HelloReply::Refused("no\nway".into())] {
+        for r in [
+            HelloReply::Ok(0),
+            HelloReply::Ok(77),
+            HelloReply::Refused("no\nway".into()),
+        ] {
             let mut l = Vec::new();
             r.encode(&mut l);
             let (got, used) = HelloReply::decode(&l).unwrap().unwrap();

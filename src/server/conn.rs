@@ -26,10 +26,10 @@ use crate::config::Protocol;
 use crate::net;
 use crate::net::Reservation;
 use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
+use crate::protocol::repl::HELLO;
 use crate::protocol::text::TextCodec;
 use crate::protocol::watch::{class, CloseReason, Event, StoreCmd, StoreStatus};
 use crate::protocol::{Admin, AdminStatus, Codec, Command, Decode, Limits, Outcome};
-use crate::protocol::repl::HELLO;
 use crate::storage::key_hash;
 
 use super::admin::{ConnState, Registered};
@@ -86,9 +86,7 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
     let mut first = c.fill().await;
     if let Some(repl) = core.shared.repl.clone() {
         // A peer's stream opens with `repl_hello`; wait for enough bytes to tell.
-        while matches!(first, Ok(true))
-            && c.rbuf.len() < HELLO.len()
-            && HELLO.starts_with(&c.rbuf)
+        while matches!(first, Ok(true)) && c.rbuf.len() < HELLO.len() && HELLO.starts_with(&c.rbuf)
         {
             first = c.fill().await;
         }

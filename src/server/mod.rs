@@ -33,7 +33,7 @@ use crate::net::{
     Notifier, UdpSocket,
 };
 use crate::protocol::Limits;
-use crate::storage::{Store, StoreConfig};
+use crate::storage::{Store, StoreConfig, VersionClock};
 
 use router::{Core, Mail};
 use shard::Shard;
@@ -546,6 +546,12 @@ fn shard_thread(
         shard_count: n as u32,
         evictions: !shared.config.disable_evictions,
         cas_enabled: !shared.config.disable_cas,
+        // Versions comparable across members, and tombstones, only where replication runs.
+        versions: if shared.repl.is_some() {
+            VersionClock::Hybrid
+        } else {
+            VersionClock::Counter
+        },
         ..StoreConfig::default()
     })
     .map_err(|e| e.to_string())?;

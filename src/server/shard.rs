@@ -21,13 +21,13 @@ use crate::storage::{
     self, ArithOptions, FetchOptions, ItemInfo, ItemRef, ItemView, Store, StoreError, StoreOptions,
 };
 
-use super::router::{ReplyBatch, RequestBatch, Span};
 use super::repl::backlog::{Backlog, Read};
 use super::repl::Replication;
+use super::router::{ReplyBatch, RequestBatch, Span};
 use super::stats::{Counters, Kind, Latencies, PrefixStats, Snapshot};
+use super::watch::{Hub, Traced, ITEM_CLASSES};
 use crate::protocol::repl::Frame;
 use crate::storage::{Applied, Replica, ReplicaCursor};
-use super::watch::{Hub, Traced, ITEM_CLASSES};
 
 /// Items the background reclaimer may examine per tick.
 pub const RECLAIM_BUDGET: usize = 4096;
@@ -138,6 +138,19 @@ fn record_change(
     before: KeyState,
 ) {
     let Some(r) = store.replica(key, hash) else {
+        // Gone without a tombstone: a touch into the past expired it. The same version,
+        // expired (unix second 1), does the same on the peers.
+        if let Some((version, _, false)) = before {
+            backlog.push(peers, |seq, out| {
+                Frame::Touch {
+                    seq,
+                    version,
+                    exptime: 1,
+                    key,
+                }
+                .encode(out)
+            });
+        }
         return;
     };
     if before == Some((r.version, r.exptime, r.deleted)) {
@@ -595,17 +608,15 @@ impl Shard {
             _ => return answer(Outcome::UnknownCommand, None),
         };
         latency.record(kind, started.map(|t| t.elapsed()));
-        if let (Some((key, peers, before)), Some(b)) = (replicated, backlog.as_mut()) {
-            if outcome.is_ok() {
-                record_change(b, store, key, hash, peers, before);
-            }
-        }
-        let Some((traced, cmd)) = traced else {
-            return answer(outcome.unwrap_or_else(outcome_of), lent);
-        };
         let result = outcome.as_ref().map(|_| ()).map_err(|e| *e);
         let r = answer(outcome.unwrap_or_else(outcome_of), lent);
-        traced.log(&self.watch, store, &cmd, hash, result, cfd);
+        if let (Some((key, peers, before)), Some(b)) = (replicated, backlog.as_mut()) {
+            // Whatever the outcome: a refused set, too, may have removed the old value.
+            record_change(b, store, key, hash, peers, before);
+        }
+        if let Some((traced, cmd)) = traced {
+            traced.log(&self.watch, store, &cmd, hash, result, cfd);
+        }
         r
     }
 

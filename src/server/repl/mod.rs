@@ -252,9 +252,9 @@ impl Replication {
         let shards = self.peer_shards.lock().unwrap().clone();
         let positions = self.positions.lock().unwrap();
         let all = self.peers().all(|p| {
-            let synced = shards.get(&p).is_some_and(|&n| {
-                (0..n).all(|s| positions.get(&(p, s)).is_some_and(|x| x.synced))
-            });
+            let synced = shards
+                .get(&p)
+                .is_some_and(|&n| (0..n).all(|s| positions.get(&(p, s)).is_some_and(|x| x.synced)));
             // Down: our own streams to it never got through.
             let down = self.streams.iter().all(|per| {
                 let s = &per[p];
@@ -284,8 +284,16 @@ impl Replication {
         let now = unix_ms();
         let push = |out: &mut Vec<(String, String)>, k: String, v: String| out.push((k, v));
         push(&mut out, "repl_self".into(), self.cluster.name(self.me()));
-        push(&mut out, "repl_replicas".into(), self.cluster.replicas.to_string());
-        push(&mut out, "repl_ready".into(), u8::from(self.is_ready()).to_string());
+        push(
+            &mut out,
+            "repl_replicas".into(),
+            self.cluster.replicas.to_string(),
+        );
+        push(
+            &mut out,
+            "repl_ready".into(),
+            u8::from(self.is_ready()).to_string(),
+        );
         for p in self.peers() {
             let name = self.cluster.name(p);
             let sum = |f: &dyn Fn(&StreamStats) -> u64| -> u64 {
@@ -328,8 +336,16 @@ impl Replication {
                 format!("peer:{name}:records_acked"),
                 sum(&|s| s.records_acked.load(Ordering::Relaxed)).to_string(),
             );
-            push(&mut out, format!("peer:{name}:lag_records"), lag_records.to_string());
-            push(&mut out, format!("peer:{name}:lag_seconds"), format!("{lag_secs:.3}"));
+            push(
+                &mut out,
+                format!("peer:{name}:lag_records"),
+                lag_records.to_string(),
+            );
+            push(
+                &mut out,
+                format!("peer:{name}:lag_seconds"),
+                format!("{lag_secs:.3}"),
+            );
             push(
                 &mut out,
                 format!("peer:{name}:partial_resyncs"),
@@ -341,8 +357,16 @@ impl Replication {
                 sum(&|s| s.full_resyncs.load(Ordering::Relaxed)).to_string(),
             );
         }
-        push(&mut out, "repl_backlog_bytes".into(), backlog_bytes.to_string());
-        push(&mut out, "repl_backlog_dropped".into(), backlog_records.to_string());
+        push(
+            &mut out,
+            "repl_backlog_bytes".into(),
+            backlog_bytes.to_string(),
+        );
+        push(
+            &mut out,
+            "repl_backlog_dropped".into(),
+            backlog_records.to_string(),
+        );
         push(
             &mut out,
             "repl_applied".into(),

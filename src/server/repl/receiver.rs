@@ -52,7 +52,10 @@ pub async fn serve(core: &Core, repl: &Replication, conn: &net::Conn, mut rbuf: 
         return refuse(
             repl,
             conn,
-            &format!("stream version {} (this server speaks {STREAM_VERSION})", hello.version),
+            &format!(
+                "stream version {} (this server speaks {STREAM_VERSION})",
+                hello.version
+            ),
         )
         .await;
     }
@@ -96,7 +99,10 @@ pub async fn serve(core: &Core, repl: &Replication, conn: &net::Conn, mut rbuf: 
                             repl.set_position(peer, hello.shard, hello.run_id, seq, true);
                         }
                         Frame::Ack { .. } => {
-                            warn!("replication: {} sent an acknowledgement as a sender; closing", hello.from);
+                            warn!(
+                                "replication: {} sent an acknowledgement as a sender; closing",
+                                hello.from
+                            );
                             return;
                         }
                         f => {
@@ -187,9 +193,10 @@ fn apply(core: &Core, repl: &Replication, frame: &Frame<'_>) {
             repl.applied.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        Frame::Heartbeat { .. } | Frame::FullStart { .. } | Frame::FullEnd { .. } | Frame::Ack { .. } => {
-            return
-        }
+        Frame::Heartbeat { .. }
+        | Frame::FullStart { .. }
+        | Frame::FullEnd { .. }
+        | Frame::Ack { .. } => return,
     };
     match result {
         Some(Applied::Applied) => repl.applied.fetch_add(1, Ordering::Relaxed),

@@ -51,10 +51,16 @@ pub async fn run(core: Rc<Core>, repl: std::sync::Arc<Replication>, peer: usize)
         if core.shared.stopping() {
             return;
         }
-        stats.state.store(PeerState::Connecting as u8, Ordering::Relaxed);
+        stats
+            .state
+            .store(PeerState::Connecting as u8, Ordering::Relaxed);
         match stream_once(&core, &repl, peer, stats).await {
             End::Stop => return,
             End::Retry(why) => {
+                if !stats.connected_once.load(Ordering::Relaxed) {
+                    // Never got through since start: counted as down, not waited for.
+                    stats.dial_failed.store(true, Ordering::Relaxed);
+                }
                 if !warned || stats.connected_once.load(Ordering::Relaxed) {
                     debug!("replication to {name} (shard {shard}): {why}");
                 }
@@ -68,12 +74,7 @@ pub async fn run(core: Rc<Core>, repl: std::sync::Arc<Replication>, peer: usize)
     }
 }
 
-async fn stream_once(
-    core: &Rc<Core>,
-    repl: &Replication,
-    peer: usize,
-    stats: &StreamStats,
-) -> End {
+async fn stream_once(core: &Rc<Core>, repl: &Replication, peer: usize, stats: &StreamStats) -> End {
     let Some(addr) = repl.addr(peer) else {
         return End::Retry("address not resolved".into());
     };
@@ -126,11 +127,10 @@ async fn stream_once(
     let applied = match reply {
         HelloReply::Ok(seq) => seq,
         HelloReply::Refused(why) => {
-            stats.state.store(PeerState::Refused as u8, Ordering::Relaxed);
-            warn!(
-                "replication to {} refused: {why}",
-                repl.cluster.name(peer)
-            );
+            stats
+                .state
+                .store(PeerState::Refused as u8, Ordering::Relaxed);
+            warn!("replication to {} refused: {why}", repl.cluster.name(peer));
             // Counted as down for readiness: a peer that refuses us will not sync us either.
             stats.dial_failed.store(true, Ordering::Relaxed);
             return End::Retry(format!("refused: {why}"));
@@ -149,7 +149,9 @@ async fn stream_once(
             Err(end) => return end,
         }
     }
-    stats.state.store(PeerState::Streaming as u8, Ordering::Relaxed);
+    stats
+        .state
+        .store(PeerState::Streaming as u8, Ordering::Relaxed);
     stats.sent_seq.store(pos, Ordering::Relaxed);
     let mut nap = MIN_NAP;
     let mut last_sent = Instant::now();
@@ -165,7 +167,9 @@ async fn stream_once(
                         Ok(at) => pos = at,
                         Err(end) => return end,
                     }
-                    stats.state.store(PeerState::Streaming as u8, Ordering::Relaxed);
+                    stats
+                        .state
+                        .store(PeerState::Streaming as u8, Ordering::Relaxed);
                     continue;
                 }
                 Read::Upto(upto) => {
@@ -225,13 +229,19 @@ fn count_sent(stats: &StreamStats, out: &[u8]) {
     let mut records = 0;
     let mut at = 0;
     while let Ok(Some((f, used))) = Frame::decode(&out[at..], usize::MAX) {
-        if let Frame::Item { .. } | Frame::Tombstone { .. } | Frame::Touch { .. } | Frame::Flush { .. } = f {
+        if let Frame::Item { .. }
+        | Frame::Tombstone { .. }
+        | Frame::Touch { .. }
+        | Frame::Flush { .. } = f
+        {
             records += 1;
         }
         at += used;
     }
     stats.records_sent.fetch_add(records, Ordering::Relaxed);
-    stats.bytes_sent.fetch_add(out.len() as u64, Ordering::Relaxed);
+    stats
+        .bytes_sent
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
 }
 
 /// Takes the acknowledgements at the front of `inbuf`.
@@ -242,7 +252,9 @@ fn read_acks(stats: &StreamStats, inbuf: &mut Vec<u8>) -> Result<(), String> {
             Ok(Some((Frame::Ack { seq }, used))) => {
                 let before = stats.acked_seq.swap(seq, Ordering::Relaxed);
                 if seq > before {
-                    stats.records_acked.fetch_add(seq - before, Ordering::Relaxed);
+                    stats
+                        .records_acked
+                        .fetch_add(seq - before, Ordering::Relaxed);
                 }
                 if seq >= stats.sent_seq.load(Ordering::Relaxed) {
                     stats.unacked_since_ms.store(0, Ordering::Relaxed);
@@ -270,7 +282,9 @@ async fn full_resync(
     conn: &net::Conn,
     inbuf: &mut Vec<u8>,
 ) -> Result<u64, End> {
-    stats.state.store(PeerState::FullSync as u8, Ordering::Relaxed);
+    stats
+        .state
+        .store(PeerState::FullSync as u8, Ordering::Relaxed);
     stats.full_resyncs.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let from = core.shard.repl_last_seq();
@@ -293,8 +307,7 @@ async fn full_resync(
                 .map_err(|e| End::Retry(format!("full resync: {e}")))?;
         }
         // Acknowledgements of the stream before; nothing to act on during the walk.
-        if let Some(Ok(false)) | Some(Err(_)) =
-            net::timeout(Duration::ZERO, conn.recv(inbuf)).await
+        if let Some(Ok(false)) | Some(Err(_)) = net::timeout(Duration::ZERO, conn.recv(inbuf)).await
         {
             return Err(End::Retry("peer closed during the full resync".into()));
         }
