@@ -29,9 +29,12 @@
 //! them without a new layout (S3-FIFO: queue links, and its 2-bit frequency in the two spare bits). The key's hash is not stored: the index recomputes it from the key
 //! on the rare rehash or unlink-by-id.
 //!
-//! Replication (design §9) needs a version comparable across hosts: the CAS counter doubles as the
-//! local version, and a replicated item can carry the origin's version in the same 56 bits (the
-//! shard-unique wire CAS is derived from it, never stored), so the header needs no new field.
+//! Replication (design §9) needs a version comparable across hosts: the 54-bit CAS counter is the
+//! version. With hybrid versions (`VersionClock::Hybrid`) it holds milliseconds since 2025 in its
+//! high 41 bits and a logical count in the low 13, and an item applied from a peer keeps the
+//! origin's version as its counter (the shard-unique wire CAS is derived from it, never stored:
+//! 54 bits times at most 256 shards fits a `u64`), so the header needs no new field. Deleted keys
+//! are remembered outside the slab, in `tombs.rs`.
 
 /// Bytes of header in front of key and value.
 pub(crate) const HEADER_SIZE: usize = 32;

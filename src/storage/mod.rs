@@ -15,6 +15,18 @@
 //! Flush uses the CAS counter as the clock: `flush` (or the moment `set_time` reaches a delayed
 //! flush's deadline) records the next CAS counter, and every item with an older CAS is invisible.
 //! Items written after that point stay, even within the same second.
+//!
+//! Replication (`replica.rs`, `tombs.rs`): with [`VersionClock::Hybrid`] the CAS counter is a
+//! hybrid logical clock (milliseconds since 2025 in the high 41 bits, a logical count in the low
+//! 13), so it doubles as a version comparable across hosts; a flush then kills every version
+//! below the clock's reading, including ones peers issued earlier and have not sent yet.
+//! [`Store::replica`] gives a key's state, [`Store::apply`] merges a peer's state by last writer
+//! wins, [`Store::walk_replicas`] lists every state for a full resync. A client's delete (or a
+//! failed store that removed the key) leaves a tombstone, bounded in age (`tombstone_secs`,
+//! dropped by [`Store::reclaim`]) and in bytes (`memory_limit / tombstone_share`, taken out of the
+//! page cap so that tombstones count inside the limit; oldest dropped first). Gets never see
+//! tombstones, flush keeps them, expiry and eviction leave none. With the default
+//! [`VersionClock::Counter`] there are no tombstones and the counter counts 1, 2, 3, ... .
 
 mod clock;
 mod evict;
@@ -1682,7 +1694,9 @@ impl Store {
         self.unlink(id, None);
     }
 
-    /// Writes a new item (header, key, value parts) into chunk `id`; returns its CAS counter.
+    /// Writes a new item (header, key, value parts) into chunk `id` with counter `version`, or a
+    /// new one when 0; returns its CAS counter.
+    #[allow(clippy::too_many_arguments)]
     fn write_item(
         &mut self,
         id: ItemId,
