@@ -120,8 +120,10 @@ fn two_members_copy_sets_deletes_touches_and_counters() {
     }));
     // A touch that makes an item expire at once removes it on the other member too.
     let mut text = TcpStream::connect(a.addr()).unwrap();
-    text.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    text.write_all(b"touch k100 -1\r\ntouch k101 1000\r\n").unwrap();
+    text.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    text.write_all(b"touch k100 -1\r\ntouch k101 1000\r\n")
+        .unwrap();
     let mut buf = [0u8; 64];
     let mut got = Vec::new();
     while got.len() < b"TOUCHED\r\nTOUCHED\r\n".len() {

@@ -54,7 +54,14 @@ impl Net {
     fn link(&self, up: bool) {
         let id = std::process::id();
         let state = if up { "up" } else { "down" };
-        assert!(ip(&["-n", &self.a, "link", "set", &format!("vpa{id}"), state]));
+        assert!(ip(&[
+            "-n",
+            &self.a,
+            "link",
+            "set",
+            &format!("vpa{id}"),
+            state
+        ]));
     }
 }
 
@@ -85,13 +92,15 @@ fn member(ns: &str, addr: &str, list: &str) -> Server {
     let bin = env!("CARGO_BIN_EXE_corecached");
     let (host, port) = addr.split_once(':').unwrap();
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, bin, "-l", host, "-p", port, "-t", "2", "-m", "64"])
-        .args(["--cluster", list])
-        .args(common::io_args())
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
+    cmd.args([
+        "netns", "exec", ns, bin, "-l", host, "-p", port, "-t", "2", "-m", "64",
+    ])
+    .args(["--cluster", list])
+    .args(common::io_args())
+    .env_remove("RUST_LOG")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
     Server::try_spawn(cmd).unwrap_or_else(|f| panic!("member in {ns} did not start: {f:?}"))
 }
 
@@ -99,7 +108,9 @@ fn values(ns: &str, addr: &str) -> Vec<Option<Vec<u8>>> {
     let addr = addr.parse().unwrap();
     in_ns(ns, move || {
         let mut c = Client::connect(addr);
-        (0..KEYS).map(|i| c.get(format!("part:{i}").as_bytes())).collect()
+        (0..KEYS)
+            .map(|i| c.get(format!("part:{i}").as_bytes()))
+            .collect()
     })
 }
 
@@ -124,10 +135,13 @@ fn write_load(ns: &str, addr: &str, side: &'static str, secs: u64) -> std::threa
             let mut n = 0u64;
             while Instant::now() < end {
                 let i = n as usize % KEYS;
-                c.set(format!("part:{i}").as_bytes(), format!("{side}:{n}").as_bytes());
+                c.set(
+                    format!("part:{i}").as_bytes(),
+                    format!("{side}:{n}").as_bytes(),
+                );
                 n += 1;
                 // Bounded rate: a few thousand writes a second per side.
-                if n % 200 == 0 {
+                if n.is_multiple_of(200) {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
@@ -149,8 +163,11 @@ fn a_healed_partition_converges_to_one_value_per_key() {
     let list = format!("{addr_a},{addr_b}");
     let _a = member(&net.a, &addr_a, &list);
     let _b = member(&net.b, &addr_b, &list);
-    assert!(wait_until(Duration::from_secs(20), || ready(&net.a, &addr_a)
-        && ready(&net.b, &addr_b)));
+    assert!(wait_until(Duration::from_secs(20), || ready(
+        &net.a, &addr_a
+    ) && ready(
+        &net.b, &addr_b
+    )));
 
     // Both sides write the same keys; the link is down for 10 s in the middle.
     let wa = write_load(&net.a, &addr_a, "a", 14);
@@ -160,7 +177,10 @@ fn a_healed_partition_converges_to_one_value_per_key() {
     std::thread::sleep(Duration::from_secs(10));
     net.link(true);
     let (na, nb) = (wa.join().unwrap(), wb.join().unwrap());
-    assert!(na > KEYS as u64 && nb > KEYS as u64, "writes: {na} and {nb}");
+    assert!(
+        na > KEYS as u64 && nb > KEYS as u64,
+        "writes: {na} and {nb}"
+    );
 
     let converged = wait_until(Duration::from_secs(30), || {
         values(&net.a, &addr_a) == values(&net.b, &addr_b)

@@ -232,7 +232,10 @@ pub fn add_store_stats(a: &mut StoreStats, b: &StoreStats) {
         hash_bytes,
         crawler_items_checked,
         crawler_reclaimed,
-        hash_buckets
+        hash_buckets,
+        tombstones,
+        tombstone_bytes,
+        tombstones_reclaimed
     );
 }
 
