@@ -397,7 +397,7 @@ impl Continuum {
         let Some(first) = self.server_for(key) else {
             return Vec::new();
         };
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n.min(8));
         out.push(first);
         // Walk on from the key's point until n distinct servers are seen, at most once round.
         let start = self.position(self.distribution.key_hash(key));
@@ -431,23 +431,8 @@ impl Continuum {
             }
             return out;
         }
-        let start = self.position(self.distribution.key_hash(key));
-        let distinct = {
-            let mut v: Vec<u32> = self.points.iter().map(|p| p.index).collect();
-            v.sort_unstable();
-            v.dedup();
-            v.len()
-        };
-        for k in 0..self.points.len() {
-            if out.len() == distinct {
-                break;
-            }
-            let idx = self.points[(start + k) % self.points.len()].index as usize;
-            if !out.contains(&idx) {
-                out.push(idx);
-            }
-        }
-        out
+        // Walking the whole ring once from the key's point meets every server with points.
+        self.owners(key, usize::MAX)
     }
 }
 
