@@ -73,6 +73,7 @@ fn ring_client(ports: &[u16]) -> RingClient {
             failure_limit: 1,
             retry_interval: Duration::from_secs(60),
             connect_timeout: Duration::from_millis(500),
+            replicas: 1,
             ..RingConfig::default()
         },
     )
@@ -153,6 +154,12 @@ fn two_members_copy_sets_deletes_touches_and_counters() {
         repl_stat(&a, &format!("peer:127.0.0.1:{pb}:state")),
         "streaming"
     );
+    // The 50 deletes left tombstones on both members (k100 expired: no tombstone), and they
+    // count in memory.
+    for m in [&a, &b] {
+        assert_eq!(repl_stat(m, "repl_tombstones"), "50");
+        assert!(repl_stat(m, "repl_tombstone_bytes").parse::<u64>().unwrap() >= 50 * 64);
+    }
 }
 
 #[test]

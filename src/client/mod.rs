@@ -12,6 +12,10 @@
 //!   owner.
 //! - Optional replica reads ([`Config::replica_reads`]): a get whose owner fails is answered by
 //!   the next distinct server on the ring.
+//! - Replicated fleets ([`Config::replicas`], the servers' `--replicas`): a key whose owner is
+//!   ejected goes to its next live owner on the full ring, the server that holds its copy, for
+//!   reads and writes alike. The rebuilt continuum would agree for equal weights only: with
+//!   weights, the servers left share the dead one's weight and a few keys move elsewhere.
 
 mod pool;
 
@@ -44,6 +48,9 @@ pub struct Config {
     pub retry_interval: Duration,
     /// Read from the next distinct server on the ring when a get's owner fails.
     pub replica_reads: bool,
+    /// Copies the servers keep of each key beyond its owner (their `--replicas`); 0 = none.
+    /// With copies, a key of an ejected server is sent to its first live owner.
+    pub replicas: usize,
 }
 
 impl Default for Config {
@@ -56,6 +63,7 @@ impl Default for Config {
             failure_limit: 2,
             retry_interval: Duration::from_secs(2),
             replica_reads: false,
+            replicas: 0,
         }
     }
 }
@@ -186,6 +194,8 @@ pub struct Client {
     servers: Vec<ServerPool>,
     health: Vec<Mutex<Health>>,
     ring: Mutex<Ring>,
+    /// The continuum of every configured server: owners and replica reads follow it.
+    full: Arc<Continuum>,
 }
 
 impl Client {
@@ -202,6 +212,7 @@ impl Client {
             nodes,
             servers,
             health,
+            full: continuum.clone(),
             ring: Mutex::new(Ring {
                 continuum,
                 next_rebuild: None,
@@ -231,7 +242,19 @@ impl Client {
 
     /// Index of the server `key` goes to now.
     pub fn server_for(&self, key: &[u8]) -> Option<usize> {
-        self.continuum().server_for(key)
+        self.place(&self.continuum(), key)
+    }
+
+    /// Where `key` goes on `ring` (the continuum in use now): with replicas, its first live
+    /// owner on the full ring; with none alive, or no replicas, wherever `ring` puts it.
+    fn place(&self, ring: &Continuum, key: &[u8]) -> Option<usize> {
+        if self.config.replicas > 0 {
+            let owners = self.full.owners(key, self.config.replicas + 1);
+            if let Some(live) = owners.into_iter().find(|&i| !self.is_ejected(i)) {
+                return Some(live);
+            }
+        }
+        ring.server_for(key)
     }
 
     /// Whether server `index` is ejected now.
@@ -386,8 +409,7 @@ impl Client {
 
     /// Reads `key` from the servers after its owner on the full ring (replica reads).
     fn replica_get(&self, key: &[u8], command: &Command<&[u8]>) -> Option<Result<Option<Value>>> {
-        let full = Continuum::new(self.config.distribution, &self.nodes);
-        for index in full.servers_for(key).into_iter().skip(1) {
+        for index in self.full.servers_for(key).into_iter().skip(1) {
             if self.is_ejected(index) {
                 continue;
             }
@@ -416,7 +438,7 @@ impl Client {
         let mut per_server: Vec<Vec<&[u8]>> = vec![Vec::new(); self.nodes.len()];
         for key in keys {
             let key = key.as_ref();
-            let index = ring.server_for(key).ok_or(Error::NoServers { op })?;
+            let index = self.place(&ring, key).ok_or(Error::NoServers { op })?;
             per_server[index].push(key);
         }
         let results: Vec<(usize, Result<Hits>)> = std::thread::scope(|s| {
@@ -688,5 +710,35 @@ mod tests {
         // Back on the ring; one more failure ejects it again.
         assert!(client.get(b"a").unwrap_err().is_io());
         assert!(client.is_ejected(0));
+    }
+
+    #[test]
+    fn with_replicas_an_ejected_owners_keys_go_to_their_next_owner() {
+        let list = "127.0.0.1:1:3,127.0.0.2:1:1,127.0.0.3:1:2";
+        let config = |replicas| Config {
+            failure_limit: 1,
+            retry_interval: Duration::from_secs(60),
+            replicas,
+            ..Config::default()
+        };
+        let (plain, replicated) = (
+            Client::from_list(list, config(0)).unwrap(),
+            Client::from_list(list, config(1)).unwrap(),
+        );
+        for client in [&plain, &replicated] {
+            client.record(0, false);
+            assert!(client.is_ejected(0));
+        }
+        let keys: Vec<String> = (0..2000).map(|i| format!("key:{i}")).collect();
+        let mut moved_elsewhere = 0;
+        for key in keys.iter().map(String::as_bytes) {
+            let owners = replicated.full.owners(key, 2);
+            let expected = if owners[0] == 0 { owners[1] } else { owners[0] };
+            assert_eq!(replicated.server_for(key), Some(expected));
+            moved_elsewhere += usize::from(plain.server_for(key) != Some(expected));
+        }
+        // The rebuilt continuum shares the dead server's weight out: some keys land on a server
+        // that holds no copy of them. This is why replicated fleets follow the owners.
+        assert!(moved_elsewhere > 0);
     }
 }

@@ -867,13 +867,10 @@ impl super::router::Core {
             }
             _ => {}
         }
-        if group == b"replication" {
-            return match &self.shared.repl {
-                Some(_) => Outcome::Stats(self.replication_report()),
-                None => Outcome::UnknownStatsGroup,
-            };
+        if group == b"replication" && self.shared.repl.is_none() {
+            return Outcome::UnknownStatsGroup;
         }
-        let known: &[&[u8]] = &[b"", b"items", b"slabs", b"latency"];
+        let known: &[&[u8]] = &[b"", b"items", b"slabs", b"latency", b"replication"];
         if !known.contains(&group) {
             return Outcome::UnknownStatsGroup;
         }
@@ -887,19 +884,21 @@ impl super::router::Core {
             b"items" => items(&total, &self.shared.server_info()),
             b"slabs" => slabs(&total),
             b"latency" => total.latency.report(),
+            b"replication" => self.replication_report(&total),
             _ => {
                 let mut lines = general(&self.shared.server_info(), &total);
                 if self.shared.repl.is_some() {
                     // After memcached's own names, so parsers that know them find them in place.
-                    lines.extend(self.replication_report());
+                    lines.extend(self.replication_report(&total));
                 }
                 lines
             }
         })
     }
 
-    /// `stats replication` (with `--cluster`): the streams' figures and the backlogs' bytes.
-    fn replication_report(&self) -> Vec<(String, String)> {
+    /// `stats replication` (with `--cluster`): the streams' figures, the backlogs' bytes and the
+    /// tombstones deletes left (from `total`, the shards' summed figures).
+    fn replication_report(&self, total: &Snapshot) -> Vec<(String, String)> {
         let Some(repl) = &self.shared.repl else {
             return Vec::new();
         };
@@ -908,7 +907,16 @@ impl super::router::Core {
             .all_shards()
             .map(|s| s.repl_backlog())
             .fold((0, 0), |(b, d), (b2, d2)| (b + b2, d + d2));
-        repl.report(bytes, dropped)
+        let mut lines = repl.report(bytes, dropped);
+        let st = &total.store;
+        for (name, value) in [
+            ("repl_tombstones", st.tombstones),
+            ("repl_tombstone_bytes", st.tombstone_bytes),
+            ("repl_tombstones_reclaimed", st.tombstones_reclaimed),
+        ] {
+            lines.push((name.to_owned(), value.to_string()));
+        }
+        lines
     }
 }
 
