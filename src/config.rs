@@ -913,6 +913,12 @@ impl Args {
         if nodes.is_empty() {
             return invalid("--cluster: no servers listed");
         }
+        if nodes.len() > MAX_CLUSTER_MEMBERS {
+            return invalid(format!(
+                "--cluster lists {} servers; at most {MAX_CLUSTER_MEMBERS} replicate to each other",
+                nodes.len()
+            ));
+        }
         let distribution: Distribution = self
             .distribution
             .parse()
@@ -985,6 +991,9 @@ impl Args {
         }))
     }
 }
+
+/// Most members of one `--cluster` (a record's peers are a 64-bit mask).
+pub const MAX_CLUSTER_MEMBERS: usize = 64;
 
 /// One `-l` entry: an IP address (the `-p` port), or `ADDR:PORT` / `[V6]:PORT`.
 fn parse_listen(part: &str, port: u16) -> Result<SocketAddr, ConfigError> {
@@ -1247,6 +1256,20 @@ mod tests {
         let c = config(&["--cpus", "1", "-t", "3"]).unwrap();
         assert_eq!(c.placement, vec![Some(1); 3]);
         assert!(config(&["--cpus", "7"]).is_err());
+    }
+
+    #[test]
+    fn a_cluster_is_at_most_64_members() {
+        let list = |n: u16| {
+            (0..n)
+                .map(|i| format!("10.0.0.{}:{}", i / 200 + 1, 11211 + i))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let ok = config(&["--cluster", &list(64), "--self", "10.0.0.1:11211"]).unwrap();
+        assert_eq!(ok.cluster.unwrap().nodes.len(), 64);
+        let e = config(&["--cluster", &list(65), "--self", "10.0.0.1:11211"]).unwrap_err();
+        assert!(e.to_string().contains("at most 64"), "{e}");
     }
 
     #[test]

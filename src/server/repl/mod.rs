@@ -172,9 +172,14 @@ impl Replication {
 
     /// Bit mask of the members other than this one that own `key`.
     pub fn peers_of(&self, key: &[u8]) -> u64 {
+        let owners = self.cluster.replicas + 1;
+        if owners >= self.cluster.nodes.len() {
+            // Every member owns every key: no need to hash the key onto the ring.
+            return self.all_peers();
+        }
         let mut mask = 0;
-        for o in self.ring.owners(key, self.cluster.replicas + 1) {
-            if o != self.me() && o < 64 {
+        for o in self.ring.owners(key, owners) {
+            if o != self.me() {
                 mask |= 1 << o;
             }
         }
@@ -183,7 +188,8 @@ impl Replication {
 
     /// Every peer, as a mask (records every member takes, e.g. a flush).
     pub fn all_peers(&self) -> u64 {
-        self.peers().filter(|&p| p < 64).fold(0, |m, p| m | 1 << p)
+        // Members are at most config::MAX_CLUSTER_MEMBERS (64).
+        self.peers().fold(0, |m, p| m | 1 << p)
     }
 
     /// Member `i`'s resolved address.
