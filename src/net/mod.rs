@@ -277,6 +277,46 @@ impl Listener {
         &self.addr
     }
 
+    /// Adopts a listening TCP socket someone else bound (socket activation), made non-blocking.
+    pub fn from_tcp(listener: std::net::TcpListener) -> io::Result<Listener> {
+        listener.set_nonblocking(true)?;
+        let addr = ListenAddr::Tcp(listener.local_addr()?);
+        Listener::adopt(OwnedFd::from(listener), addr)
+    }
+
+    /// Adopts a listening unix stream socket someone else bound (socket activation).
+    pub fn from_unix(listener: std::os::unix::net::UnixListener) -> io::Result<Listener> {
+        listener.set_nonblocking(true)?;
+        let path = listener
+            .local_addr()?
+            .as_pathname()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        Listener::adopt(OwnedFd::from(listener), ListenAddr::Unix(path))
+    }
+
+    fn adopt(fd: OwnedFd, addr: ListenAddr) -> io::Result<Listener> {
+        let mut listening: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the live c_int and updates `len`.
+        cvt(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN,
+                (&mut listening as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        })?;
+        if listening == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the socket for {addr} is not listening"),
+            ));
+        }
+        Ok(Listener { fd, addr })
+    }
+
     /// A second descriptor for the same socket (for another loop to accept on).
     pub fn try_clone(&self) -> io::Result<Listener> {
         Ok(Listener {

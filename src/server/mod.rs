@@ -11,6 +11,7 @@ pub mod repl;
 pub mod router;
 pub mod shard;
 pub mod stats;
+mod systemd;
 pub mod udp;
 pub mod watch;
 
@@ -35,7 +36,7 @@ use crate::net::{
 use crate::protocol::Limits;
 use crate::storage::{Store, StoreConfig, VersionClock};
 
-use router::{Core, Mail};
+use router::{Core, Mail, Request};
 use shard::Shard;
 use stats::{ServerInfo, Settings};
 
@@ -186,6 +187,9 @@ fn choose_backend(mode: IoMode) -> Result<Backend, StartError> {
 }
 
 fn bind_listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
+    if let Some(passed) = systemd::inherited_listeners().map_err(StartError)? {
+        return Ok(passed);
+    }
     let mut addrs: Vec<ListenAddr> = Vec::new();
     match &config.unix_socket {
         // As memcached: a unix socket replaces the network listeners.
@@ -437,6 +441,7 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         "corecached ready: listening on {} ({n} shards, {used})",
         bound.join(", ")
     );
+    systemd::ready(&format!("listening on {}", bound.join(", ")));
     if let Some(ready) = hooks.on_ready {
         ready();
     }
@@ -469,6 +474,7 @@ fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), StartError> {
                 stops += 1;
                 if stops == 1 {
                     info!("signal {sig}: draining connections and stopping");
+                    systemd::stopping();
                     shared.request_stop();
                 } else {
                     warn!("second signal {sig}: exiting at once");
@@ -619,6 +625,19 @@ async fn shard_main(core: Rc<Core>, acceptors: Vec<Acceptor>, datagrams: Vec<Dat
             lp.spawn(async move {
                 while !repl.check_ready() {
                     net::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    }
+    if core.shard.id == 0 {
+        if let Some(every) = systemd::watchdog_interval() {
+            let core = core.clone();
+            lp.spawn(async move {
+                while !core.shared.stopping() {
+                    net::sleep(every).await;
+                    // A round trip through every shard: a stuck core stops the pings.
+                    core.fan_out(|| Request::Ping).await;
+                    systemd::watchdog();
                 }
             });
         }

@@ -128,6 +128,8 @@ pub enum Request {
     ResetStats,
     /// An operator command's part on this shard (see `admin`).
     Admin(AdminRequest),
+    /// Answer at once (the service watchdog's proof that the shard's loop turns).
+    Ping,
 }
 
 /// An answer to a [`Request`].
@@ -137,7 +139,7 @@ pub enum Reply {
     Batch(ReplyBatch),
     /// A snapshot of the shard's statistics.
     Stats(Box<Snapshot>),
-    /// Done (flush, reset).
+    /// Done (flush, reset, ping).
     Done,
     /// The answer to [`Request::Admin`].
     Admin(AdminReply),
@@ -379,6 +381,7 @@ impl Core {
                 Reply::Done
             }
             Request::Stats => Reply::Stats(Box::new(self.snapshot())),
+            Request::Ping => Reply::Done,
             Request::ResetStats => {
                 self.reset_stats();
                 Reply::Done
