@@ -152,9 +152,13 @@ pub struct Args {
     #[arg(short = 'B', long = "protocol", default_value = "auto")]
     pub protocol: String,
 
-    /// SASL authentication (not built in: refused).
+    /// SASL authentication (binary protocol, PLAIN).
     #[arg(short = 'S', long = "enable-sasl")]
     pub enable_sasl: bool,
+
+    /// SASL password file of `user:password` lines (default: $MEMCACHED_SASL_PWDB).
+    #[arg(long = "sasl-pwdb", value_name = "FILE")]
+    pub sasl_pwdb: Option<PathBuf>,
 
     /// Disable `flush_all`.
     #[arg(short = 'F', long = "disable-flush-all")]
@@ -168,7 +172,7 @@ pub struct Args {
     #[arg(short = 'W', long = "disable-watch")]
     pub disable_watch: bool,
 
-    /// Text protocol authentication file (not supported: refused).
+    /// Text protocol authentication file of `user:password` lines.
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<PathBuf>,
 
@@ -307,11 +311,15 @@ pub const HELP: &str = "\
 -b, --listen-backlog=<num> backlog of the listening sockets (default: 1024)
 -B, --protocol=<name>     ascii, binary or auto (default: auto-negotiate)
 -I, --max-item-size=<num> largest item (default: 1m, min: 1k, max: 1024m)
--S, --enable-sasl         SASL authentication (not built in: refused)
+-S, --enable-sasl         turn on SASL authentication (binary protocol, PLAIN)
+    --sasl-pwdb=<file>    SASL password file, user:password lines
+                          (default: $MEMCACHED_SASL_PWDB)
 -F, --disable-flush-all   refuse the flush_all command
 -X, --disable-dumping     disable stats cachedump and lru_crawler metadump
 -W  --disable-watch       disable the watch command
--Y, --auth-file=<file>    text protocol authentication (not supported: refused)
+-Y, --auth-file=<file>    text protocol authentication: the first command must be
+                          set <any> 0 0 <len> with \"user password\" as the value;
+                          user:password lines, re-read on SIGHUP
 -e, --memory-file=<file>  item memory in a mapped file (not supported: refused)
 -Z, --enable-ssl          TLS (not supported: refused)
 -N, --napi_ids            number of NAPI ids (reported only)
@@ -570,8 +578,12 @@ pub struct Config {
     pub disable_cas: bool,
     /// `-b`: listen backlog.
     pub listen_backlog: i32,
-    /// `-B`.
+    /// `-B` (binary with `-S`, ascii with `-Y`).
     pub protocol: Protocol,
+    /// `-S`: SASL on, with this password file (read at every attempt, as memcached does).
+    pub sasl_pwdb: Option<PathBuf>,
+    /// `-Y`: text authentication with this file (read at start and on SIGHUP).
+    pub auth_file: Option<PathBuf>,
     /// `-F`: flush_all refused.
     pub disable_flush_all: bool,
     /// `-X`.
@@ -704,14 +716,8 @@ impl Args {
 
     /// As [`Args::into_config`], with the CPUs the process may use given (for tests).
     pub fn into_config_with(self, allowed: &[usize]) -> Result<Config, ConfigError> {
-        if self.enable_sasl {
-            return invalid("-S: SASL is not supported by corecached");
-        }
         if self.enable_ssl {
             return invalid("-Z: TLS is not supported by corecached");
-        }
-        if self.auth_file.is_some() {
-            return invalid("-Y: text protocol authentication is not supported by corecached");
         }
         if self.memory_file.is_some() {
             return invalid("-e: a memory file (restartable cache) is not supported by corecached");
@@ -808,7 +814,7 @@ impl Args {
             .ok()
             .filter(|m| *m <= 0o777)
             .ok_or_else(|| ConfigError(format!("-a: {:?} is not an octal mask", self.unix_mask)))?;
-        let protocol = match self.protocol.as_str() {
+        let mut protocol = match self.protocol.as_str() {
             "auto" => Protocol::Auto,
             "ascii" => Protocol::Ascii,
             "binary" => Protocol::Binary,
@@ -818,6 +824,38 @@ impl Args {
                 ))
             }
         };
+        // As memcached: SASL is binary only, and text authentication text only (it wins when
+        // both are given, as memcached's option order makes it).
+        let sasl_pwdb = if self.enable_sasl {
+            if protocol == Protocol::Ascii {
+                return invalid("You cannot allow the ASCII protocol while using SASL.");
+            }
+            if self.udp_port != 0 {
+                return invalid("Cannot enable UDP while using binary SASL authentication.");
+            }
+            protocol = Protocol::Binary;
+            let from_env = std::env::var_os("MEMCACHED_SASL_PWDB").map(PathBuf::from);
+            Some(self.sasl_pwdb.clone().or(from_env).ok_or_else(|| {
+                ConfigError(
+                    "-S: no password file: set MEMCACHED_SASL_PWDB or --sasl-pwdb to a file of \
+                     user:password lines"
+                        .into(),
+                )
+            })?)
+        } else {
+            if self.sasl_pwdb.is_some() {
+                return invalid("--sasl-pwdb needs -S");
+            }
+            None
+        };
+        if self.auth_file.is_some() {
+            if self.protocol == "binary" {
+                return invalid(
+                    "You cannot allow the BINARY protocol while using ascii authentication tokens.",
+                );
+            }
+            protocol = Protocol::Ascii;
+        }
         let prefix_delimiter = match &self.prefix_delimiter {
             None => ':',
             Some(d) => {
@@ -890,6 +928,8 @@ impl Args {
             disable_cas: self.disable_cas,
             listen_backlog: self.listen_backlog,
             protocol,
+            sasl_pwdb,
+            auth_file: self.auth_file.clone(),
             disable_flush_all: self.disable_flush_all,
             disable_dumping: self.disable_dumping,
             disable_watch: self.disable_watch,

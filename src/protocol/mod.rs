@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 pub mod ascii;
+pub mod auth;
 pub mod binary;
 pub mod command;
 pub mod meta;

@@ -25,6 +25,7 @@ use log::debug;
 use crate::config::Protocol;
 use crate::net;
 use crate::net::Reservation;
+use crate::protocol::auth::{self, TextAuth};
 use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
 use crate::protocol::repl::HELLO;
 use crate::protocol::text::TextCodec;
@@ -81,6 +82,9 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
         binary: false,
         reason: CloseReason::Normal,
         watcher: None,
+        session: Session {
+            authenticated: !core.shared.auth.sasl(),
+        },
     };
     let protocol = core.shared.config().protocol;
     let mut first = c.fill().await;
@@ -100,7 +104,11 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
     let result = match first {
         Ok(false) => Ok(()),
         // -B ascii: every byte is text, 0x80 included (memcached answers ERROR at the newline).
-        Ok(true) if protocol == Protocol::Ascii => c.run(TextCodec::default()).await,
+        // -Y: the first request must be the authentication token.
+        Ok(true) if protocol == Protocol::Ascii => match c.authenticate_text().await {
+            Ok(true) => c.run(TextCodec::default()).await,
+            other => other.map(drop),
+        },
         Ok(true) if c.rbuf[0] == REQUEST_MAGIC => {
             c.binary = true;
             c.run(BinaryCodec).await
@@ -165,6 +173,14 @@ struct Connection {
     reason: CloseReason,
     /// Set by a `watch` command: the connection becomes this log stream.
     watcher: Option<Arc<Watcher>>,
+    /// Authentication state (always authenticated without `-S`).
+    session: Session,
+}
+
+/// What a connection's requests may do, carried from batch to batch.
+pub(crate) struct Session {
+    /// The client authenticated (or no authentication is asked for).
+    pub authenticated: bool,
 }
 
 /// What one batch did with the buffered bytes.
@@ -291,6 +307,7 @@ impl Connection {
                 &self.rbuf[self.start..],
                 &self.conn,
                 &mut self.out,
+                &mut self.session,
             )
             .await?;
             self.start += step.consumed;
@@ -315,6 +332,53 @@ impl Connection {
         }
     }
 
+    /// memcached's `-Y`: reads requests until one is a valid `set` whose value is `user
+    /// password` of the file. Ok(false) when the connection is to close.
+    async fn authenticate_text(&mut self) -> io::Result<bool> {
+        if !self.core.shared.auth.text() {
+            return Ok(true);
+        }
+        loop {
+            let (ok, line, consumed) = match auth::decode_text(&self.rbuf[self.start..]) {
+                TextAuth::Incomplete => (None, &b""[..], 0),
+                TextAuth::Close => {
+                    self.reason = CloseReason::Error;
+                    return Ok(false);
+                }
+                TextAuth::Reply { line, consumed } => (None, line, consumed),
+                TextAuth::Token {
+                    user,
+                    password,
+                    consumed,
+                } => {
+                    let ok = self.core.shared.auth.check_text(user, password);
+                    let mut counters = self.core.counters();
+                    counters.auth_cmds += 1;
+                    counters.auth_errors += u64::from(!ok);
+                    let line: &[u8] = if ok {
+                        b"STORED"
+                    } else {
+                        b"CLIENT_ERROR authentication failure"
+                    };
+                    (Some(ok), line, consumed)
+                }
+            };
+            if consumed > 0 {
+                self.start += consumed;
+                self.out.extend_from_slice(line);
+                self.out.extend_from_slice(b"\r\n");
+                self.flush().await?;
+                if ok == Some(true) {
+                    return Ok(true);
+                }
+                continue;
+            }
+            if !self.fill().await? {
+                return Ok(false);
+            }
+        }
+    }
+
     async fn flush(&mut self) -> io::Result<()> {
         self.core.counters().bytes_written += self.out.len() as u64;
         // Even with nothing left in `out`: values staged from the store may need the wait.
@@ -335,6 +399,7 @@ pub(crate) async fn batch<C: Codec, O: Output>(
     buf: &[u8],
     conn: &O,
     out: &mut Vec<u8>,
+    session: &mut Session,
 ) -> io::Result<Step> {
     let mut b = Batch::new(core.shards, conn.raw_fd());
     let mut step = Step::default();
@@ -375,6 +440,27 @@ pub(crate) async fn batch<C: Codec, O: Output>(
                 ..
             }
         );
+        let refused = !session.authenticated
+            && matches!(&decoded, Decode::Request { command, .. } if !matches!(
+                command,
+                Command::SaslListMechs
+                    | Command::SaslAuth { .. }
+                    | Command::SaslStep { .. }
+                    | Command::Version
+            ));
+        if refused {
+            // memcached -S: everything else before authentication is refused, and the
+            // connection closed once that is sent.
+            if let Some(h) = held.take() {
+                tally!(run_key(&mut b, core, codec, conn, out, h, None));
+            }
+            if let Decode::Request { ctx, .. } = decoded {
+                ready(&mut b, codec, out, ctx, Outcome::AuthError);
+            }
+            step.close = true;
+            step.error = Some(CloseReason::Error);
+            break;
+        }
         if key_request && core.shared.repl.as_ref().is_some_and(|r| !r.is_ready()) {
             // Catching up from peers: this member may lack what a client would read, so it
             // answers the client away (its failover finds the next owner, which has the data).
@@ -539,8 +625,41 @@ pub(crate) async fn batch<C: Codec, O: Output>(
                     // SASL is off: answered as memcached without -S does.
                     Command::SaslListMechs
                     | Command::SaslAuth { .. }
-                    | Command::SaslStep { .. } => {
+                    | Command::SaslStep { .. }
+                        if !core.shared.auth.sasl() =>
+                    {
                         ready(&mut b, codec, out, ctx, Outcome::UnknownCommand)
+                    }
+                    Command::SaslListMechs => ready(
+                        &mut b,
+                        codec,
+                        out,
+                        ctx,
+                        Outcome::SaslMechs(auth::MECHANISMS),
+                    ),
+                    Command::SaslAuth { mechanism, data } => {
+                        let ok = mechanism == b"PLAIN"
+                            && auth::parse_plain(data).is_some_and(|(user, password)| {
+                                core.shared.auth.check_sasl(user, password)
+                            });
+                        let mut counters = core.counters();
+                        counters.auth_cmds += 1;
+                        counters.auth_errors += u64::from(!ok);
+                        session.authenticated |= ok;
+                        let outcome = if ok {
+                            Outcome::Authenticated
+                        } else {
+                            Outcome::AuthError
+                        };
+                        ready(&mut b, codec, out, ctx, outcome)
+                    }
+                    // PLAIN takes one step: a step has nothing to continue (memcached's answer
+                    // to a step without a started exchange).
+                    Command::SaslStep { .. } => {
+                        let mut counters = core.counters();
+                        counters.auth_cmds += 1;
+                        counters.auth_errors += 1;
+                        ready(&mut b, codec, out, ctx, Outcome::AuthError)
                     }
                     Command::Quit => {
                         ready(&mut b, codec, out, ctx, Outcome::Done);

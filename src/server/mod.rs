@@ -6,6 +6,7 @@
 //! connections spread evenly over the shards whatever their load.
 
 pub mod admin;
+pub mod auth;
 pub mod conn;
 pub mod repl;
 pub mod router;
@@ -83,6 +84,8 @@ pub struct Shared {
     udp: Vec<(std::os::fd::RawFd, String)>,
     /// Replication between cluster members (`--cluster`).
     pub repl: Option<Arc<repl::Replication>>,
+    /// SASL (`-S`) and text authentication (`-Y`).
+    pub auth: auth::Auth,
 }
 
 impl Shared {
@@ -301,6 +304,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
     let n = config.shards();
     let backend = choose_backend(config.io)?;
+    let auth = auth::Auth::new(&config).map_err(StartError)?;
     let listeners = bind_listeners(&config)?;
     let udp_sockets = bind_udp(&config)?;
     if let Some(path) = std::env::var_os(PORT_FILE_ENV).filter(|_| config.unix_socket.is_none()) {
@@ -371,6 +375,7 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
             .cluster
             .clone()
             .map(|c| Arc::new(repl::Replication::new(c, n))),
+        auth,
         config,
     });
     spawn_signal_thread(shared.clone())?;
@@ -467,8 +472,12 @@ fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), StartError> {
             let mut stops = 0;
             for sig in signals.forever() {
                 if sig == SIGHUP {
-                    // memcached ignores SIGHUP; nothing of ours reloads on it yet.
-                    info!("signal {sig} (SIGHUP): ignored");
+                    // As memcached: SIGHUP re-reads the -Y file (nothing else reloads yet).
+                    match shared.auth.reload() {
+                        Ok(()) if shared.auth.text() => info!("SIGHUP: reloaded the -Y file"),
+                        Ok(()) => info!("signal {sig} (SIGHUP): nothing to reload"),
+                        Err(e) => warn!("SIGHUP: {e}; the previous -Y entries stay"),
+                    }
                     continue;
                 }
                 stops += 1;

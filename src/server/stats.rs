@@ -51,6 +51,10 @@ counters! {
     bytes_read,
     /// Bytes written to clients.
     bytes_written,
+    /// Authentication attempts (SASL auth/step, `-Y` tokens, peers' handshakes).
+    auth_cmds,
+    /// Failed authentication attempts.
+    auth_errors,
 }
 
 /// Command kinds with their own latency histogram.
@@ -486,9 +490,8 @@ pub fn general(info: &ServerInfo, s: &Snapshot) -> Vec<(String, String)> {
         (st.store_too_large + c.store_too_large).to_string(),
     );
     put("store_no_memory", st.store_no_memory.to_string());
-    // SASL is off: memcached reports zeros then too.
-    put("auth_cmds", zero());
-    put("auth_errors", zero());
+    put("auth_cmds", c.auth_cmds.to_string());
+    put("auth_errors", c.auth_errors.to_string());
     if info.idle_timeout {
         put("idle_kicks", c.idle_kicks.to_string());
     }
@@ -638,8 +641,14 @@ pub fn settings(s: &Settings) -> Vec<(String, String)> {
     put("cas_enabled", yes(!c.disable_cas));
     put("tcp_backlog", c.listen_backlog.to_string());
     put("binding_protocol", c.protocol.name().into());
-    put("auth_enabled_sasl", "no".into());
-    put("auth_enabled_ascii", "no".into());
+    // What memcached prints: SASL on or off, the -Y file's path or "no".
+    put("auth_enabled_sasl", yes(c.sasl_pwdb.is_some()));
+    put(
+        "auth_enabled_ascii",
+        c.auth_file
+            .as_ref()
+            .map_or("no".into(), |p| p.display().to_string()),
+    );
     put("item_size_max", c.max_item_size.to_string());
     put("maxconns_fast", yes(e.maxconns_fast));
     put("hashpower_init", e.hashpower_init.to_string());

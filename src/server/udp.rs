@@ -28,7 +28,7 @@ use crate::protocol::binary::{BinaryCodec, REQUEST_MAGIC};
 use crate::protocol::text::{ReplyCtx, TextCodec};
 use crate::protocol::{udp, Codec, Decode, Limits, Outcome};
 
-use super::conn::batch;
+use super::conn::{batch, Session};
 use super::router::{Core, Output};
 
 /// Serves datagrams arriving on `sock` until the server stops.
@@ -97,7 +97,20 @@ async fn run<C: Codec + Suppress>(
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < payload.len() {
-        let step = batch(core, &mut codec, &limits, &payload[pos..], reply, &mut out).await?;
+        // No UDP with -S (refused at start), so a datagram needs no authentication.
+        let mut session = Session {
+            authenticated: true,
+        };
+        let step = batch(
+            core,
+            &mut codec,
+            &limits,
+            &payload[pos..],
+            reply,
+            &mut out,
+            &mut session,
+        )
+        .await?;
         pos += step.consumed;
         if let Some(w) = &step.watch {
             // A datagram socket cannot become a log stream: the watcher goes at once.
