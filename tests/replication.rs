@@ -390,3 +390,89 @@ fn members_with_different_cluster_lists_report_it_and_do_not_exchange() {
     assert!(wait_until(Duration::from_secs(5), || ready(&b)));
     assert_eq!(b.client().get(b"mismatch"), None);
 }
+
+/// A binary client of `s` authenticated as `user` (SASL PLAIN).
+fn sasl_client(s: &Server, user: &str, password: &str) -> common::Client {
+    let mut c = s.client();
+    let plain = format!("\0{user}\0{password}");
+    let r = c.call(&common::Req {
+        opcode: 0x21,
+        key: b"PLAIN",
+        value: plain.as_bytes(),
+        ..Default::default()
+    });
+    assert_eq!(r.status, status::OK, "SASL auth as {user}");
+    c
+}
+
+fn sasl_repl_stat(s: &Server, name: &str) -> String {
+    sasl_client(s, "peer", "pw")
+        .stats("replication")
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {name} in stats replication"))
+}
+
+#[test]
+fn with_sasl_members_authenticate_to_each_other() {
+    let dir = std::env::temp_dir().join(format!("corecached-repl-sasl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Both files start with the user members present; C's first user is unknown to A and B.
+    let shared = dir.join("shared");
+    std::fs::write(&shared, "peer:pw\nclient:c\n").unwrap();
+    let stranger = dir.join("stranger");
+    std::fs::write(&stranger, "intruder:x\npeer:pw\n").unwrap();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let l = list(&[pa, pb, pc]);
+    let (shared_path, stranger_path) =
+        (shared.display().to_string(), stranger.display().to_string());
+    let args_ab = ["-S", "--sasl-pwdb", shared_path.as_str()];
+    let args_c = ["-S", "--sasl-pwdb", stranger_path.as_str()];
+    let a = member(pa, &l, &args_ab);
+    let b = member(pb, &l, &args_ab);
+    let c = member(pc, &l, &args_c);
+    // A and B accept each other's streams; both refuse C's (it presents "intruder").
+    assert!(wait_until(Duration::from_secs(10), || {
+        sasl_repl_stat(&a, "repl_refused_handshakes") != "0"
+            && sasl_repl_stat(&b, "repl_refused_handshakes") != "0"
+    }));
+    // A member that cannot authenticate is not waited for (it could never sync us).
+    assert!(wait_until(Duration::from_secs(10), || {
+        sasl_repl_stat(&a, "repl_ready") == "1" && sasl_repl_stat(&b, "repl_ready") == "1"
+    }));
+    let mut ca = sasl_client(&a, "client", "c");
+    let ring = corecached::ring::Continuum::new(
+        corecached::ring::Distribution::Ketama,
+        &corecached::ring::Node::parse_list(&l).unwrap(),
+    );
+    // A key A and B own (replicas 1: two owners) reaches B.
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            let o = ring.owners(k.as_bytes(), 2);
+            o.contains(&0) && o.contains(&1)
+        })
+        .unwrap();
+    ca.set(key.as_bytes(), b"secret value");
+    let mut cb = sasl_client(&b, "client", "c");
+    assert!(wait_until(Duration::from_secs(10), || cb
+        .get(key.as_bytes())
+        == Some(b"secret value".to_vec())));
+    // C knows A's user, so A's stream to C gets through: authentication is per direction.
+    assert!(wait_until(Duration::from_secs(10), || sasl_repl_stat(
+        &a,
+        &format!("peer:127.0.0.1:{pc}:state")
+    ) == "streaming"));
+    // The refused handshakes count as failed authentications.
+    let mut sa = sasl_client(&a, "client", "c");
+    let errors: u64 = sa
+        .stats("")
+        .into_iter()
+        .find(|(k, _)| k == "auth_errors")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap();
+    assert!(errors >= 1);
+    drop(c);
+    let _ = std::fs::remove_dir_all(dir);
+}

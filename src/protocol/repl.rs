@@ -47,6 +47,9 @@ pub struct Hello {
     pub shard: u32,
     /// The dialer's shard count.
     pub shards: u32,
+    /// SASL PLAIN's message (`\0user\0password`) when the receiver asks for authentication
+    /// (`-S`); sent hex-encoded as an eighth word.
+    pub plain: Option<Vec<u8>>,
 }
 
 impl Hello {
@@ -55,9 +58,16 @@ impl Hello {
         let mut s = String::new();
         let _ = write!(
             s,
-            "repl_hello {} {} {:016x} {:016x} {} {}\r\n",
+            "repl_hello {} {} {:016x} {:016x} {} {}",
             self.version, self.from, self.digest, self.run_id, self.shard, self.shards
         );
+        if let Some(plain) = &self.plain {
+            s.push(' ');
+            for b in plain {
+                let _ = write!(s, "{b:02x}");
+            }
+        }
+        s.push_str("\r\n");
         out.extend_from_slice(s.as_bytes());
     }
 
@@ -77,8 +87,12 @@ impl Hello {
             .map_err(|_| "handshake is not text".to_string())?
             .trim_end_matches('\r');
         let words: Vec<&str> = line.split(' ').collect();
-        let [cmd, version, from, digest, run_id, shard, shards] = words[..] else {
-            return Err(format!("handshake needs 7 words, got {}", words.len()));
+        let (fixed, plain) = match words.len() {
+            8 => (&words[..7], Some(words[7])),
+            _ => (&words[..], None),
+        };
+        let &[cmd, version, from, digest, run_id, shard, shards] = fixed else {
+            return Err(format!("handshake needs 7 or 8 words, got {}", words.len()));
         };
         if cmd.as_bytes() != &HELLO[..HELLO.len() - 1] {
             return Err("not a handshake".into());
@@ -100,6 +114,10 @@ impl Hello {
             run_id: hex(run_id, "run id")?,
             shard: num(shard, "shard")?,
             shards: num(shards, "shard count")?,
+            plain: match plain {
+                None => None,
+                Some(w) => Some(unhex(w).ok_or("bad credentials in handshake")?),
+            },
         };
         if hello.shards == 0 || hello.shard >= hello.shards {
             return Err(format!(
@@ -109,6 +127,16 @@ impl Hello {
         }
         Ok(Some((hello, end + 1)))
     }
+}
+
+fn unhex(word: &str) -> Option<Vec<u8>> {
+    if word.len() % 2 != 0 {
+        return None;
+    }
+    (0..word.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(word.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The server's answer to a hello.
@@ -580,12 +608,26 @@ mod tests {
             run_id: 42,
             shard: 1,
             shards: 4,
+            plain: None,
         };
         let mut line = Vec::new();
         h.encode(&mut line);
         assert!(line.starts_with(HELLO));
         assert_eq!(Hello::decode(&line), Ok(Some((h.clone(), line.len()))));
         assert_eq!(Hello::decode(&line[..line.len() - 1]), Ok(None));
+        let with_plain = Hello {
+            plain: Some(b"\0peer\0pw \xff".to_vec()),
+            ..h.clone()
+        };
+        let mut line = Vec::new();
+        with_plain.encode(&mut line);
+        assert_eq!(Hello::decode(&line), Ok(Some((with_plain, line.len()))));
+        assert!(
+            Hello::decode(b"repl_hello 1 a 0123456789abcdef 0000000000000001 0 1 0g\r\n").is_err()
+        );
+        assert!(
+            Hello::decode(b"repl_hello 1 a 0123456789abcdef 0000000000000001 0 1 012\r\n").is_err()
+        );
         for bad in [
             &b"repl_hello 1 a\r\n"[..],
             b"repl_hello x a 0123456789abcdef 0000000000000001 0 1\r\n",

@@ -100,9 +100,23 @@ impl Auth {
         matches(&entries, user, password)
     }
 
-    /// Credentials a replication peer presents: SASL's when on, else none.
-    pub fn check_peer(&self, user: &[u8], password: &[u8]) -> bool {
-        self.check_sasl(user, password)
+    /// What this server presents to its replication peers when SASL is on: the first entry of
+    /// its own password file, as a PLAIN message (every member is given that user).
+    pub fn peer_plain(&self) -> Option<Vec<u8>> {
+        let path = self.sasl_pwdb.as_ref()?;
+        let entries = match load(path, PasswordEnd::Colon) {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!("replication: {e}; dialing without credentials");
+                return None;
+            }
+        };
+        let (user, password) = entries.first()?;
+        let mut plain = vec![0];
+        plain.extend_from_slice(user);
+        plain.push(0);
+        plain.extend_from_slice(password);
+        Some(plain)
     }
 
     /// Re-reads the `-Y` file (SIGHUP); on an error the old entries stay.

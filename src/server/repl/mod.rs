@@ -100,6 +100,9 @@ pub struct Replication {
     /// Records that could not be stored (too large, out of memory).
     pub failed: AtomicU64,
     pub refused_handshakes: AtomicU64,
+    /// Members whose handshakes this server refused (failed authentication, other cluster
+    /// settings), one bit each: they cannot sync us, so readiness does not wait for them.
+    refused_members: AtomicU64,
     ready: AtomicBool,
     started: Instant,
 }
@@ -155,8 +158,16 @@ impl Replication {
             conflicts: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             refused_handshakes: AtomicU64::new(0),
+            refused_members: AtomicU64::new(0),
             ready: AtomicBool::new(alone),
             started: Instant::now(),
+        }
+    }
+
+    /// Notes that a handshake claiming to come from member `from` was refused.
+    pub fn note_refused(&self, from: &str) {
+        if let Some(m) = self.member(from) {
+            self.refused_members.fetch_or(1 << m, Ordering::Relaxed);
         }
     }
 
@@ -266,7 +277,8 @@ impl Replication {
                 let s = &per[p];
                 s.dial_failed.load(Ordering::Relaxed) && !s.connected_once.load(Ordering::Relaxed)
             });
-            synced || down
+            let refused = self.refused_members.load(Ordering::Relaxed) & (1 << p) != 0;
+            synced || down || refused
         });
         drop(positions);
         if all || timed_out {

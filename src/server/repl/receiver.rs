@@ -37,6 +37,27 @@ pub async fn serve(core: &Core, repl: &Replication, conn: &net::Conn, mut rbuf: 
             _ => return,
         }
     };
+    let auth = &core.shared.auth;
+    if auth.sasl() {
+        // -S: a peer authenticates as a client would, with a user of this server's file.
+        let ok = hello
+            .plain
+            .as_deref()
+            .and_then(crate::protocol::auth::parse_plain)
+            .is_some_and(|(user, password)| auth.check_sasl(user, password));
+        let mut counters = core.counters();
+        counters.auth_cmds += 1;
+        counters.auth_errors += u64::from(!ok);
+        drop(counters);
+        if !ok {
+            warn!(
+                "replication: {} did not authenticate (SASL is on here); refused",
+                hello.from
+            );
+            repl.note_refused(&hello.from);
+            return refuse(repl, conn, "authentication failed").await;
+        }
+    }
     let Some(peer) = repl.member(&hello.from) else {
         return refuse(
             repl,
@@ -64,6 +85,7 @@ pub async fn serve(core: &Core, repl: &Replication, conn: &net::Conn, mut rbuf: 
             "replication: {} has other cluster settings (servers, distribution or replicas) than this server; refused",
             hello.from
         );
+        repl.note_refused(&hello.from);
         return refuse(
             repl,
             conn,

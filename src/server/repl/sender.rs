@@ -98,6 +98,7 @@ async fn stream_once(core: &Rc<Core>, repl: &Replication, peer: usize, stats: &S
         run_id: repl.run_id,
         shard: shard as u32,
         shards: core.shards as u32,
+        plain: core.shared.auth.peer_plain(),
     }
     .encode(&mut out);
     if let Err(e) = conn.send(&mut out).await {
