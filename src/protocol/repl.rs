@@ -130,7 +130,7 @@ impl Hello {
 }
 
 fn unhex(word: &str) -> Option<Vec<u8>> {
-    if word.len() % 2 != 0 {
+    if !word.len().is_multiple_of(2) {
         return None;
     }
     (0..word.len())

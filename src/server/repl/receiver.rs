@@ -45,10 +45,11 @@ pub async fn serve(core: &Core, repl: &Replication, conn: &net::Conn, mut rbuf: 
             .as_deref()
             .and_then(crate::protocol::auth::parse_plain)
             .is_some_and(|(user, password)| auth.check_sasl(user, password));
-        let mut counters = core.counters();
-        counters.auth_cmds += 1;
-        counters.auth_errors += u64::from(!ok);
-        drop(counters);
+        {
+            let mut counters = core.counters();
+            counters.auth_cmds += 1;
+            counters.auth_errors += u64::from(!ok);
+        }
         if !ok {
             warn!(
                 "replication: {} did not authenticate (SASL is on here); refused",
