@@ -347,7 +347,7 @@ pub const HELP: &str = "\
    - track_sizes, no_hashexpand, modern, no_modern, sock_cookie_id,
      no_inline_ascii_resp, ext_*, ssl_*
 corecached's own:
-    --eviction=<policy>   lru, fifo, lfu or random (default: lru)
+    --eviction=<policy>   lru, fifo, lfu, random or s3fifo (default: lru)
     --cpus=<list>         CPUs to pin the shards to, e.g. 0,2-3
     --io=<backend>        auto, uring or epoll (default: auto)
     --buffer-memory-limit=<num> megabytes all connections may use for large
@@ -492,6 +492,9 @@ pub enum Eviction {
     Lfu,
     /// Uniformly random.
     Random,
+    /// S3-FIFO: small, main and ghost FIFO queues.
+    #[value(name = "s3fifo")]
+    S3fifo,
 }
 
 impl Eviction {
@@ -502,6 +505,7 @@ impl Eviction {
             Eviction::Fifo => EvictionPolicy::Fifo,
             Eviction::Lfu => EvictionPolicy::Lfu,
             Eviction::Random => EvictionPolicy::Random,
+            Eviction::S3fifo => EvictionPolicy::S3Fifo,
         }
     }
 
@@ -512,6 +516,7 @@ impl Eviction {
             Eviction::Fifo => "fifo",
             Eviction::Lfu => "lfu",
             Eviction::Random => "random",
+            Eviction::S3fifo => "s3fifo",
         }
     }
 }
@@ -1283,6 +1288,21 @@ mod tests {
         assert_eq!(c.conn_limit, 1024);
         assert_eq!(c.max_item_size, 1 << 20);
         assert_eq!(c.placement, vec![Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn every_eviction_policy_parses_by_name_and_lru_stays_the_default() {
+        assert_eq!(config(&[]).unwrap().eviction, Eviction::Lru);
+        for (name, policy) in [
+            ("lru", EvictionPolicy::Lru),
+            ("fifo", EvictionPolicy::Fifo),
+            ("lfu", EvictionPolicy::Lfu),
+            ("random", EvictionPolicy::Random),
+            ("s3fifo", EvictionPolicy::S3Fifo),
+        ] {
+            let e = config(&["--eviction", name]).unwrap().eviction;
+            assert_eq!((e.name(), e.policy()), (name, policy));
+        }
     }
 
     #[test]

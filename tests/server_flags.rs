@@ -302,6 +302,13 @@ fn stats_settings_has_memcached_names_in_order() {
 }
 
 #[test]
+fn eviction_flag_selects_s3fifo_and_stats_settings_names_it() {
+    let s = Server::start(&["--eviction", "s3fifo", "-t", "1"]);
+    let mut c = s.client();
+    assert_eq!(setting(&mut c, "eviction_policy"), "s3fifo");
+}
+
+#[test]
 fn daemon_writes_the_pid_file_and_removes_it_on_a_clean_stop() {
     let dir = temp_dir("daemon");
     let pidfile = dir.join("cc.pid");

@@ -2,10 +2,16 @@
 //!
 //! The store tells the policy about every item it links, reads, unlinks or relocates, and asks it
 //! for victim candidates of one slab class when that class has no free chunk and no page can be
-//! had. The policy owns the two policy words of each item header and nothing else; it never
-//! allocates or frees chunks. A new policy (S3-FIFO: queue links in the two words, its 2-bit
-//! frequency in their spare top bits, ids being below 2^31) is one more type and one more
-//! [`Policy`] variant, without touching the allocator.
+//! had. The policy owns the two policy words of each item header (and whatever it keeps outside
+//! the slab); it never allocates or frees chunks. A policy is one type and one [`Policy`]
+//! variant, without touching the allocator.
+//!
+//! Rewrites (append, prepend, incr, decr, cas, and a meta invalidation that needs a CAS trailer)
+//! store a new item for the same key, often in a new chunk: the store asks the policy what the
+//! old item [`Evictor::carry`]s before it unlinks it, and links the new one with
+//! [`Evictor::on_rewrite`], so a key kept hot by writes alone keeps its recency or frequency
+//! (memcached: an append is a fetch and a store). A plain set of an existing key is a new item
+//! (`on_insert`), as in memcached, where it lands at the LRU head.
 //!
 //! - LRU: per-class doubly linked list (word 0 = prev, word 1 = next). A hit only sets an
 //!   "active" mark in the top bit of word 0 (ids fit in 31 bits), touching no other item; the
@@ -16,10 +22,23 @@
 //! - LFU: Redis-style approximate LFU: word 0 holds a logarithmic 8-bit frequency counter that
 //!   decays by one per idle minute; victims are the least frequent of a random sample.
 //! - Random: victims are a random sample of the class.
+//! - S3-FIFO: per class a small and a main FIFO, a 2-bit frequency per item and a ghost of recent
+//!   small-queue victims' key hashes; see `s3fifo.rs` for the algorithm, the header layout (the
+//!   queue bit lives in a side bitmap) and the ghost's memory.
+//!
+//! What a rewrite carries: LRU puts the new item at the head marked active (hit), FIFO at the
+//! head unmarked (a rewrite is a new insertion, so FIFO keeps insertion order by definition);
+//! LFU keeps the decayed counter and counts one access; S3-FIFO keeps the queue and the
+//! frequency, plus one access; random keeps nothing.
+
+mod s3fifo;
 
 use super::item::{self, ItemId, NIL};
 use super::slab::Slab;
 use super::EvictionPolicy;
+#[cfg(test)]
+pub(crate) use s3fifo::freq as s3fifo_freq;
+pub(crate) use s3fifo::S3Fifo;
 
 /// How many items a victim search looks at (memcached looks 5 deep into its LRU tail).
 pub(crate) const SEARCH_DEPTH: usize = 5;
@@ -31,6 +50,10 @@ const LFU_LOG_FACTOR: u64 = 10;
 /// Idle seconds per counter decrement (Redis `lfu-decay-time`, one minute).
 const LFU_DECAY_SECS: u32 = 60;
 
+/// Policy state a rewrite takes from the item it replaces to the new one (policy-defined bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Carry(u32);
+
 /// The seam between the store and an eviction policy.
 pub(crate) trait Evictor {
     /// A new item was linked into `class`.
@@ -39,6 +62,13 @@ pub(crate) trait Evictor {
     fn on_access(&mut self, slab: &mut Slab, class: usize, id: ItemId, now: u32);
     /// An item is being unlinked (its chunk is freed right after).
     fn on_remove(&mut self, slab: &mut Slab, class: usize, id: ItemId);
+    /// A live item is being evicted to make room; `on_remove` follows.
+    fn on_evict(&mut self, _slab: &mut Slab, _class: usize, _id: ItemId) {}
+    /// What linked item `id` passes on to the item a rewrite of it stores (read before the
+    /// store unlinks or overwrites it).
+    fn carry(&self, slab: &Slab, class: usize, id: ItemId, now: u32) -> Carry;
+    /// Links a rewritten item, instead of `on_insert`, with what the replaced item carried.
+    fn on_rewrite(&mut self, slab: &mut Slab, class: usize, id: ItemId, carry: Carry, now: u32);
     /// An item's bytes, header included, were copied from `old` to `new` in the same class.
     fn on_move(&mut self, slab: &mut Slab, class: usize, old: ItemId, new: ItemId);
     /// Up to `n` victim candidates of a full `class`, the most evictable first (the policy may
@@ -65,6 +95,8 @@ pub(crate) enum Policy {
     Lfu(Lfu),
     /// Random victim.
     Random(Sampler),
+    /// S3-FIFO: small, main and ghost queues.
+    S3Fifo(S3Fifo),
 }
 
 impl Policy {
@@ -77,6 +109,7 @@ impl Policy {
                 sampler: Sampler::new(seed),
             }),
             EvictionPolicy::Random => Policy::Random(Sampler::new(seed)),
+            EvictionPolicy::S3Fifo => Policy::S3Fifo(S3Fifo::new(classes)),
         }
     }
 }
@@ -87,6 +120,7 @@ macro_rules! dispatch {
             Policy::Lru($p) | Policy::Fifo($p) => $e,
             Policy::Lfu($p) => $e,
             Policy::Random($p) => $e,
+            Policy::S3Fifo($p) => $e,
         }
     };
 }
@@ -103,6 +137,15 @@ impl Evictor for Policy {
     #[inline]
     fn on_remove(&mut self, slab: &mut Slab, class: usize, id: ItemId) {
         dispatch!(self, p => p.on_remove(slab, class, id))
+    }
+    fn on_evict(&mut self, slab: &mut Slab, class: usize, id: ItemId) {
+        dispatch!(self, p => p.on_evict(slab, class, id))
+    }
+    fn carry(&self, slab: &Slab, class: usize, id: ItemId, now: u32) -> Carry {
+        dispatch!(self, p => p.carry(slab, class, id, now))
+    }
+    fn on_rewrite(&mut self, slab: &mut Slab, class: usize, id: ItemId, carry: Carry, now: u32) {
+        dispatch!(self, p => p.on_rewrite(slab, class, id, carry, now))
     }
     fn on_move(&mut self, slab: &mut Slab, class: usize, old: ItemId, new: ItemId) {
         dispatch!(self, p => p.on_move(slab, class, old, new))
@@ -124,8 +167,14 @@ impl Evictor for Policy {
 
 #[cfg(test)]
 impl Policy {
-    /// Items on a class's list, head to tail, checking the back links (list policies only).
+    /// Items on a class's list, head to tail, checking the back links (list policies only; for
+    /// S3-FIFO the small queue, then the main one).
     pub(crate) fn list(&self, slab: &Slab, class: usize) -> Option<Vec<ItemId>> {
+        if let Policy::S3Fifo(p) = self {
+            let (mut small, main) = p.queues(slab, class);
+            small.extend(main);
+            return Some(small);
+        }
         let (Policy::Lru(l) | Policy::Fifo(l)) = self else {
             return None;
         };
@@ -236,6 +285,17 @@ impl Evictor for Lists {
         self.unlink(slab, class, id);
     }
 
+    fn carry(&self, _: &Slab, _: usize, _: ItemId, _: u32) -> Carry {
+        Carry(0)
+    }
+
+    fn on_rewrite(&mut self, slab: &mut Slab, class: usize, id: ItemId, _: Carry, now: u32) {
+        // The head, as memcached links a rewritten item; for LRU also a hit, so the key keeps
+        // its second chance.
+        self.push_head(slab, class, id);
+        self.on_access(slab, class, id, now);
+    }
+
     fn on_move(&mut self, slab: &mut Slab, class: usize, old: ItemId, new: ItemId) {
         let c = slab.chunk(new);
         let (p, n) = (prev(c), next(c));
@@ -325,6 +385,10 @@ impl Evictor for Sampler {
     fn on_insert(&mut self, _: &mut Slab, _: usize, _: ItemId) {}
     fn on_access(&mut self, _: &mut Slab, _: usize, _: ItemId, _: u32) {}
     fn on_remove(&mut self, _: &mut Slab, _: usize, _: ItemId) {}
+    fn carry(&self, _: &Slab, _: usize, _: ItemId, _: u32) -> Carry {
+        Carry(0)
+    }
+    fn on_rewrite(&mut self, _: &mut Slab, _: usize, _: ItemId, _: Carry, _: u32) {}
     fn on_move(&mut self, _: &mut Slab, _: usize, _: ItemId, _: ItemId) {}
     fn candidates(
         &mut self,
@@ -374,6 +438,18 @@ impl Evictor for Lfu {
     }
 
     fn on_remove(&mut self, _: &mut Slab, _: usize, _: ItemId) {}
+
+    fn carry(&self, slab: &Slab, _: usize, id: ItemId, now: u32) -> Carry {
+        Carry(lfu_decayed(slab.chunk(id), now))
+    }
+
+    fn on_rewrite(&mut self, slab: &mut Slab, class: usize, id: ItemId, carry: Carry, now: u32) {
+        // The counter as it stood, plus this access (the new item's atime is now: no decay).
+        let c = slab.chunk_mut(id);
+        item::set_w0(c, carry.0);
+        item::set_w1(c, 0);
+        self.on_access(slab, class, id, now);
+    }
 
     fn on_move(&mut self, _: &mut Slab, _: usize, _: ItemId, _: ItemId) {}
 
@@ -522,6 +598,164 @@ mod tests {
             lfu_decayed(slab.chunk(ids[0]), 3 * LFU_DECAY_SECS),
             LFU_INIT - 3
         );
+    }
+
+    /// `n` S3-FIFO items with distinct one-byte keys, inserted in order.
+    fn s3fifo_with(n: usize) -> (Slab, Vec<ItemId>, Policy) {
+        let (mut slab, ids) = slab_with(n);
+        let mut p = policy(EvictionPolicy::S3Fifo);
+        for (i, &id) in ids.iter().enumerate() {
+            slab.chunk_mut(id)[item::HEADER_SIZE] = i as u8;
+            p.on_insert(&mut slab, C, id);
+        }
+        (slab, ids, p)
+    }
+
+    fn queues(p: &Policy, slab: &Slab) -> (Vec<ItemId>, Vec<ItemId>) {
+        let Policy::S3Fifo(s) = p else { unreachable!() };
+        s.queues(slab, C)
+    }
+
+    fn freq_of(slab: &Slab, id: ItemId) -> u32 {
+        s3fifo::freq(slab.chunk(id))
+    }
+
+    #[test]
+    fn s3fifo_evicts_unread_small_items_first_and_promotes_read_ones() {
+        let (mut slab, ids, mut p) = s3fifo_with(10);
+        assert_eq!(
+            queues(&p, &slab).0,
+            ids.iter().rev().copied().collect::<Vec<_>>()
+        );
+        p.on_access(&mut slab, C, ids[0], 1);
+        p.on_access(&mut slab, C, ids[2], 1);
+        // Read in the small queue: moved to the main one (frequency reset) on the way.
+        assert_eq!(cands(&mut p, &mut slab, 2), vec![ids[1], ids[3]]);
+        let (small, main) = queues(&p, &slab);
+        assert_eq!(main, vec![ids[2], ids[0]]);
+        assert_eq!(small.len(), 8);
+        assert_eq!((freq_of(&slab, ids[0]), freq_of(&slab, ids[2])), (0, 0));
+        assert_eq!(p.oldest(C), Some(ids[1]));
+        // The store evicts the first; the second stays the next candidate.
+        p.on_evict(&mut slab, C, ids[1]);
+        p.on_remove(&mut slab, C, ids[1]);
+        assert_eq!(cands(&mut p, &mut slab, 1), vec![ids[3]]);
+        assert_eq!(p.list(&slab, C).unwrap().len(), 9);
+    }
+
+    #[test]
+    fn s3fifo_main_reinserts_while_frequency_lasts() {
+        let (mut slab, ids, mut p) = s3fifo_with(4);
+        for &id in &ids {
+            p.on_access(&mut slab, C, id, 1);
+        }
+        // All read: all move to main with frequency 0, whose tail is then the victim.
+        assert_eq!(cands(&mut p, &mut slab, 1), vec![ids[0]]);
+        assert_eq!(queues(&p, &slab).1.len(), 4);
+        for _ in 0..5 {
+            p.on_access(&mut slab, C, ids[0], 1);
+        }
+        assert_eq!(freq_of(&slab, ids[0]), 3, "saturates at 3");
+        p.on_access(&mut slab, C, ids[1], 1);
+        // ids[0] goes back to the head with 2, ids[1] with 0; ids[2] is the victim.
+        assert_eq!(cands(&mut p, &mut slab, 1), vec![ids[2]]);
+        assert_eq!(queues(&p, &slab).1, vec![ids[1], ids[0], ids[3], ids[2]]);
+        assert_eq!((freq_of(&slab, ids[0]), freq_of(&slab, ids[1])), (2, 0));
+    }
+
+    #[test]
+    fn s3fifo_ghost_sends_a_recently_evicted_key_to_main() {
+        let (mut slab, ids, mut p) = s3fifo_with(3);
+        assert_eq!(cands(&mut p, &mut slab, 1), vec![ids[0]]);
+        p.on_evict(&mut slab, C, ids[0]);
+        p.on_remove(&mut slab, C, ids[0]);
+        // The same key again (the chunk still holds it): a ghost hit, so main.
+        p.on_insert(&mut slab, C, ids[0]);
+        assert_eq!(queues(&p, &slab), (vec![ids[2], ids[1]], vec![ids[0]]));
+        // The ghost forgets a hit; a removed (not evicted) item leaves no ghost.
+        p.on_remove(&mut slab, C, ids[0]);
+        p.on_insert(&mut slab, C, ids[0]);
+        assert_eq!(queues(&p, &slab).1, vec![]);
+    }
+
+    #[test]
+    fn s3fifo_search_is_bounded_when_everything_is_hot() {
+        let n = s3fifo::MAX_MOVES * 2;
+        let (mut slab, ids, mut p) = s3fifo_with(n);
+        for &id in &ids {
+            p.on_access(&mut slab, C, id, 1);
+        }
+        // First search: MAX_MOVES moves from small to main, then the small tail as it is.
+        assert_eq!(cands(&mut p, &mut slab, 1), vec![ids[s3fifo::MAX_MOVES]]);
+        for &id in &ids {
+            for _ in 0..3 {
+                p.on_access(&mut slab, C, id, 1);
+            }
+        }
+        for _ in 0..20 {
+            let c = cands(&mut p, &mut slab, 5);
+            assert_eq!(c.len(), 5);
+            let (small, main) = queues(&p, &slab);
+            assert_eq!(small.len() + main.len(), n);
+        }
+    }
+
+    #[test]
+    fn s3fifo_move_keeps_queue_position_and_frequency() {
+        let (mut slab, ids, mut p) = s3fifo_with(5);
+        p.on_access(&mut slab, C, ids[0], 1);
+        assert_eq!(cands(&mut p, &mut slab, 1), vec![ids[1]]);
+        p.on_remove(&mut slab, C, ids[1]);
+        p.on_access(&mut slab, C, ids[0], 1);
+        p.on_access(&mut slab, C, ids[3], 1);
+        // Main: [0]; small: [4, 3, 2]. Move 0 (main, freq 1) and 3 (small middle, freq 1).
+        slab.copy_item(ids[0], ids[1]);
+        p.on_move(&mut slab, C, ids[0], ids[1]);
+        assert_eq!(
+            queues(&p, &slab),
+            (vec![ids[4], ids[3], ids[2]], vec![ids[1]])
+        );
+        let (a, b) = (ids[3], ids[0]);
+        slab.copy_item(a, b);
+        p.on_move(&mut slab, C, a, b);
+        assert_eq!(
+            queues(&p, &slab),
+            (vec![ids[4], ids[0], ids[2]], vec![ids[1]])
+        );
+        assert_eq!((freq_of(&slab, ids[1]), freq_of(&slab, ids[0])), (1, 1));
+    }
+
+    #[test]
+    fn rewrites_carry_policy_state() {
+        // S3-FIFO: same queue, one access more.
+        let (mut slab, ids, mut p) = s3fifo_with(3);
+        p.on_access(&mut slab, C, ids[0], 1);
+        let carry = p.carry(&slab, C, ids[0], 1);
+        p.on_remove(&mut slab, C, ids[0]);
+        p.on_rewrite(&mut slab, C, ids[0], carry, 1);
+        assert_eq!(freq_of(&slab, ids[0]), 2);
+        assert_eq!(queues(&p, &slab).0, vec![ids[0], ids[2], ids[1]]);
+        // LRU: head, marked as read.
+        let (mut slab, ids) = slab_with(2);
+        let mut p = policy(EvictionPolicy::Lru);
+        for &id in &ids {
+            p.on_insert(&mut slab, C, id);
+        }
+        let carry = p.carry(&slab, C, ids[0], 1);
+        p.on_remove(&mut slab, C, ids[0]);
+        p.on_rewrite(&mut slab, C, ids[0], carry, 1);
+        assert_ne!(item::w0(slab.chunk(ids[0])) & ACTIVE, 0);
+        assert_eq!(p.list(&slab, C).unwrap(), vec![ids[0], ids[1]]);
+        // LFU: the counter survives.
+        let (mut slab, ids) = slab_with(1);
+        let mut p = policy(EvictionPolicy::Lfu);
+        p.on_insert(&mut slab, C, ids[0]);
+        item::set_w0(slab.chunk_mut(ids[0]), 40);
+        item::set_atime(slab.chunk_mut(ids[0]), 100);
+        let carry = p.carry(&slab, C, ids[0], 100);
+        p.on_insert(&mut slab, C, ids[0]);
+        p.on_rewrite(&mut slab, C, ids[0], carry, 100);
+        assert!(item::w0(slab.chunk(ids[0])) >= 40);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! ```text
 //! offset size field
 //!  0     4    policy word 0   LRU/FIFO: prev id, top bit = LRU "active" mark; LFU: frequency
-//!                             counter; free chunk: prev free
-//!  4     4    policy word 1   LRU/FIFO: next id; free chunk: next free
+//!                             counter; S3-FIFO: prev id (31 bits), top bit = frequency's high
+//!                             bit; free chunk: prev free
+//!  4     4    policy word 1   LRU/FIFO: next id; S3-FIFO: next id (31 bits), top bit =
+//!                             frequency's low bit; free chunk: next free
 //!  8     8    marks | cas | klen   bit 63 = win token handed out, bit 62 = explicit CAS trailer
 //!                             follows the value, bits 8..62 = 54-bit CAS counter, bits 0..8 = key
 //!                             length (0 marks a free chunk)
@@ -25,9 +27,10 @@
 //! words' top bits belong to the policies, and the atime/exptime words use all 32 bits since the
 //! clock's epoch is 2^31 s back) and 54 of CAS — 2^54 mutations last 57 years at 10 million a
 //! second on one shard. Times are `u32` seconds relative to the store epoch. The two
-//! policy words belong to the eviction policy (see `evict`), so a new policy such as S3-FIFO reuses
-//! them without a new layout (S3-FIFO: queue links, and its 2-bit frequency in the two spare bits). The key's hash is not stored: the index recomputes it from the key
-//! on the rare rehash or unlink-by-id.
+//! policy words belong to the eviction policy (see `evict`): S3-FIFO keeps its queue links there and
+//! its 2-bit frequency in the two spare top bits; which queue an item is on does not fit as well,
+//! so S3-FIFO keeps that bit outside the header (see `evict/s3fifo.rs`). The key's hash is not
+//! stored: the index recomputes it from the key on the rare rehash or unlink-by-id.
 //!
 //! Replication (design §9) needs a version comparable across hosts: the 54-bit CAS counter is the
 //! version. With hybrid versions (`VersionClock::Hybrid`) it holds milliseconds since 2025 in its

@@ -47,7 +47,7 @@ pub use tombs::TOMBSTONE_OVERHEAD;
 pub use walk::{class_bit, Cursor, ReassignError, WalkedItem};
 
 use clock::Clock;
-use evict::{Evictor, Policy, SEARCH_DEPTH};
+use evict::{Carry, Evictor, Policy, SEARCH_DEPTH};
 use index::Index;
 use item::{Header, ItemId, CAS_MASK, HEADER_SIZE, NIL};
 use slab::Slab;
@@ -65,6 +65,8 @@ pub enum EvictionPolicy {
     Lfu,
     /// Uniformly random victim.
     Random,
+    /// S3-FIFO: small, main and ghost FIFO queues (Yang et al., SOSP '23).
+    S3Fifo,
 }
 
 /// How a store numbers versions (the 54-bit CAS counter in the header).
@@ -993,7 +995,10 @@ impl Store {
                     Some((exp, _)) => exp,
                     None => self.clock.expiry(exptime),
                 };
-                self.put(old, key, hash, value, flags, exp, new_cas)?;
+                // A CAS store read the item to compare: a rewrite that keeps it as hot as it
+                // was; a plain set is a new item.
+                let rewrite = cas != 0 || mode == StoreMode::Cas;
+                self.put_as(old, key, hash, value, flags, exp, new_cas, 0, rewrite)?;
             }
         }
         let id = self.index.find(&self.slab, key, hash).expect("just stored");
@@ -1101,7 +1106,8 @@ impl Store {
             let key = item::key(self.slab.chunk(id)).to_vec();
             let vstart = HEADER_SIZE + h.key_len();
             let value = self.slab.chunk(id)[vstart..vstart + h.value_len()].to_vec();
-            self.put(Some(id), &key, hash, &value, h.flags, h.exptime, new_cas)?;
+            let (flags, exp) = (h.flags, h.exptime);
+            self.put_as(Some(id), &key, hash, &value, flags, exp, new_cas, 0, true)?;
         } else {
             let c = self.next_cas();
             let chunk = self.slab.chunk_mut(id);
@@ -1234,7 +1240,8 @@ impl Store {
                 .on_access(&mut self.slab, class, id, self.clock.now());
         } else {
             let key = item::key(self.slab.chunk(id)).to_vec();
-            self.put(Some(id), &key, hash, digits, h.flags, h.exptime, new_cas)?;
+            let (flags, exp) = (h.flags, h.exptime);
+            self.put_as(Some(id), &key, hash, digits, flags, exp, new_cas, 0, true)?;
         }
         Ok(self.counted(key, hash, next))
     }
@@ -1675,6 +1682,7 @@ impl Store {
         k.win_evicts += u64::from(pressure);
         k.since_attempt += u64::from(pressure);
         self.stats.evictions += 1;
+        self.policy.on_evict(&mut self.slab, class, id);
         let fetched = item::fetched(self.slab.chunk(id));
         if !fetched {
             k.evicted_unfetched += 1;
@@ -1741,7 +1749,7 @@ impl Store {
         exp: u32,
         new_cas: u64,
     ) -> StoreResult<u64> {
-        self.put_version(old, key, hash, value, flags, exp, new_cas, 0)
+        self.put_as(old, key, hash, value, flags, exp, new_cas, 0, false)
     }
 
     /// [`Store::put`] with the item's version given (a replicated one), or 0 for a new one.
@@ -1757,16 +1765,38 @@ impl Store {
         new_cas: u64,
         version: u64,
     ) -> StoreResult<u64> {
+        self.put_as(old, key, hash, value, flags, exp, new_cas, version, false)
+    }
+
+    /// [`Store::put_version`]; with `rewrite`, the new item inherits `old`'s policy state (see
+    /// `Evictor::carry`), else it is a new item to the policy.
+    #[allow(clippy::too_many_arguments)]
+    fn put_as(
+        &mut self,
+        old: Option<ItemId>,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        flags: u32,
+        exp: u32,
+        new_cas: u64,
+        version: u64,
+        rewrite: bool,
+    ) -> StoreResult<u64> {
         let size = item::item_size(key.len(), value.len()) + explicit_len(new_cas);
         let class = self.slab.class_for(size).ok_or(StoreError::TooLarge)?;
+        let mut carry = None;
         if let Some(id) = old {
+            if rewrite {
+                carry = Some(self.carry(id));
+            }
             if self.slab.class_of(id) == class && !self.is_lent(id) {
                 // Same class: overwrite the chunk in place, the index entry stays.
                 let old_size = Header::load(self.slab.chunk(id)).total_size();
                 self.policy.on_remove(&mut self.slab, class, id);
                 let cas = self.write_item(id, key, [value, &[]], flags, exp, new_cas, version);
                 self.slab.account(class, old_size, size);
-                self.policy.on_insert(&mut self.slab, class, id);
+                self.link_policy(id, class, carry);
                 self.stats.total_items += 1;
                 return Ok(cas);
             }
@@ -1786,12 +1816,30 @@ impl Store {
             }
         };
         let cas = self.write_item(id, key, [value, &[]], flags, exp, new_cas, version);
-        self.link(id, class, hash, size);
+        self.link(id, class, hash, size, carry);
         Ok(cas)
     }
 
-    /// Links a freshly written item into index, policy and accounting.
-    fn link(&mut self, id: ItemId, class: usize, hash: u64, size: usize) {
+    /// What linked item `id` passes on to its rewrite.
+    fn carry(&self, id: ItemId) -> Carry {
+        let class = self.slab.class_of(id);
+        self.policy.carry(&self.slab, class, id, self.clock.now())
+    }
+
+    /// Links a written item into the policy: as a new one, or as a rewrite with `carry`.
+    fn link_policy(&mut self, id: ItemId, class: usize, carry: Option<Carry>) {
+        match carry {
+            None => self.policy.on_insert(&mut self.slab, class, id),
+            Some(carry) => {
+                let now = self.clock.now();
+                self.policy
+                    .on_rewrite(&mut self.slab, class, id, carry, now);
+            }
+        }
+    }
+
+    /// Links a freshly written item into index, policy (see `link_policy`) and accounting.
+    fn link(&mut self, id: ItemId, class: usize, hash: u64, size: usize, carry: Option<Carry>) {
         if self.hybrid && !self.tombs.is_empty() {
             // The key is written again: its delete no longer needs remembering.
             let key = item::key(self.slab.chunk(id));
@@ -1799,7 +1847,7 @@ impl Store {
         }
         self.slab.account(class, 0, size);
         self.index.insert(&self.slab, hash, id);
-        self.policy.on_insert(&mut self.slab, class, id);
+        self.link_policy(id, class, carry);
         self.stats.total_items += 1;
     }
 
@@ -1821,7 +1869,9 @@ impl Store {
         }
         let class = self.slab.class_of(id);
         if size <= self.slab.chunk_size_of(id) && !self.is_lent(id) {
-            // Fits the chunk: edit in place.
+            // Fits the chunk: edit in place. An append is a fetch and a store: the item keeps
+            // its standing in the policy.
+            let carry = self.carry(id);
             self.policy.on_remove(&mut self.slab, class, id);
             let cas = self.next_cas();
             let mut nh = Header::new(cas, klen, vlen + data.len(), h.flags, h.exptime);
@@ -1839,7 +1889,7 @@ impl Store {
                 item::set_explicit_cas(c, new_cas);
             }
             self.slab.account(class, h.total_size(), size);
-            self.policy.on_insert(&mut self.slab, class, id);
+            self.link_policy(id, class, Some(carry));
             self.stats.total_items += 1;
             return Ok(cas);
         }
@@ -1866,8 +1916,10 @@ impl Store {
         if new_cas != 0 {
             item::set_explicit_cas(dst, new_cas);
         }
+        // Read after making room, which may have re-queued the old item.
+        let carry = self.carry(id);
         self.unlink(id, Some(hash));
-        self.link(new, to_class, hash, size);
+        self.link(new, to_class, hash, size, Some(carry));
         Ok(cas)
     }
 

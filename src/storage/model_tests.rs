@@ -93,8 +93,21 @@ enum Op {
     Get(usize),
     Touch(usize, i64, bool),
     Store(StoreMode, usize, Vec<u8>, u32, i64, CasPick),
-    Arith(ArithOp, usize, u64, Option<(u64, i64)>, CasPick),
+    /// With a touch (`arith_with`) or without (`arith`).
+    Arith(
+        ArithOp,
+        usize,
+        u64,
+        Option<(u64, i64)>,
+        CasPick,
+        Option<i64>,
+    ),
     Delete(usize, CasPick),
+    /// Meta get: touch, vivify, recache threshold, no_update.
+    Fetch(usize, Option<i64>, Option<i64>, Option<i64>, bool),
+    /// Meta delete with invalidation: CAS to compare, new expiry.
+    Invalidate(usize, CasPick, Option<i64>),
+    Peek(usize),
     Flush(i64),
     Advance(u64),
     Reclaim(usize),
@@ -154,9 +167,27 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (key.clone(), exptime(), any::<bool>()).prop_map(|(k, e, g)| Op::Touch(k, e, g)),
         14 => (mode, key.clone(), value(), any::<u32>(), exptime(), cas_pick())
             .prop_map(|(m, k, v, f, e, c)| Op::Store(m, k, v, f, e, c)),
-        3 => (arith_op, key.clone(), delta, proptest::option::of((0u64..1000, exptime())), cas_pick())
-            .prop_map(|(o, k, d, m, c)| Op::Arith(o, k, d, m, c)),
-        2 => (key, cas_pick()).prop_map(|(k, c)| Op::Delete(k, c)),
+        3 => (
+            arith_op,
+            key.clone(),
+            delta,
+            proptest::option::of((0u64..1000, exptime())),
+            cas_pick(),
+            proptest::option::weighted(0.3, exptime()),
+        )
+            .prop_map(|(o, k, d, m, c, t)| Op::Arith(o, k, d, m, c, t)),
+        2 => (key.clone(), cas_pick()).prop_map(|(k, c)| Op::Delete(k, c)),
+        4 => (
+            key.clone(),
+            proptest::option::weighted(0.3, exptime()),
+            proptest::option::weighted(0.3, exptime()),
+            proptest::option::weighted(0.2, 0i64..30),
+            any::<bool>(),
+        )
+            .prop_map(|(k, t, v, r, n)| Op::Fetch(k, t, v, r, n)),
+        1 => (key.clone(), cas_pick(), proptest::option::of(exptime()))
+            .prop_map(|(k, c, e)| Op::Invalidate(k, c, e)),
+        1 => key.prop_map(Op::Peek),
         1 => prop_oneof![Just(0i64), 1i64..5].prop_map(Op::Flush),
         3 => (0u64..8).prop_map(Op::Advance),
         1 => (1usize..5000).prop_map(Op::Reclaim),
@@ -173,6 +204,8 @@ enum Answer {
     Cas,
     /// An arithmetic result (CAS learnt from the store).
     Number(u64),
+    /// Metadata without side effects: value length, CAS.
+    Info(usize, u64),
     /// Done, nothing to report.
     Done,
     /// A typed failure.
@@ -229,10 +262,58 @@ impl Harness {
                     Err(e) => (Answer::Failed(e), None),
                 }
             }
-            Op::Arith(o, k, d, miss, _) => {
+            Op::Arith(o, k, d, miss, _, touch) => {
                 let key = key_of(*k);
-                match s.arith(*o, &key, key_hash(&key), *d, *miss, cas) {
+                let r = match touch {
+                    None => s.arith(*o, &key, key_hash(&key), *d, *miss, cas),
+                    Some(_) => {
+                        let opts = ArithOptions {
+                            on_miss: *miss,
+                            cas,
+                            touch: *touch,
+                            new_cas: 0,
+                        };
+                        s.arith_with(*o, &key, key_hash(&key), *d, opts)
+                            .map(|r| (r.value, r.cas))
+                    }
+                };
+                match r {
                     Ok((n, c)) => (Answer::Number(n), Some(c)),
+                    Err(e) => (Answer::Failed(e), None),
+                }
+            }
+            Op::Fetch(k, touch, vivify, recache_below, no_update) => {
+                let key = key_of(*k);
+                let opts = FetchOptions {
+                    touch: *touch,
+                    vivify: *vivify,
+                    recache_below: *recache_below,
+                    new_cas: 0,
+                    no_update: *no_update,
+                };
+                let had = s.probe(&key, key_hash(&key)).map(|p| p.liveness);
+                match s.fetch(&key, key_hash(&key), opts) {
+                    Ok(f) => {
+                        let v = f.item;
+                        // A placeholder created on a miss is a write with a new CAS.
+                        let created = had != Some(Liveness::Live);
+                        let answer = Answer::Item(v.value.to_vec(), v.flags, v.cas);
+                        (answer, created.then_some(v.cas))
+                    }
+                    Err(e) => (Answer::Failed(e), None),
+                }
+            }
+            Op::Invalidate(k, _, exptime) => {
+                let key = key_of(*k);
+                match s.invalidate(&key, key_hash(&key), cas, *exptime, 0) {
+                    Ok(c) => (Answer::Cas, Some(c)),
+                    Err(e) => (Answer::Failed(e), None),
+                }
+            }
+            Op::Peek(k) => {
+                let key = key_of(*k);
+                match s.peek(&key, key_hash(&key)) {
+                    Ok(i) => (Answer::Info(i.value_len, i.cas), None),
                     Err(e) => (Answer::Failed(e), None),
                 }
             }
@@ -335,28 +416,72 @@ impl Harness {
                     _ => (Answer::Cas, Some(fresh(v.clone(), *flags, m.expiry(*e)))),
                 }
             }
-            Op::Arith(o, _, d, miss, _) => match item {
+            Op::Arith(o, _, d, miss, _, touch) => match item {
                 None => match miss {
                     None => (Answer::Failed(StoreError::NotFound), None),
                     Some((init, e)) => (
                         Answer::Number(*init),
-                        Some(fresh(init.to_string().into_bytes(), 0, m.expiry(*e))),
+                        Some(fresh(
+                            init.to_string().into_bytes(),
+                            0,
+                            m.expiry(touch.unwrap_or(*e)),
+                        )),
                     ),
                 },
                 Some(i) if cas != 0 && i.cas != cas => {
                     (Answer::Failed(StoreError::Exists), Some(i))
                 }
-                Some(i) => match parse_model_counter(&i.value) {
-                    None => (Answer::Failed(StoreError::NonNumeric), Some(i)),
+                Some(mut i) => match parse_model_counter(&i.value) {
+                    // The new expiry applies before the value is parsed.
+                    None => {
+                        if let Some(t) = touch {
+                            i.exp = m.expiry(*t);
+                        }
+                        (Answer::Failed(StoreError::NonNumeric), Some(i))
+                    }
                     Some(n) => {
                         let r = match o {
                             ArithOp::Incr => n.wrapping_add(*d),
                             ArithOp::Decr => n.saturating_sub(*d),
                         };
                         let v = r.to_string().into_bytes();
-                        (Answer::Number(r), Some(fresh(v, i.flags, i.exp)))
+                        let exp = touch.map_or(i.exp, |t| m.expiry(t));
+                        (Answer::Number(r), Some(fresh(v, i.flags, exp)))
                     }
                 },
+            },
+            Op::Fetch(_, touch, vivify, ..) => match (item, vivify) {
+                (Some(mut i), _) => {
+                    let answer = Answer::Item(i.value.clone(), i.flags, i.cas);
+                    if let Some(t) = touch {
+                        i.exp = m.expiry(*t);
+                    }
+                    (answer, Some(i))
+                }
+                (None, None) => (Answer::Failed(StoreError::NotFound), None),
+                (None, Some(v)) => {
+                    let exp = m.expiry(touch.unwrap_or(*v));
+                    let answer = Answer::Item(Vec::new(), 0, new_cas.unwrap_or(0));
+                    (answer, Some(fresh(Vec::new(), 0, exp)))
+                }
+            },
+            Op::Invalidate(_, _, exptime) => match item {
+                None => (Answer::Failed(StoreError::NotFound), None),
+                Some(i) if cas != 0 && i.cas != cas => {
+                    (Answer::Failed(StoreError::Exists), Some(i))
+                }
+                // Still served, with a new CAS (the model does not track the stale mark).
+                Some(mut i) => {
+                    i.cas = new_cas.unwrap_or(0);
+                    if let Some(e) = exptime {
+                        i.exp = m.expiry(*e);
+                    }
+                    (Answer::Cas, Some(i))
+                }
+            },
+            Op::Peek(_) => match item {
+                Some(i) => (Answer::Info(i.value.len(), i.cas), Some(i)),
+                None => (Answer::Failed(StoreError::NotFound), None),
             },
             Op::Delete(..) => match item {
                 None => (Answer::Failed(StoreError::NotFound), None),
@@ -372,11 +497,12 @@ impl Harness {
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let key_index = match op {
             Op::Get(k) | Op::Touch(k, ..) | Op::Store(_, k, ..) | Op::Arith(_, k, ..) => Some(*k),
-            Op::Delete(k, _) => Some(*k),
+            Op::Delete(k, _) | Op::Fetch(k, ..) | Op::Invalidate(k, ..) | Op::Peek(k) => Some(*k),
             _ => None,
         };
         let pick = match op {
-            Op::Store(.., c) | Op::Arith(.., c) | Op::Delete(_, c) => *c,
+            Op::Store(.., c) | Op::Arith(_, _, _, _, c, _) | Op::Delete(_, c) => *c,
+            Op::Invalidate(_, c, _) => *c,
             _ => CasPick::Zero,
         };
         let key = key_index.map(key_of);
@@ -438,76 +564,100 @@ impl Harness {
     }
 }
 
-fn policy() -> impl Strategy<Value = EvictionPolicy> {
-    prop_oneof![
-        Just(EvictionPolicy::Lru),
-        Just(EvictionPolicy::Fifo),
-        Just(EvictionPolicy::Lfu),
-        Just(EvictionPolicy::Random),
-    ]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
-
-    #[test]
-    fn store_agrees_with_the_model(
-        ops in proptest::collection::vec(op(), 1..250),
-        pages in 2usize..4,
-        eviction in policy(),
-        shard in (1u32..5).prop_flat_map(|n| (0..n, Just(n))),
-        growth in prop_oneof![Just(1.25f64), Just(2.0f64)],
-        versions in prop_oneof![Just(VersionClock::Counter), Just(VersionClock::Hybrid)],
-    ) {
-        let config = StoreConfig {
-            memory_limit: pages * MIB,
-            growth_factor: growth,
-            eviction,
-            shard_id: shard.0,
-            shard_count: shard.1,
-            versions,
-            ..StoreConfig::default()
-        };
-        // Hybrid versions set the tombstones' share aside; pages are whole MiBs.
-        let page_cap = match versions {
-            VersionClock::Counter => (pages * MIB) as u64,
-            VersionClock::Hybrid => {
-                let limit = pages * MIB;
-                ((limit - limit / 64) / MIB * MIB) as u64
-            }
-        };
-        let mut store = Store::new(config).unwrap();
-        store.set_time(T0);
-        let max_item = store.max_item_size();
-        let mut h = Harness {
-            store,
-            model: Model { now: T0, ..Model::default() },
-            max_item,
-            last_cas: 0,
-            shard: (u64::from(shard.0), u64::from(shard.1)),
-            page_cap,
-        };
-        for (n, op) in ops.iter().enumerate() {
-            h.step(op)?;
-            if n % 50 == 49 {
-                h.store.verify();
-            }
+/// One random operation sequence against the model, under `eviction`.
+fn run_model(
+    eviction: EvictionPolicy,
+    ops: &[Op],
+    pages: usize,
+    shard: (u32, u32),
+    growth: f64,
+    versions: VersionClock,
+) -> Result<(), TestCaseError> {
+    let config = StoreConfig {
+        memory_limit: pages * MIB,
+        growth_factor: growth,
+        eviction,
+        shard_id: shard.0,
+        shard_count: shard.1,
+        versions,
+        ..StoreConfig::default()
+    };
+    // Hybrid versions set the tombstones' share aside; pages are whole MiBs.
+    let page_cap = match versions {
+        VersionClock::Counter => (pages * MIB) as u64,
+        VersionClock::Hybrid => {
+            let limit = pages * MIB;
+            ((limit - limit / 64) / MIB * MIB) as u64
         }
-        h.store.verify();
-        // Every item the model still holds is either in the store or was evicted.
-        let evictions = h.store.stats().evictions;
-        for k in 0..KEYS {
-            let key = key_of(k);
-            let want = h.model.live(&key).cloned();
-            let got = h.store.get(&key, key_hash(&key)).ok().map(|v| (v.value.to_vec(), v.flags, v.cas));
-            match (want, got) {
-                (Some(i), Some(g)) => prop_assert_eq!((i.value, i.flags, i.cas), g),
-                (Some(i), None) => prop_assert!(evictions > i.evictions, "lost {:?}", key),
-                (None, Some(_)) => prop_assert!(false, "store holds {:?} the model lacks", key),
-                (None, None) => {}
-            }
+    };
+    let mut store = Store::new(config).unwrap();
+    store.set_time(T0);
+    let max_item = store.max_item_size();
+    let mut h = Harness {
+        store,
+        model: Model {
+            now: T0,
+            ..Model::default()
+        },
+        max_item,
+        last_cas: 0,
+        shard: (u64::from(shard.0), u64::from(shard.1)),
+        page_cap,
+    };
+    for (n, op) in ops.iter().enumerate() {
+        h.step(op)?;
+        if n % 50 == 49 {
+            h.store.verify();
         }
     }
+    h.store.verify();
+    // Every item the model still holds is either in the store or was evicted.
+    let evictions = h.store.stats().evictions;
+    for k in 0..KEYS {
+        let key = key_of(k);
+        let want = h.model.live(&key).cloned();
+        let got = h
+            .store
+            .get(&key, key_hash(&key))
+            .ok()
+            .map(|v| (v.value.to_vec(), v.flags, v.cas));
+        match (want, got) {
+            (Some(i), Some(g)) => prop_assert_eq!((i.value, i.flags, i.cas), g),
+            (Some(i), None) => prop_assert!(evictions > i.evictions, "lost {:?}", key),
+            (None, Some(_)) => prop_assert!(false, "store holds {:?} the model lacks", key),
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
+
+/// One proptest per policy, so that every run covers every policy (10 cases each).
+macro_rules! model_test {
+    ($($name:ident => $policy:expr),* $(,)?) => {
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+            $(
+                #[test]
+                fn $name(
+                    ops in proptest::collection::vec(op(), 1..250),
+                    pages in 2usize..4,
+                    shard in (1u32..5).prop_flat_map(|n| (0..n, Just(n))),
+                    growth in prop_oneof![Just(1.25f64), Just(2.0f64)],
+                    versions in prop_oneof![Just(VersionClock::Counter), Just(VersionClock::Hybrid)],
+                ) {
+                    run_model($policy, &ops, pages, shard, growth, versions)?;
+                }
+            )*
+        }
+    };
+}
+
+model_test! {
+    store_agrees_with_the_model_under_lru => EvictionPolicy::Lru,
+    store_agrees_with_the_model_under_fifo => EvictionPolicy::Fifo,
+    store_agrees_with_the_model_under_lfu => EvictionPolicy::Lfu,
+    store_agrees_with_the_model_under_random => EvictionPolicy::Random,
+    store_agrees_with_the_model_under_s3fifo => EvictionPolicy::S3Fifo,
 }
 
 /// A deterministic size sequence: mostly small, some medium, a few large values.

@@ -853,6 +853,187 @@ fn random_eviction_evicts_and_stays_consistent() {
     s.verify();
 }
 
+/// How a test keeps a key hot without reading it.
+#[derive(Debug, Clone, Copy)]
+enum Rewrite {
+    Append,
+    Prepend,
+    Incr,
+    Cas,
+}
+
+fn rewrite(s: &mut Store, key: &[u8], how: Rewrite) {
+    match how {
+        Rewrite::Append => drop(put(s, StoreMode::Append, key, b"1", 0).unwrap()),
+        Rewrite::Prepend => drop(put(s, StoreMode::Prepend, key, b"1", 0).unwrap()),
+        Rewrite::Incr => drop(arith(s, ArithOp::Incr, key, 1).unwrap()),
+        Rewrite::Cas => {
+            // peek: the CAS without a read that would count as an access.
+            let cas = s.peek(key, key_hash(key)).unwrap().cas;
+            put(s, StoreMode::Cas, key, b"7", cas).unwrap();
+        }
+    }
+}
+
+/// 20 keys rewritten every round, never read, in a one-page store that evicts 2.5 times its
+/// items' worth of cold keys: the rewrites must keep them (memcached: an append is a fetch and
+/// a store), while the cold keys of the first fill go.
+fn rewritten_keys_stay_hot(eviction: EvictionPolicy, how: Rewrite) {
+    let mut s = store_with(StoreConfig {
+        eviction,
+        ..cfg(MIB)
+    });
+    let per_page = MIB / 64;
+    let hot: Vec<Vec<u8>> = (0..20).map(|i| format!("hot{i:03}").into_bytes()).collect();
+    for k in &hot {
+        set(&mut s, k, b"1");
+    }
+    let mut cold = 0usize;
+    let mut fill = |s: &mut Store, n: usize| {
+        for _ in 0..n {
+            set(s, format!("k{cold:06}").as_bytes(), b"v");
+            cold += 1;
+        }
+    };
+    fill(&mut s, per_page - hot.len());
+    assert_eq!(s.stats().evictions, 0);
+    // 20 rounds: an append grows the value to 21 bytes, still in the first class.
+    for round in 0..20 {
+        s.set_time(T0 + round);
+        for k in &hot {
+            rewrite(&mut s, k, how);
+        }
+        fill(&mut s, per_page / 8);
+    }
+    assert!(s.stats().evictions as usize > 2 * per_page);
+    let kept = hot.iter().filter(|k| get_quiet(&mut s, k)).count();
+    assert_eq!(
+        kept,
+        hot.len(),
+        "{eviction:?}, {how:?}: {kept} hot keys kept"
+    );
+    let first_fill = (0..per_page - hot.len())
+        .filter(|i| get_quiet(&mut s, format!("k{i:06}").as_bytes()))
+        .count();
+    assert!(
+        first_fill < per_page / 4,
+        "{eviction:?}, {how:?}: {first_fill} cold keys kept"
+    );
+    s.verify();
+}
+
+#[test]
+fn rewrites_keep_keys_hot_under_lru() {
+    for how in [
+        Rewrite::Append,
+        Rewrite::Prepend,
+        Rewrite::Incr,
+        Rewrite::Cas,
+    ] {
+        rewritten_keys_stay_hot(EvictionPolicy::Lru, how);
+    }
+}
+
+#[test]
+fn rewrites_keep_keys_hot_under_lfu() {
+    for how in [
+        Rewrite::Append,
+        Rewrite::Prepend,
+        Rewrite::Incr,
+        Rewrite::Cas,
+    ] {
+        rewritten_keys_stay_hot(EvictionPolicy::Lfu, how);
+    }
+}
+
+#[test]
+fn rewrites_keep_keys_hot_under_s3fifo() {
+    for how in [
+        Rewrite::Append,
+        Rewrite::Prepend,
+        Rewrite::Incr,
+        Rewrite::Cas,
+    ] {
+        rewritten_keys_stay_hot(EvictionPolicy::S3Fifo, how);
+    }
+}
+
+/// FIFO evicts in insertion order by definition; a rewrite is a new insertion there (the head),
+/// so rewritten keys stay too.
+#[test]
+fn rewrites_reinsert_under_fifo() {
+    for how in [Rewrite::Append, Rewrite::Cas] {
+        rewritten_keys_stay_hot(EvictionPolicy::Fifo, how);
+    }
+}
+
+/// The rewrite that moves an item to another class (append, incr past the chunk) takes its
+/// S3-FIFO queue and frequency along.
+#[test]
+fn s3fifo_rewrite_into_another_class_keeps_queue_and_frequency() {
+    let mut s = store_with(StoreConfig {
+        eviction: EvictionPolicy::S3Fifo,
+        ..cfg(4 * MIB)
+    });
+    let key = [b'k'; 30];
+    s.store(StoreMode::Set, &key, key_hash(&key), b"99", 0, 0, 0)
+        .unwrap();
+    let id = s.index.find(&s.slab, &key, key_hash(&key)).unwrap();
+    let Policy::S3Fifo(p) = &s.policy else {
+        unreachable!()
+    };
+    assert_eq!(p.queues(&s.slab, 0), (vec![id], vec![]));
+    get(&mut s, &key).unwrap();
+    assert_eq!(arith(&mut s, ArithOp::Incr, &key, 1), Ok(100));
+    let id = s.index.find(&s.slab, &key, key_hash(&key)).unwrap();
+    assert_eq!(s.slab.class_of(id), 1);
+    let Policy::S3Fifo(p) = &s.policy else {
+        unreachable!()
+    };
+    assert_eq!(p.queues(&s.slab, 1), (vec![id], vec![]));
+    assert_eq!(
+        evict::s3fifo_freq(s.slab.chunk(id)),
+        2,
+        "one read, one rewrite"
+    );
+    put(&mut s, StoreMode::Append, &key, &[b'x'; 100], 0).unwrap();
+    let id = s.index.find(&s.slab, &key, key_hash(&key)).unwrap();
+    assert_eq!(evict::s3fifo_freq(s.slab.chunk(id)), 3);
+    // A plain set is a new item: frequency 0.
+    set(&mut s, &key, b"v");
+    let id = s.index.find(&s.slab, &key, key_hash(&key)).unwrap();
+    assert_eq!(evict::s3fifo_freq(s.slab.chunk(id)), 0);
+    s.verify();
+}
+
+#[test]
+fn s3fifo_evicts_unread_items_and_keeps_read_ones() {
+    let mut s = store_with(StoreConfig {
+        eviction: EvictionPolicy::S3Fifo,
+        ..cfg(MIB)
+    });
+    let n = MIB / 64;
+    fill_one_class(&mut s, n);
+    let hot: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("k{:06}", i * 300).into_bytes())
+        .collect();
+    for k in &hot {
+        assert!(get(&mut s, k).is_some());
+    }
+    for i in 0..2 * n {
+        set(&mut s, format!("new{i}").as_bytes(), b"v");
+        if i % 1000 == 0 {
+            for k in &hot {
+                get(&mut s, k);
+            }
+        }
+    }
+    let kept = hot.iter().filter(|k| get_quiet(&mut s, k)).count();
+    assert_eq!(kept, 50);
+    assert_eq!(s.stats().evictions as usize, 2 * n);
+    s.verify();
+}
+
 #[test]
 fn expired_items_are_reclaimed_before_live_ones_are_evicted() {
     let mut s = store_with(cfg(MIB));
