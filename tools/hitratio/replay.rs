@@ -1,0 +1,287 @@
+//! Look-aside replay of a trace over the memcached text protocol on one connection.
+//!
+//! Each request is `get key`; a miss is followed by `set key 0 0 V noreply` with the value. The
+//! gets are pipelined in a sliding window of at most `depth` in flight: the next request is sent
+//! once a slot is free and no earlier get for the same key is unanswered, and a miss's set is
+//! written as soon as its reply is read, ahead of the following gets. So every get sees the sets
+//! of all earlier requests for its key; only the order of requests for different keys within
+//! `depth` of each other differs from a one-at-a-time replay. `stats` is read at the end of the
+//! warm-up (the window drained first) and at the end: the measured part's get_misses / cmd_get
+//! are the deltas.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Key bytes: `k` and the id in 11 decimal digits.
+pub const KEY_LEN: usize = 12;
+
+/// Writes the key of `id` into `out`.
+pub fn key(out: &mut Vec<u8>, id: u64) {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(KEY_LEN);
+    write!(s, "k{id:011}").expect("string");
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Replay parameters.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Server.
+    pub addr: SocketAddr,
+    /// Value bytes of every set.
+    pub value_size: usize,
+    /// Requests before the measured part.
+    pub warmup: u64,
+    /// Most gets in flight.
+    pub depth: usize,
+    /// Requests per window of the per-window miss counts.
+    pub window: u64,
+    /// Give up after this long.
+    pub max_time: Duration,
+}
+
+/// What a replay saw.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Requests replayed.
+    pub requests: u64,
+    /// Misses the client saw in the measured part.
+    pub measured_misses: u64,
+    /// Misses per window of `window` requests, over the whole trace.
+    pub window_misses: Vec<u64>,
+    /// `stats` at the end of the warm-up (empty if there is none).
+    pub stats_before: BTreeMap<String, String>,
+    /// `stats` at the end.
+    pub stats_after: BTreeMap<String, String>,
+    /// Seconds the replay took.
+    pub seconds: f64,
+}
+
+/// A connection with a read buffer.
+struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+    /// Start of unparsed bytes in `buf`.
+    pos: usize,
+}
+
+impl Conn {
+    fn fill(&mut self) -> Result<(), String> {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > (1 << 16) {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + (1 << 16), 0);
+        let n = self.s.read(&mut self.buf[len..]);
+        let n = match n {
+            Ok(0) => {
+                self.buf.truncate(len);
+                return Err("server closed the connection".into());
+            }
+            Ok(n) => n,
+            Err(e) => {
+                self.buf.truncate(len);
+                return Err(format!("read: {e}"));
+            }
+        };
+        self.buf.truncate(len + n);
+        Ok(())
+    }
+
+    /// The next line (without CRLF), consumed.
+    fn line(&mut self) -> Result<Vec<u8>, String> {
+        loop {
+            if let Some(i) = memchr::memmem::find(&self.buf[self.pos..], b"\r\n") {
+                let l = self.buf[self.pos..self.pos + i].to_vec();
+                self.pos += i + 2;
+                return Ok(l);
+            }
+            self.fill()?;
+        }
+    }
+
+    fn stats(&mut self, out: &mut Vec<u8>) -> Result<BTreeMap<String, String>, String> {
+        out.extend_from_slice(b"stats\r\n");
+        self.s.write_all(out).map_err(|e| format!("write: {e}"))?;
+        out.clear();
+        let mut m = BTreeMap::new();
+        loop {
+            let l = self.line()?;
+            if l == b"END" {
+                return Ok(m);
+            }
+            let l = String::from_utf8_lossy(&l).into_owned();
+            let mut w = l.split(' ');
+            match (w.next(), w.next(), w.next()) {
+                (Some("STAT"), Some(k), Some(v)) => {
+                    m.insert(k.to_string(), v.to_string());
+                }
+                _ => return Err(format!("unexpected reply to stats: {l:?}")),
+            }
+        }
+    }
+}
+
+/// Parses one get reply at the front of `buf` without consuming it: `Some((hit, bytes))` when it
+/// is complete, `None` when more bytes are needed.
+pub fn try_reply(buf: &[u8], value_size: usize) -> Result<Option<(bool, usize)>, String> {
+    let Some(i) = memchr::memmem::find(buf, b"\r\n") else {
+        return Ok(None);
+    };
+    let l = &buf[..i];
+    if l == b"END" {
+        return Ok(Some((false, i + 2)));
+    }
+    if !l.starts_with(b"VALUE ") {
+        return Err(format!(
+            "unexpected reply to get: {:?}",
+            String::from_utf8_lossy(l)
+        ));
+    }
+    let bytes: usize = std::str::from_utf8(l)
+        .ok()
+        .and_then(|s| s.split(' ').nth(3))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad VALUE line {:?}", String::from_utf8_lossy(l)))?;
+    if bytes != value_size {
+        return Err(format!("value of {bytes} bytes, expected {value_size}"));
+    }
+    let total = i + 2 + bytes + 2 + 5;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    if &buf[total - 7..total] != b"\r\nEND\r\n" {
+        return Err("expected END after a value".into());
+    }
+    Ok(Some((true, total)))
+}
+
+/// Replays `ids` against `p.addr`.
+///
+/// A sliding window: at most `depth` gets in flight; the next request is sent once a slot is
+/// free and no get for the same id is still unanswered (so it sees that get's set). Each reply is
+/// read as it comes; a miss queues its set, written ahead of the next gets.
+pub fn replay(ids: &[u64], p: &Params) -> Result<Outcome, String> {
+    let s = TcpStream::connect_timeout(&p.addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect {}: {e}", p.addr))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut c = Conn {
+        s,
+        buf: Vec::with_capacity(1 << 17),
+        pos: 0,
+    };
+    let value = vec![b'x'; p.value_size];
+    let set_tail = format!(" 0 0 {} noreply\r\n", p.value_size);
+    let window = p.window.max(1) as usize;
+    let mut out = Outcome {
+        requests: ids.len() as u64,
+        window_misses: vec![0; ids.len().div_ceil(window)],
+        ..Outcome::default()
+    };
+    let warmup = (p.warmup as usize).min(ids.len());
+    let depth = p.depth.max(1);
+    let mut wbuf: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut inflight: VecDeque<(usize, u64)> = VecDeque::with_capacity(depth);
+    let t0 = Instant::now();
+    let mut next = 0usize;
+    let mut warm_done = warmup == 0;
+    if warm_done {
+        out.stats_before = c.stats(&mut wbuf)?;
+    }
+    while next < ids.len() || !inflight.is_empty() {
+        if t0.elapsed() > p.max_time {
+            return Err(format!(
+                "replay passed {:?} after {next} of {} requests",
+                p.max_time,
+                ids.len()
+            ));
+        }
+        while inflight.len() < depth && next < ids.len() && (warm_done || next < warmup) {
+            let id = ids[next];
+            if inflight.iter().any(|&(_, x)| x == id) {
+                break;
+            }
+            wbuf.extend_from_slice(b"get ");
+            key(&mut wbuf, id);
+            wbuf.extend_from_slice(b"\r\n");
+            inflight.push_back((next, id));
+            next += 1;
+        }
+        if inflight.is_empty() && next == warmup && !warm_done {
+            out.stats_before = c.stats(&mut wbuf)?;
+            warm_done = true;
+            continue;
+        }
+        if !wbuf.is_empty() {
+            c.s.write_all(&wbuf).map_err(|e| format!("write: {e}"))?;
+            wbuf.clear();
+        }
+        // At least one reply, then every one already here.
+        let mut got = 0;
+        while let Some(&(at, id)) = inflight.front() {
+            match try_reply(&c.buf[c.pos..], p.value_size)? {
+                Some((hit, n)) => {
+                    c.pos += n;
+                    inflight.pop_front();
+                    got += 1;
+                    if !hit {
+                        out.window_misses[at / window] += 1;
+                        if at >= warmup {
+                            out.measured_misses += 1;
+                        }
+                        wbuf.extend_from_slice(b"set ");
+                        key(&mut wbuf, id);
+                        wbuf.extend_from_slice(set_tail.as_bytes());
+                        wbuf.extend_from_slice(&value);
+                        wbuf.extend_from_slice(b"\r\n");
+                    }
+                }
+                None if got > 0 => break,
+                None => c.fill()?,
+            }
+        }
+    }
+    if !wbuf.is_empty() {
+        c.s.write_all(&wbuf).map_err(|e| format!("write: {e}"))?;
+        wbuf.clear();
+    }
+    out.stats_after = c.stats(&mut wbuf)?;
+    out.seconds = t0.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_fixed_width() {
+        let mut v = Vec::new();
+        key(&mut v, 0);
+        key(&mut v, 1_234_567);
+        assert_eq!(v, b"k00000000000k00001234567");
+        assert_eq!(v.len(), 2 * KEY_LEN);
+    }
+
+    #[test]
+    fn replies_parse_only_when_complete() {
+        assert_eq!(try_reply(b"END\r\n", 3), Ok(Some((false, 5))));
+        assert_eq!(try_reply(b"EN", 3), Ok(None));
+        let hit = b"VALUE k1 0 3\r\nabc\r\nEND\r\nEND\r\n";
+        assert_eq!(try_reply(hit, 3), Ok(Some((true, hit.len() - 5))));
+        for cut in 0..hit.len() - 5 {
+            assert_eq!(try_reply(&hit[..cut], 3), Ok(None), "cut {cut}");
+        }
+        assert!(try_reply(b"VALUE k1 0 4\r\nabcd\r\nEND\r\n", 3).is_err());
+        assert!(try_reply(b"VALUE k1 0 3\r\nabcXXEND\r\n", 3).is_err());
+        assert!(try_reply(b"SERVER_ERROR out of memory\r\n", 3).is_err());
+    }
+}
