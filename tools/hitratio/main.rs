@@ -179,11 +179,14 @@ fn run(cli: Cli) -> Result<(), String> {
             let o = replay::replay(&ids, &p)?;
             let wm: Vec<String> = o.window_misses.iter().map(u64::to_string).collect();
             println!(
-                "{{\"requests\":{},\"warmup\":{},\"measured_misses\":{},\"seconds\":{:.3},\
+                "{{\"requests\":{},\"warmup\":{},\"measured_misses\":{},\"corrections\":{},\
+                 \"corrections_total\":{},\"seconds\":{:.3},\
                  \"window\":{},\"window_misses\":[{}],\"stats_before\":{},\"stats_after\":{}}}",
                 o.requests,
                 warmup.min(o.requests),
                 o.measured_misses,
+                o.measured_corrections,
+                o.corrections_total,
                 o.seconds,
                 window,
                 wm.join(","),

@@ -1,11 +1,13 @@
 //! Look-aside replay of a trace over the memcached text protocol on one connection.
 //!
 //! Each request is `get key`; a miss is followed by `set key 0 0 V noreply` with the value. The
-//! gets are pipelined in a sliding window of at most `depth` in flight: the next request is sent
-//! once a slot is free and no earlier get for the same key is unanswered, and a miss's set is
-//! written as soon as its reply is read, ahead of the following gets. So every get sees the sets
-//! of all earlier requests for its key; only the order of requests for different keys within
-//! `depth` of each other differs from a one-at-a-time replay. `stats` is read at the end of the
+//! gets are pipelined in a sliding window of at most `depth` in flight, and a miss's set is
+//! written as soon as its reply is read, ahead of the following gets. So the order of requests
+//! for different keys within `depth` of each other may differ from a one-at-a-time replay, and a
+//! get of a key that was sent before an earlier request's set for that key (a repeat within
+//! `depth` of a miss) may miss where it would have hit: such a miss is counted as a hit, sends no
+//! set, and is reported (`corrections`) so that the server's get_misses can be corrected; it
+//! does not bump the key's recency as the hit would have. `stats` is read at the end of the
 //! warm-up (the window drained first) and at the end: the measured part's get_misses / cmd_get
 //! are the deltas.
 
@@ -47,8 +49,12 @@ pub struct Params {
 pub struct Outcome {
     /// Requests replayed.
     pub requests: u64,
-    /// Misses the client saw in the measured part.
+    /// Misses the client saw in the measured part (corrections excluded).
     pub measured_misses: u64,
+    /// Server misses in the measured part that were hits one at a time (see [`replay`]).
+    pub measured_corrections: u64,
+    /// The same over the whole trace.
+    pub corrections_total: u64,
     /// Misses per window of `window` requests, over the whole trace.
     pub window_misses: Vec<u64>,
     /// `stats` at the end of the warm-up (empty if there is none).
@@ -162,11 +168,24 @@ pub fn try_reply(buf: &[u8], value_size: usize) -> Result<Option<(bool, usize)>,
     Ok(Some((true, total)))
 }
 
+/// A get sent and not yet answered.
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    /// Its request's index in the trace.
+    at: usize,
+    /// Its key.
+    id: u64,
+    /// An earlier request's set for the same key was sent after this get.
+    covered: bool,
+}
+
 /// Replays `ids` against `p.addr`.
 ///
-/// A sliding window: at most `depth` gets in flight; the next request is sent once a slot is
-/// free and no get for the same id is still unanswered (so it sees that get's set). Each reply is
-/// read as it comes; a miss queues its set, written ahead of the next gets.
+/// A sliding window: at most `depth` gets in flight, the next one sent as soon as a slot is free.
+/// Each reply is read as it comes; a miss queues its set, written ahead of the next gets. A get
+/// that was already in flight when an earlier request for its key missed cannot see that set:
+/// if it misses too, it is counted as the hit a one-at-a-time replay would have had (no second
+/// set), and in `corrections`, which the caller subtracts from the server's get_misses.
 pub fn replay(ids: &[u64], p: &Params) -> Result<Outcome, String> {
     let s = TcpStream::connect_timeout(&p.addr, Duration::from_secs(5))
         .map_err(|e| format!("connect {}: {e}", p.addr))?;
@@ -189,7 +208,7 @@ pub fn replay(ids: &[u64], p: &Params) -> Result<Outcome, String> {
     let warmup = (p.warmup as usize).min(ids.len());
     let depth = p.depth.max(1);
     let mut wbuf: Vec<u8> = Vec::with_capacity(1 << 16);
-    let mut inflight: VecDeque<(usize, u64)> = VecDeque::with_capacity(depth);
+    let mut inflight: VecDeque<Flight> = VecDeque::with_capacity(depth);
     let t0 = Instant::now();
     let mut next = 0usize;
     let mut warm_done = warmup == 0;
@@ -206,13 +225,14 @@ pub fn replay(ids: &[u64], p: &Params) -> Result<Outcome, String> {
         }
         while inflight.len() < depth && next < ids.len() && (warm_done || next < warmup) {
             let id = ids[next];
-            if inflight.iter().any(|&(_, x)| x == id) {
-                break;
-            }
             wbuf.extend_from_slice(b"get ");
             key(&mut wbuf, id);
             wbuf.extend_from_slice(b"\r\n");
-            inflight.push_back((next, id));
+            inflight.push_back(Flight {
+                at: next,
+                id,
+                covered: false,
+            });
             next += 1;
         }
         if inflight.is_empty() && next == warmup && !warm_done {
@@ -226,16 +246,26 @@ pub fn replay(ids: &[u64], p: &Params) -> Result<Outcome, String> {
         }
         // At least one reply, then every one already here.
         let mut got = 0;
-        while let Some(&(at, id)) = inflight.front() {
+        while let Some(&Flight { at, id, covered }) = inflight.front() {
             match try_reply(&c.buf[c.pos..], p.value_size)? {
                 Some((hit, n)) => {
                     c.pos += n;
                     inflight.pop_front();
                     got += 1;
-                    if !hit {
+                    if !hit && covered {
+                        // An earlier request's set for this key went out after this get: one at
+                        // a time it would have been a hit.
+                        out.corrections_total += 1;
+                        if at >= warmup {
+                            out.measured_corrections += 1;
+                        }
+                    } else if !hit {
                         out.window_misses[at / window] += 1;
                         if at >= warmup {
                             out.measured_misses += 1;
+                        }
+                        for f in inflight.iter_mut().filter(|f| f.id == id) {
+                            f.covered = true;
                         }
                         wbuf.extend_from_slice(b"set ");
                         key(&mut wbuf, id);
