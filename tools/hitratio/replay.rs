@@ -314,4 +314,90 @@ mod tests {
         assert!(try_reply(b"VALUE k1 0 3\r\nabcXXEND\r\n", 3).is_err());
         assert!(try_reply(b"SERVER_ERROR out of memory\r\n", 3).is_err());
     }
+
+    /// A text-protocol server holding every key (no eviction) on a thread, answering gets,
+    /// noreply sets and `stats` (cmd_get, get_misses); it reads slowly in small pieces so that
+    /// many gets are in flight.
+    fn fake_server() -> SocketAddr {
+        use std::collections::HashSet;
+        use std::io::{BufRead, BufReader};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::with_capacity(64, s);
+            let (mut keys, mut gets, mut misses) = (HashSet::new(), 0u64, 0u64);
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+                line.clear();
+                match words.first().map(String::as_str) {
+                    Some("get") => {
+                        gets += 1;
+                        if keys.contains(&words[1]) {
+                            let reply = format!("VALUE {} 0 3\r\nabc\r\nEND\r\n", words[1]);
+                            w.write_all(reply.as_bytes()).unwrap();
+                        } else {
+                            misses += 1;
+                            w.write_all(b"END\r\n").unwrap();
+                        }
+                    }
+                    Some("set") => {
+                        let mut v = [0u8; 5];
+                        r.read_exact(&mut v).unwrap();
+                        keys.insert(words[1].clone());
+                    }
+                    Some("stats") => {
+                        let st =
+                            format!("STAT cmd_get {gets}\r\nSTAT get_misses {misses}\r\nEND\r\n");
+                        w.write_all(st.as_bytes()).unwrap();
+                    }
+                    _ => return,
+                }
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn replay_counts_each_key_one_miss_and_corrects_early_repeats() {
+        // No eviction: one at a time, each distinct key misses exactly once.
+        let ids: Vec<u64> = (0..3000u64).map(|i| (i * 7919) % 500 + i / 1000).collect();
+        let distinct_after = |from: usize| {
+            let before: std::collections::HashSet<u64> = ids[..from].iter().copied().collect();
+            let after: std::collections::HashSet<u64> = ids[from..].iter().copied().collect();
+            after.difference(&before).count() as u64
+        };
+        let p = Params {
+            addr: fake_server(),
+            value_size: 3,
+            warmup: 1000,
+            depth: 32,
+            window: 100,
+            max_time: Duration::from_secs(60),
+        };
+        let o = replay(&ids, &p).unwrap();
+        assert_eq!(o.measured_misses, distinct_after(1000));
+        assert_eq!(o.window_misses.iter().sum::<u64>(), distinct_after(0));
+        let stat = |m: &BTreeMap<String, String>, k: &str| m[k].parse::<u64>().unwrap();
+        assert_eq!(stat(&o.stats_before, "cmd_get"), 1000);
+        assert_eq!(stat(&o.stats_after, "cmd_get"), 3000);
+        let server_misses =
+            stat(&o.stats_after, "get_misses") - stat(&o.stats_before, "get_misses");
+        assert_eq!(server_misses - o.measured_corrections, o.measured_misses);
+        // A key repeated right after its first get is in flight at once: corrected.
+        let ids = [1u64, 1, 1, 2, 2, 3];
+        let p = Params {
+            addr: fake_server(),
+            warmup: 0,
+            ..p
+        };
+        let o = replay(&ids, &p).unwrap();
+        assert_eq!(o.measured_misses, 3);
+        assert_eq!(o.window_misses, [3]);
+        assert!(o.measured_corrections <= 3);
+        let server_misses = stat(&o.stats_after, "get_misses");
+        assert_eq!(server_misses, 3 + o.measured_corrections);
+    }
 }
