@@ -18,6 +18,8 @@ pub const PAGE_SIZE: usize = 1024 * 1024;
 #[derive(Debug, Parser)]
 #[command(
     name = "corecached",
+    // As memcached's getopt: a flag given twice takes its last value (-l and -o accumulate).
+    args_override_self = true,
     disable_help_flag = true,
     disable_version_flag = true,
     about = "A memcached-compatible cache server, thread-per-core"
@@ -1317,6 +1319,14 @@ mod tests {
         let c = config(&["--cpus", "1", "-t", "3"]).unwrap();
         assert_eq!(c.placement, vec![Some(1); 3]);
         assert!(config(&["--cpus", "7"]).is_err());
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value_as_in_memcached() {
+        let c = config(&["-p", "11211", "-m", "8", "-p", "11300", "-m", "16"]).unwrap();
+        assert_eq!((c.port(), c.memory_limit), (11300, 16 << 20));
+        let c = config(&["-l", "127.0.0.1", "-l", "127.0.0.2", "-p", "5"]).unwrap();
+        assert_eq!(c.listen.len(), 2);
     }
 
     #[test]

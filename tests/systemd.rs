@@ -79,7 +79,7 @@ fn the_units_pass_systemd_analyze_verify() {
     )
     .unwrap();
     std::fs::copy(
-        units.join("corecached.socket"),
+        units.join("socket/corecached.socket"),
         dir.join("corecached.socket"),
     )
     .unwrap();
