@@ -2016,7 +2016,22 @@ impl Store {
             // Prefer not to strip a class of its last page: that would only pass the need on.
             return coldest_of(&|i| classes[i].pages.len() > 1).or_else(|| coldest_of(&|_| true));
         }
-        let coldest = coldest_of(&|_| true)?;
+        // Never strip a class whose next victim is younger than `to`'s: its items are being
+        // kept in use (a handful of hot keys on a mostly empty page looks idle per chunk, yet
+        // evicting them loses more hits than the page brings; memcached's automover compares
+        // the ages of the classes' oldest items too). Policies that keep no order tell nothing.
+        let now = self.clock.now();
+        let victim_age = |i: usize| {
+            self.policy
+                .oldest(i)
+                .map(|id| now.saturating_sub(item::atime(self.slab.chunk(id))))
+        };
+        let to_age = victim_age(to);
+        let older_than_to = |i: usize| match (victim_age(i), to_age) {
+            (Some(a), Some(b)) => a >= b,
+            _ => true,
+        };
+        let coldest = coldest_of(&older_than_to)?;
         let to_chunks = chunks(to).max(1);
         (activity(coldest) * 2 * to_chunks < activity(to) * chunks(coldest)).then_some(coldest)
     }
@@ -2038,7 +2053,11 @@ impl Store {
         for id in self.slab.items_in_page(page) {
             if self.is_dead(id) {
                 self.reclaim_item(id);
-            } else if let Some(new) = self.slab.pop_free(from) {
+            } else if let Some(new) = self
+                .slab
+                .pop_free(from)
+                .or_else(|| self.free_outside(from, page))
+            {
                 self.slab.copy_item(id, new);
                 self.policy.on_move(&mut self.slab, from, id, new);
                 let c = self.slab.chunk(new);
@@ -2055,6 +2074,37 @@ impl Store {
         self.slab.finish_drain(page, to);
         self.stats.slabs_moved += 1;
         true
+    }
+
+    /// A free chunk of `class` outside the draining `page`, made by reclaiming or evicting the
+    /// policy's victim there: a live item of the page then moves into it, so the page mover
+    /// evicts the class's coldest items (as memcached's mover pulls its LRU tail), not whatever
+    /// sits on the page it empties. None when the victims are all on that page.
+    fn free_outside(&mut self, class: usize, page: u32) -> Option<ItemId> {
+        let mut cands = std::mem::take(&mut self.candidates);
+        cands.clear();
+        let now = self.clock.now();
+        self.policy
+            .candidates(&mut self.slab, class, SEARCH_DEPTH, now, &mut cands);
+        cands.retain(|&id| {
+            id != self.protect && !self.is_lent(id) && self.slab.page_index(id) != page
+        });
+        let victim = cands
+            .iter()
+            .copied()
+            .find(|&id| self.is_dead(id))
+            .or_else(|| cands.first().copied());
+        self.candidates = cands;
+        let victim = victim?;
+        if self.is_dead(victim) {
+            self.reclaim_item(victim);
+        } else if self.config.evictions {
+            self.stats.slab_reassign_evictions += 1;
+            self.evict_item(victim, false);
+        } else {
+            return None;
+        }
+        self.slab.pop_free(class)
     }
 }
 

@@ -958,6 +958,68 @@ fn rewrites_keep_keys_hot_under_s3fifo() {
     }
 }
 
+/// The bad-day probe: 20 keys kept hot by appends only, growing 10 bytes a round so that they
+/// climb through the classes together, against 500 cold 100-byte sets a round in a 16 MiB store
+/// (16 pages: each class the hot keys pass through needs one).
+/// The page mover takes pages from cold classes and must not evict the hot keys that happen to
+/// sit on the page it empties: it evicts its class's coldest items instead, as memcached's
+/// mover pulls its LRU tail.
+fn appended_keys_survive_the_page_mover(eviction: EvictionPolicy) {
+    let mut s = store_with(StoreConfig {
+        eviction,
+        ..cfg(16 * MIB)
+    });
+    let hot: Vec<Vec<u8>> = (0..20).map(|i| format!("hot{i:03}").into_bytes()).collect();
+    for k in &hot {
+        set(&mut s, k, b"0123456789");
+    }
+    let mut cold = 0usize;
+    for round in 0..200u64 {
+        s.set_time(T0 + round);
+        for k in &hot {
+            let appended = put(&mut s, StoreMode::Append, k, b"0123456789", 0);
+            assert!(
+                appended.is_ok(),
+                "{eviction:?}: round {round}: append to {}: {appended:?} (evictions {}, moves {}, \
+                 mover evictions {})",
+                String::from_utf8_lossy(k),
+                s.stats().evictions,
+                s.stats().slabs_moved,
+                s.stats().slab_reassign_evictions
+            );
+        }
+        for _ in 0..500 {
+            set(&mut s, format!("cold{cold:08}").as_bytes(), &[b'c'; 100]);
+            cold += 1;
+        }
+        s.rebalance();
+    }
+    assert!(
+        s.stats().evictions > 10_000,
+        "{eviction:?}: the store must be evicting"
+    );
+    assert!(
+        s.stats().slabs_moved > 0,
+        "{eviction:?}: the mover must have moved pages"
+    );
+    let kept = hot.iter().filter(|k| get_quiet(&mut s, k)).count();
+    assert_eq!(
+        kept,
+        hot.len(),
+        "{eviction:?}: {kept} of 20 appended keys kept"
+    );
+    s.verify();
+}
+
+/// LRU and S3-FIFO tell the mover how old a class's next victim is; LFU and random keep no
+/// order, so the mover still judges them by activity per chunk alone.
+#[test]
+fn appended_keys_survive_the_page_mover_under_lru_and_s3fifo() {
+    for eviction in [EvictionPolicy::Lru, EvictionPolicy::S3Fifo] {
+        appended_keys_survive_the_page_mover(eviction);
+    }
+}
+
 /// FIFO evicts in insertion order by definition; a rewrite is a new insertion there (the head),
 /// so rewritten keys stay too.
 #[test]
