@@ -537,9 +537,9 @@ impl Store {
             }
         }
         let new_cas = opts.new_cas;
-        match (mode, old) {
+        let id = match (mode, old) {
             (StoreMode::Append | StoreMode::Prepend, Some(id)) => {
-                self.concat(id, hash, value, mode == StoreMode::Prepend, new_cas)?;
+                self.concat(id, hash, value, mode == StoreMode::Prepend, new_cas)?
             }
             _ => {
                 let exp = match stale_from {
@@ -549,10 +549,9 @@ impl Store {
                 // A CAS store read the item to compare: a rewrite that keeps it as hot as it
                 // was; a plain set is a new item.
                 let rewrite = cas != 0 || mode == StoreMode::Cas;
-                self.put_as(old, key, hash, value, flags, exp, new_cas, 0, rewrite)?;
+                self.put_as(old, key, hash, value, flags, exp, new_cas, 0, rewrite)?
             }
-        }
-        let id = self.index.find(&self.slab, key, hash).expect("just stored");
+        };
         if let Some((_, token)) = stale_from {
             let c = self.slab.chunk_mut(id);
             item::set_stale(c, true);
@@ -588,8 +587,7 @@ impl Store {
                     return Err(StoreError::NotFound);
                 };
                 let exp = self.clock.expiry(ttl);
-                self.put(None, key, hash, b"", 0, exp, opts.new_cas)?;
-                let id = self.index.find(&self.slab, key, hash).expect("just stored");
+                let id = self.put(None, key, hash, b"", 0, exp, opts.new_cas)?;
                 if let Some(exptime) = opts.touch {
                     let exp = self.clock.expiry(exptime);
                     item::set_exptime(self.slab.chunk_mut(id), exp);
@@ -738,8 +736,8 @@ impl Store {
                 let mut buf = [0u8; 20];
                 let digits = format_counter(initial, &mut buf);
                 let exp = self.clock.expiry(touch.unwrap_or(exptime));
-                self.put(None, key, hash, digits, 0, exp, new_cas)?;
-                return Ok(self.counted(key, hash, initial));
+                let id = self.put(None, key, hash, digits, 0, exp, new_cas)?;
+                return Ok(self.counted(id, initial));
             }
         };
         if cas != 0 && self.item_cas(id) != cas {
@@ -792,14 +790,14 @@ impl Store {
         } else {
             let key = item::key(self.slab.chunk(id)).to_vec();
             let (flags, exp) = (h.flags, h.exptime);
-            self.put_as(Some(id), &key, hash, digits, flags, exp, new_cas, 0, true)?;
+            let new = self.put_as(Some(id), &key, hash, digits, flags, exp, new_cas, 0, true)?;
+            return Ok(self.counted(new, next));
         }
-        Ok(self.counted(key, hash, next))
+        Ok(self.counted(id, next))
     }
 
-    /// The result of an arith on `key`, just written.
-    fn counted(&self, key: &[u8], hash: u64, value: u64) -> Counted {
-        let id = self.index.find(&self.slab, key, hash).expect("just stored");
+    /// The result of an arith, just written to item `id`.
+    fn counted(&self, id: ItemId, value: u64) -> Counted {
         Counted {
             value,
             cas: self.item_cas(id),
@@ -1270,7 +1268,8 @@ impl Store {
         cas
     }
 
-    /// Stores a new item for `key`, replacing `old`; returns the CAS counter.
+    /// Stores a new item for `key`, replacing `old`; returns where it is, so that no caller
+    /// looks it up again.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn put(
@@ -1282,7 +1281,7 @@ impl Store {
         flags: u32,
         exp: u32,
         new_cas: u64,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<ItemId> {
         self.put_as(old, key, hash, value, flags, exp, new_cas, 0, false)
     }
 
@@ -1298,7 +1297,7 @@ impl Store {
         exp: u32,
         new_cas: u64,
         version: u64,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<ItemId> {
         self.put_as(old, key, hash, value, flags, exp, new_cas, version, false)
     }
 
@@ -1316,7 +1315,7 @@ impl Store {
         new_cas: u64,
         version: u64,
         rewrite: bool,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<ItemId> {
         let size = item::item_size(key.len(), value.len()) + explicit_len(new_cas);
         let class = self.slab.class_for(size).ok_or(StoreError::TooLarge)?;
         let mut carry = None;
@@ -1328,11 +1327,11 @@ impl Store {
                 // Same class: overwrite the chunk in place, the index entry stays.
                 let old_size = Header::load(self.slab.chunk(id)).total_size();
                 self.policy.on_remove(&mut self.slab, class, id);
-                let cas = self.write_item(id, key, [value, &[]], flags, exp, new_cas, version);
+                self.write_item(id, key, [value, &[]], flags, exp, new_cas, version);
                 self.slab.account(class, old_size, size);
                 self.link_policy(id, class, carry);
                 self.stats.total_items += 1;
-                return Ok(cas);
+                return Ok(id);
             }
             // Free first: the old chunk may serve the new item's class no more, and a failed
             // store must not leave the old value behind.
@@ -1349,9 +1348,9 @@ impl Store {
                 return Err(e);
             }
         };
-        let cas = self.write_item(id, key, [value, &[]], flags, exp, new_cas, version);
+        self.write_item(id, key, [value, &[]], flags, exp, new_cas, version);
         self.link(id, class, hash, size, carry);
-        Ok(cas)
+        Ok(id)
     }
 
     /// What linked item `id` passes on to its rewrite.
@@ -1385,7 +1384,8 @@ impl Store {
         self.stats.total_items += 1;
     }
 
-    /// Append or prepend `data` to live item `id`; keeps flags and expiry, returns the CAS.
+    /// Append or prepend `data` to live item `id`; keeps flags and expiry, returns where the
+    /// result is (the same chunk, or a new one).
     fn concat(
         &mut self,
         id: ItemId,
@@ -1393,7 +1393,7 @@ impl Store {
         data: &[u8],
         prepend: bool,
         new_cas: u64,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<ItemId> {
         let h = Header::load(self.slab.chunk(id));
         let (klen, vlen) = (h.key_len(), h.value_len());
         let size = item::item_size(klen, vlen + data.len()) + explicit_len(new_cas);
@@ -1425,7 +1425,7 @@ impl Store {
             self.slab.account(class, h.total_size(), size);
             self.link_policy(id, class, Some(carry));
             self.stats.total_items += 1;
-            return Ok(cas);
+            return Ok(id);
         }
         let to_class = self.slab.class_for(size).ok_or(StoreError::TooLarge)?;
         self.protect = id;
@@ -1454,7 +1454,7 @@ impl Store {
         let carry = self.carry(id);
         self.unlink(id, Some(hash));
         self.link(new, to_class, hash, size, Some(carry));
-        Ok(cas)
+        Ok(new)
     }
 
     /// A chunk of `class`: a free one, a new page, a reclaimed or evicted item, or a moved page.
