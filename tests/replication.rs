@@ -154,6 +154,20 @@ fn two_members_copy_sets_deletes_touches_and_counters() {
         repl_stat(&a, &format!("peer:127.0.0.1:{pb}:state")),
         "streaming"
     );
+    // Drained: everything sent is acknowledged, in records and in bytes.
+    let stat_u64 = |m: &Server, what: &str| -> u64 {
+        repl_stat(m, &format!("peer:127.0.0.1:{pb}:{what}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(wait_until(Duration::from_secs(10), || stat_u64(
+        &a,
+        "bytes_acked"
+    ) == stat_u64(
+        &a,
+        "bytes_sent"
+    )));
+    assert!(stat_u64(&a, "bytes_acked") > 300 * 8);
     // The 50 deletes left tombstones on both members (k100 expired: no tombstone), and they
     // count in memory.
     for m in [&a, &b] {

@@ -63,6 +63,8 @@ pub struct StreamStats {
     /// Unix milliseconds of the oldest record sent and not yet acknowledged (0: none).
     pub unacked_since_ms: AtomicU64,
     pub records_acked: AtomicU64,
+    /// Bytes sent up to the last acknowledged position.
+    pub bytes_acked: AtomicU64,
     pub partial_resyncs: AtomicU64,
     pub full_resyncs: AtomicU64,
     /// The stream has connected at least once / failed to connect at least once.
@@ -353,6 +355,11 @@ impl Replication {
                 &mut out,
                 format!("peer:{name}:records_acked"),
                 sum(&|s| s.records_acked.load(Ordering::Relaxed)).to_string(),
+            );
+            push(
+                &mut out,
+                format!("peer:{name}:bytes_acked"),
+                sum(&|s| s.bytes_acked.load(Ordering::Relaxed)).to_string(),
             );
             push(
                 &mut out,

@@ -4,6 +4,7 @@
 //! walk one bounded slice, so a slow or dead peer never holds up clients: its connection's
 //! unsent output is capped, and a peer that falls behind the backlog gets a full resync.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ use crate::server::router::Core;
 
 /// Unsent bytes above which the stream stops reading the backlog until the peer catches up.
 const UNSENT_CAP: usize = 1 << 20;
+/// Positions remembered for acknowledged-bytes accounting, at most.
+const MAX_MARKS: usize = 1024;
 /// Bytes copied out of the backlog per lock.
 const READ_CHUNK: usize = 256 * 1024;
 /// Chunks examined per full-resync slice (one lock each).
@@ -154,6 +157,10 @@ async fn stream_once(core: &Rc<Core>, repl: &Replication, peer: usize, stats: &S
         .state
         .store(PeerState::Streaming as u8, Ordering::Relaxed);
     stats.sent_seq.store(pos, Ordering::Relaxed);
+    // (position, bytes sent up to it) of what awaits acknowledgement: an acknowledged position
+    // acknowledges those bytes.
+    let mut marks = VecDeque::new();
+    marks.push_back((pos, stats.bytes_sent.load(Ordering::Relaxed)));
     let mut nap = MIN_NAP;
     let mut last_sent = Instant::now();
     loop {
@@ -188,8 +195,18 @@ async fn stream_once(core: &Rc<Core>, repl: &Replication, peer: usize, stats: &S
                         }
                         .encode(&mut out);
                     }
+                    let advanced = upto > pos;
                     pos = upto;
                     stats.sent_seq.store(pos, Ordering::Relaxed);
+                    if advanced {
+                        let bytes = stats.bytes_sent.load(Ordering::Relaxed);
+                        if marks.len() < MAX_MARKS {
+                            marks.push_back((pos, bytes));
+                        } else if let Some(last) = marks.back_mut() {
+                            // Bounded: later positions fold into the last mark.
+                            *last = (pos, bytes);
+                        }
+                    }
                 }
             }
         }
@@ -216,7 +233,7 @@ async fn stream_once(core: &Rc<Core>, repl: &Replication, peer: usize, stats: &S
         match net::timeout(nap, conn.recv(&mut inbuf)).await {
             None => {}
             Some(Ok(true)) => {
-                if let Err(e) = read_acks(stats, &mut inbuf) {
+                if let Err(e) = read_acks(stats, &mut inbuf, &mut marks) {
                     return End::Retry(e);
                 }
             }
@@ -246,11 +263,22 @@ fn count_sent(stats: &StreamStats, out: &[u8]) {
 }
 
 /// Takes the acknowledgements at the front of `inbuf`.
-fn read_acks(stats: &StreamStats, inbuf: &mut Vec<u8>) -> Result<(), String> {
+fn read_acks(
+    stats: &StreamStats,
+    inbuf: &mut Vec<u8>,
+    marks: &mut VecDeque<(u64, u64)>,
+) -> Result<(), String> {
     let mut at = 0;
     loop {
         match Frame::decode(&inbuf[at..], 64) {
             Ok(Some((Frame::Ack { seq }, used))) => {
+                while let Some(&(mark, bytes)) = marks.front() {
+                    if mark > seq {
+                        break;
+                    }
+                    stats.bytes_acked.store(bytes, Ordering::Relaxed);
+                    marks.pop_front();
+                }
                 let before = stats.acked_seq.swap(seq, Ordering::Relaxed);
                 if seq > before {
                     stats
