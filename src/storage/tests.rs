@@ -922,38 +922,30 @@ fn rewritten_keys_stay_hot(eviction: EvictionPolicy, how: Rewrite) {
     s.verify();
 }
 
+const EVERY_REWRITE: [Rewrite; 4] = [
+    Rewrite::Append,
+    Rewrite::Prepend,
+    Rewrite::Incr,
+    Rewrite::Cas,
+];
+
 #[test]
 fn rewrites_keep_keys_hot_under_lru() {
-    for how in [
-        Rewrite::Append,
-        Rewrite::Prepend,
-        Rewrite::Incr,
-        Rewrite::Cas,
-    ] {
+    for how in EVERY_REWRITE {
         rewritten_keys_stay_hot(EvictionPolicy::Lru, how);
     }
 }
 
 #[test]
 fn rewrites_keep_keys_hot_under_lfu() {
-    for how in [
-        Rewrite::Append,
-        Rewrite::Prepend,
-        Rewrite::Incr,
-        Rewrite::Cas,
-    ] {
+    for how in EVERY_REWRITE {
         rewritten_keys_stay_hot(EvictionPolicy::Lfu, how);
     }
 }
 
 #[test]
 fn rewrites_keep_keys_hot_under_s3fifo() {
-    for how in [
-        Rewrite::Append,
-        Rewrite::Prepend,
-        Rewrite::Incr,
-        Rewrite::Cas,
-    ] {
+    for how in EVERY_REWRITE {
         rewritten_keys_stay_hot(EvictionPolicy::S3Fifo, how);
     }
 }
