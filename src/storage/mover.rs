@@ -83,7 +83,8 @@ impl Store {
             (Some(a), Some(b)) => a >= b,
             _ => true,
         };
-        let coldest = coldest_of(&older_than_to)?;
+        // Nor, unasked, a class's last page: its live items would have nowhere to go but out.
+        let coldest = coldest_of(&|i| older_than_to(i) && classes[i].pages.len() > 1)?;
         let to_chunks = chunks(to).max(1);
         (activity(coldest) * 2 * to_chunks < activity(to) * chunks(coldest)).then_some(coldest)
     }
