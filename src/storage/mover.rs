@@ -1,7 +1,8 @@
 //! The page mover (memcached's slab rebalancer): moves whole pages between slab classes when the
 //! value-size mix shifts, so memory follows the traffic instead of calcifying. A page is taken
 //! from a class with a page's worth of free chunks, else from the coldest class (least activity
-//! per chunk, and never one whose next victim is younger than the asker's); its live items move
+//! per chunk; never one whose next victim is younger than the asker's, nor, unless the asker can
+//! free nothing itself, a class's last page); its live items move
 //! into free chunks of their class, made where needed by evicting that class's victim elsewhere.
 
 use super::item::{self, Header, ItemId, NIL};
