@@ -80,13 +80,19 @@ fn ring_client(ports: &[u16]) -> RingClient {
     .unwrap()
 }
 
-#[test]
-fn two_members_copy_sets_deletes_touches_and_counters() {
+/// Two members of one cluster, both caught up: (A, B, B's port).
+fn two_ready_members() -> (Server, Server, u16) {
     let (pa, pb) = (free_port(), free_port());
     let l = list(&[pa, pb]);
     let a = member(pa, &l, &[]);
     let b = member(pb, &l, &[]);
     assert!(wait_until(Duration::from_secs(10), || ready(&a) && ready(&b)));
+    (a, b, pb)
+}
+
+#[test]
+fn two_members_copy_sets_deletes_touches_and_counters() {
+    let (a, b, pb) = two_ready_members();
     let mut ca = a.client();
     for i in 0..300 {
         ca.set(format!("k{i}").as_bytes(), format!("v{i}").as_bytes());
@@ -290,11 +296,7 @@ fn a_killed_member_loses_nothing_and_catches_up_before_serving() {
 
 #[test]
 fn a_paused_member_gets_what_it_missed() {
-    let (pa, pb) = (free_port(), free_port());
-    let l = list(&[pa, pb]);
-    let a = member(pa, &l, &[]);
-    let b = member(pb, &l, &[]);
-    assert!(wait_until(Duration::from_secs(10), || ready(&a) && ready(&b)));
+    let (a, b, pb) = two_ready_members();
     let mut ca = a.client();
     for i in 0..100 {
         ca.set(format!("p{i}").as_bytes(), b"before");

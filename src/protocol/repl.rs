@@ -353,75 +353,40 @@ impl Frame<'_> {
             buf: &buf[FRAME_HEADER..FRAME_HEADER + len],
         };
         let frame = match kind {
-            ITEM => {
-                let seq = r.u64()?;
-                let version = r.u64()?;
-                let flags = r.u32()?;
-                let exptime = r.u64()?;
-                let key = r.key()?;
-                let value = r.rest();
-                Frame::Item {
-                    seq,
-                    version,
-                    flags,
-                    exptime,
-                    key,
-                    value,
-                }
-            }
-            TOMBSTONE => {
-                let seq = r.u64()?;
-                let version = r.u64()?;
-                let key = r.key()?;
-                r.end()?;
-                Frame::Tombstone { seq, version, key }
-            }
-            TOUCH => {
-                let seq = r.u64()?;
-                let version = r.u64()?;
-                let exptime = r.u64()?;
-                let key = r.key()?;
-                r.end()?;
-                Frame::Touch {
-                    seq,
-                    version,
-                    exptime,
-                    key,
-                }
-            }
-            FLUSH => {
-                let f = Frame::Flush {
-                    seq: r.u64()?,
-                    at: r.u64()?,
-                };
-                r.end()?;
-                f
-            }
-            FULL_START => {
-                let f = Frame::FullStart { seq: r.u64()? };
-                r.end()?;
-                f
-            }
-            FULL_END => {
-                let f = Frame::FullEnd { seq: r.u64()? };
-                r.end()?;
-                f
-            }
-            HEARTBEAT => {
-                let f = Frame::Heartbeat {
-                    seq: r.u64()?,
-                    version: r.u64()?,
-                };
-                r.end()?;
-                f
-            }
-            ACK => {
-                let f = Frame::Ack { seq: r.u64()? };
-                r.end()?;
-                f
-            }
+            ITEM => Frame::Item {
+                seq: r.u64()?,
+                version: r.u64()?,
+                flags: r.u32()?,
+                exptime: r.u64()?,
+                key: r.key()?,
+                value: r.rest(),
+            },
+            TOMBSTONE => Frame::Tombstone {
+                seq: r.u64()?,
+                version: r.u64()?,
+                key: r.key()?,
+            },
+            TOUCH => Frame::Touch {
+                seq: r.u64()?,
+                version: r.u64()?,
+                exptime: r.u64()?,
+                key: r.key()?,
+            },
+            FLUSH => Frame::Flush {
+                seq: r.u64()?,
+                at: r.u64()?,
+            },
+            FULL_START => Frame::FullStart { seq: r.u64()? },
+            FULL_END => Frame::FullEnd { seq: r.u64()? },
+            HEARTBEAT => Frame::Heartbeat {
+                seq: r.u64()?,
+                version: r.u64()?,
+            },
+            ACK => Frame::Ack { seq: r.u64()? },
             k => return Err(FrameError(format!("unknown frame kind {k}"))),
         };
+        // Every field read in order (struct fields are evaluated as written); nothing may follow.
+        r.end()?;
         if let Frame::Item { version: 0, .. }
         | Frame::Tombstone { version: 0, .. }
         | Frame::Touch { version: 0, .. } = frame

@@ -1285,24 +1285,9 @@ impl Store {
         self.put_as(old, key, hash, value, flags, exp, new_cas, 0, false)
     }
 
-    /// [`Store::put`] with the item's version given (a replicated one), or 0 for a new one.
-    #[allow(clippy::too_many_arguments)]
-    fn put_version(
-        &mut self,
-        old: Option<ItemId>,
-        key: &[u8],
-        hash: u64,
-        value: &[u8],
-        flags: u32,
-        exp: u32,
-        new_cas: u64,
-        version: u64,
-    ) -> StoreResult<ItemId> {
-        self.put_as(old, key, hash, value, flags, exp, new_cas, version, false)
-    }
-
-    /// [`Store::put_version`]; with `rewrite`, the new item inherits `old`'s policy state (see
-    /// `Evictor::carry`), else it is a new item to the policy.
+    /// [`Store::put`] with the item's version given (a replicated one, or 0 for a new one); with
+    /// `rewrite`, the new item inherits `old`'s policy state (see `Evictor::carry`), else it is
+    /// a new item to the policy.
     #[allow(clippy::too_many_arguments)]
     fn put_as(
         &mut self,

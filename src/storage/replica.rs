@@ -169,7 +169,7 @@ impl Store {
             return Applied::Failed(StoreError::TooLarge);
         }
         // Linking the new item drops the key's tombstone, if any.
-        match self.put_version(old, r.key, hash, r.value, r.flags, exp, 0, version) {
+        match self.put_as(old, r.key, hash, r.value, r.flags, exp, 0, version, false) {
             Ok(_) => Applied::Applied,
             Err(e) => Applied::Failed(e),
         }
