@@ -125,8 +125,11 @@ fn rewritten_keys_survive(policy: &str) {
         }
     }
     let first_round_kept = (0..1000).filter(|i| c.has(&format!("cold{i}"))).count();
+    // LFU evicts the least frequent of a random sample (as Redis does): among equally cold
+    // items the sample leaves a share of old ones behind by chance; the queue policies do not.
+    let bound = if policy == "lfu" { 250 } else { 100 };
     assert!(
-        first_round_kept < 100,
+        first_round_kept < bound,
         "{policy}: {first_round_kept} of the first round's cold keys kept"
     );
 }
@@ -139,4 +142,9 @@ fn rewritten_keys_survive_under_the_default_s3fifo() {
 #[test]
 fn rewritten_keys_survive_under_lru() {
     rewritten_keys_survive("lru");
+}
+
+#[test]
+fn rewritten_keys_survive_under_lfu() {
+    rewritten_keys_survive("lfu");
 }

@@ -1006,8 +1006,12 @@ fn appended_keys_survive_the_page_mover(eviction: EvictionPolicy) {
 /// LRU and S3-FIFO tell the mover how old a class's next victim is; LFU and random keep no
 /// order, so the mover still judges them by activity per chunk alone.
 #[test]
-fn appended_keys_survive_the_page_mover_under_lru_and_s3fifo() {
-    for eviction in [EvictionPolicy::Lru, EvictionPolicy::S3Fifo] {
+fn appended_keys_survive_the_page_mover_under_lru_s3fifo_and_lfu() {
+    for eviction in [
+        EvictionPolicy::Lru,
+        EvictionPolicy::S3Fifo,
+        EvictionPolicy::Lfu,
+    ] {
         appended_keys_survive_the_page_mover(eviction);
     }
 }
