@@ -182,9 +182,26 @@ pub struct Args {
     #[arg(short = 'e', long = "memory-file")]
     pub memory_file: Option<PathBuf>,
 
-    /// TLS (not supported: refused).
+    /// TLS on the TCP listeners (rustls), configured by the `ssl_*` options of `-o` or the
+    /// `--ssl-*` flags; `-l notls:ADDR` keeps a listener plaintext.
     #[arg(short = 'Z', long = "enable-ssl")]
     pub enable_ssl: bool,
+
+    /// TLS: the certificate chain, PEM (as `-o ssl_chain_cert=`).
+    #[arg(long = "ssl-chain-cert")]
+    pub ssl_chain_cert: Option<PathBuf>,
+
+    /// TLS: the private key (as `-o ssl_key=`; default: found in the chain file).
+    #[arg(long = "ssl-key")]
+    pub ssl_key: Option<PathBuf>,
+
+    /// TLS: the CAs client certificates are checked against, PEM (as `-o ssl_ca_cert=`).
+    #[arg(long = "ssl-ca-cert")]
+    pub ssl_ca_cert: Option<PathBuf>,
+
+    /// TLS: client certificates: 0 none, 1 request, 2 require, 3 once (as `-o ssl_verify_mode=`).
+    #[arg(long = "ssl-verify-mode")]
+    pub ssl_verify_mode: Option<u8>,
 
     /// Number of NAPI ids (reported only).
     #[arg(short = 'N', long = "napi_ids")]
@@ -323,7 +340,9 @@ pub const HELP: &str = "\
                           set <any> 0 0 <len> with \"user password\" as the value;
                           user:password lines, re-read on SIGHUP
 -e, --memory-file=<file>  item memory in a mapped file (not supported: refused)
--Z, --enable-ssl          TLS (not supported: refused)
+-Z, --enable-ssl          TLS on the TCP listeners (rustls; see the ssl_* options);
+                          -l notls:<addr> keeps one listener plaintext, btls: never
+                          asks for a client certificate, mtls: always requires one
 -N, --napi_ids            number of NAPI ids (reported only)
 -o, --extended            comma separated list of extended options
                           (memcached's names; those with no meaning here are
@@ -346,8 +365,22 @@ pub const HELP: &str = "\
      slab_automove_freeratio: not used here
    - watcher_logbuf_size: kilobytes of each watcher's buffer (default: 256)
    - worker_logbuf_size:  kilobytes of each core's log buffer (default: 64)
+   - ssl_chain_cert:      certificate chain file in PEM format
+   - ssl_key:             private key, if not part of the ssl_chain_cert file
+   - ssl_keyformat:       private key format: 1 (PEM) or 2 (DER) (default: 1)
+   - ssl_verify_mode:     client certificates: 0 (none), 1 (request: checked if
+                          sent), 2 (require) or 3 (once: as 2) (default: 0);
+                          1 to 3 need ssl_ca_cert
+   - ssl_ca_cert:         PEM file of the CAs client certificates must chain to
+   - ssl_min_version:     0 (tlsv1.0), 1 (tlsv1.1), 2 (tlsv1.2) or 3 (tlsv1.3);
+                          TLS 1.2 is the lowest here (0 and 1 mean it) (default: 2)
+   - ssl_wbuf_size:       kilobytes of small replies joined into one TLS record
+                          (default: 16)
+   - ssl_session_cache:   keep sessions for resumption (default: off)
+   - ssl_ciphers, ssl_kernel_tls: accepted, not used (rustls's own suites)
+   Reloaded on SIGHUP and by the refresh_certs command: chain, key and CAs.
    - track_sizes, no_hashexpand, modern, no_modern, sock_cookie_id,
-     no_inline_ascii_resp, ext_*, ssl_*
+     no_inline_ascii_resp, ext_*
 corecached's own:
     --eviction=<policy>   s3fifo, lru, fifo, lfu or random (default: s3fifo)
     --cpus=<list>         CPUs to pin the shards to, e.g. 0,2-3
@@ -385,6 +418,172 @@ impl Protocol {
             Protocol::Binary => "binary",
         }
     }
+}
+
+/// Whether a listener speaks TLS, as memcached's `-l` prefixes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenTls {
+    /// Plaintext (no `-Z`, or `notls:`).
+    Plain,
+    /// TLS with the client certificate check `ssl_verify_mode` asks for.
+    Tls,
+    /// `btls:` TLS that never asks for a client certificate.
+    TlsNoPeer,
+    /// `mtls:` TLS that requires a client certificate.
+    TlsPeer,
+}
+
+/// memcached's `ssl_*` options (with `-Z`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `ssl_chain_cert`: the server's certificate chain, PEM.
+    pub chain_cert: Option<PathBuf>,
+    /// `ssl_key`: its private key (None: looked for in the chain file).
+    pub key: Option<PathBuf>,
+    /// `ssl_keyformat`: 1 PEM, 2 DER (OpenSSL's numbers).
+    pub keyformat: i64,
+    /// `ssl_verify_mode`: 0 none, 1 request, 2 require, 3 once.
+    pub verify_mode: u8,
+    /// `ssl_ca_cert`: the CAs client certificates must chain to, PEM.
+    pub ca_cert: Option<PathBuf>,
+    /// `ssl_ciphers` (accepted, not used).
+    pub ciphers: Option<String>,
+    /// `ssl_wbuf_size` in bytes: small replies joined into one record up to this.
+    pub wbuf_size: usize,
+    /// `ssl_session_cache`.
+    pub session_cache: bool,
+    /// `ssl_kernel_tls` (accepted, not used).
+    pub kernel_tls: bool,
+    /// `ssl_min_version` as memcached numbers it: 0 TLS 1.0 ... 3 TLS 1.3.
+    pub min_version: u8,
+}
+
+impl Default for TlsSettings {
+    /// memcached 1.6's defaults.
+    fn default() -> Self {
+        TlsSettings {
+            chain_cert: None,
+            key: None,
+            keyformat: 1,
+            verify_mode: 0,
+            ca_cert: None,
+            ciphers: None,
+            wbuf_size: 16 * 1024,
+            session_cache: false,
+            kernel_tls: false,
+            min_version: 2,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// `ssl_verify_mode` as memcached prints it: OpenSSL's flag bits.
+    pub fn verify_bits(&self) -> u8 {
+        match self.verify_mode {
+            0 => 0,
+            1 => 1,
+            2 => 3,
+            _ => 7,
+        }
+    }
+
+    /// `ssl_min_version` as memcached prints it.
+    pub fn min_version_name(&self) -> &'static str {
+        match self.min_version {
+            0 => "tlsv1.0",
+            1 => "tlsv1.1",
+            2 => "tlsv1.2",
+            _ => "tlsv1.3",
+        }
+    }
+}
+
+/// The `ssl_*` keys of `-o` (memcached's).
+const SSL_KEYS: &[&str] = &[
+    "ssl_chain_cert",
+    "ssl_key",
+    "ssl_verify_mode",
+    "ssl_keyformat",
+    "ssl_ciphers",
+    "ssl_ca_cert",
+    "ssl_wbuf_size",
+    "ssl_session_cache",
+    "ssl_kernel_tls",
+    "ssl_min_version",
+];
+
+/// Reads the `ssl_*` options of every `-o` list, with memcached's errors.
+fn parse_tls(lists: &[String]) -> Result<TlsSettings, ConfigError> {
+    let mut t = TlsSettings::default();
+    for list in lists {
+        for item in list.split(',').filter(|i| !i.is_empty()) {
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (item, None),
+            };
+            if !SSL_KEYS.contains(&key) {
+                continue;
+            }
+            let need = || value.ok_or_else(|| ConfigError(format!("Missing {key} argument")));
+            let number = || -> Result<i64, ConfigError> {
+                need()?
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| ConfigError(format!("could not parse argument to {key}")))
+            };
+            match key {
+                "ssl_chain_cert" => t.chain_cert = Some(PathBuf::from(need()?)),
+                "ssl_key" => t.key = Some(PathBuf::from(need()?)),
+                "ssl_ca_cert" => t.ca_cert = Some(PathBuf::from(need()?)),
+                "ssl_ciphers" => t.ciphers = Some(need()?.to_string()),
+                "ssl_verify_mode" => match number()? {
+                    v @ 0..=3 => t.verify_mode = v as u8,
+                    _ => return invalid("Invalid ssl_verify_mode. Use help to see valid options."),
+                },
+                "ssl_keyformat" => t.keyformat = number()?,
+                "ssl_wbuf_size" => {
+                    let kib = number()?;
+                    if kib < 0 {
+                        return invalid("could not parse argument to ssl_wbuf_size");
+                    }
+                    t.wbuf_size = (kib as usize).saturating_mul(1024);
+                }
+                "ssl_session_cache" => t.session_cache = true,
+                "ssl_kernel_tls" => t.kernel_tls = true,
+                "ssl_min_version" => match number()? {
+                    v @ 0..=3 => t.min_version = v as u8,
+                    _ => return invalid("Invalid ssl_min_version. Use help to see valid options."),
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// Splits memcached's TLS prefix off one `-l` entry.
+fn listen_prefix(part: &str, tls: bool) -> Result<(&str, ListenTls), ConfigError> {
+    for (prefix, kind) in [
+        ("notls:", ListenTls::Plain),
+        ("btls:", ListenTls::TlsNoPeer),
+        ("mtls:", ListenTls::TlsPeer),
+    ] {
+        if let Some(rest) = part.strip_prefix(prefix) {
+            if !tls {
+                let name = prefix.trim_end_matches(':');
+                return invalid(format!("'{name}' option is valid only when SSL is enabled"));
+            }
+            return Ok((rest, kind));
+        }
+    }
+    Ok((
+        part,
+        if tls {
+            ListenTls::Tls
+        } else {
+            ListenTls::Plain
+        },
+    ))
 }
 
 /// memcached's `-o` settings as this server reports them in `stats settings`.
@@ -601,6 +800,10 @@ pub struct Config {
     pub napi_ids: Option<u32>,
     /// `-o` settings.
     pub extended: Extended,
+    /// `-Z`: TLS on, with these settings.
+    pub tls: Option<TlsSettings>,
+    /// For each of `listen`: whether (and how) it speaks TLS.
+    pub listen_tls: Vec<ListenTls>,
     /// `--cluster`: replication on.
     pub cluster: Option<Cluster>,
     /// One line per accepted flag or option that has no effect here (logged at start).
@@ -723,9 +926,30 @@ impl Args {
 
     /// As [`Args::into_config`], with the CPUs the process may use given (for tests).
     pub fn into_config_with(self, allowed: &[usize]) -> Result<Config, ConfigError> {
-        if self.enable_ssl {
-            return invalid("-Z: TLS is not supported by corecached");
-        }
+        let tls = if self.enable_ssl {
+            let mut t = parse_tls(&self.extended)?;
+            if let Some(p) = &self.ssl_chain_cert {
+                t.chain_cert = Some(p.clone());
+            }
+            if let Some(p) = &self.ssl_key {
+                t.key = Some(p.clone());
+            }
+            if let Some(p) = &self.ssl_ca_cert {
+                t.ca_cert = Some(p.clone());
+            }
+            if let Some(m) = self.ssl_verify_mode {
+                if m > 3 {
+                    return invalid("Invalid ssl_verify_mode. Use help to see valid options.");
+                }
+                t.verify_mode = m;
+            }
+            if self.port == Some(0) {
+                return invalid("ERROR: You cannot enable SSL without a TCP port.");
+            }
+            Some(t)
+        } else {
+            None
+        };
         if self.memory_file.is_some() {
             return invalid("-e: a memory file (restartable cache) is not supported by corecached");
         }
@@ -751,9 +975,12 @@ impl Args {
         let tcp_port = wire_port(port)?;
         let udp_port = wire_port(self.udp_port)?;
         let mut udp_listen = Vec::new();
+        let mut listen_tls = Vec::new();
         for part in listen_arg.split(',') {
+            let (part, kind) = listen_prefix(part.trim(), tls.is_some())?;
             if port != 0 {
                 listen.push(parse_listen(part.trim(), tcp_port)?);
+                listen_tls.push(kind);
             }
             if self.udp_port != 0 {
                 // An address's own port applies to its UDP socket too (memcached).
@@ -900,6 +1127,38 @@ impl Args {
         if self.napi_ids.is_some() {
             warnings.push("-N: NAPI ids are not used: connections are dealt round-robin".into());
         }
+        if tls.is_none()
+            && self.extended.iter().any(|l| {
+                l.split(',')
+                    .any(|i| SSL_KEYS.contains(&i.split('=').next().unwrap_or("")))
+            })
+        {
+            warnings.push("-o ssl_*: accepted, no effect without -Z".into());
+        }
+        if let Some(t) = &tls {
+            if t.ciphers.is_some() {
+                warnings.push(
+                    "-o ssl_ciphers: accepted, no effect: rustls's own cipher suites are used"
+                        .into(),
+                );
+            }
+            if t.kernel_tls {
+                warnings
+                    .push("-o ssl_kernel_tls: accepted, no effect: TLS runs in the process".into());
+            }
+            if t.min_version < 2 {
+                warnings.push(format!(
+                    "-o ssl_min_version={}: TLS 1.2 is the lowest version here",
+                    t.min_version
+                ));
+            }
+            if !matches!(t.keyformat, 1 | 2) {
+                return invalid(format!(
+                    "ssl_keyformat {}: only 1 (PEM) and 2 (DER) are supported",
+                    t.keyformat
+                ));
+            }
+        }
         let cluster = self.cluster_config(&listen)?;
         Ok(Config {
             listen,
@@ -942,6 +1201,8 @@ impl Args {
             disable_watch: self.disable_watch,
             napi_ids: self.napi_ids,
             extended,
+            tls,
+            listen_tls,
             cluster,
             warnings,
         })
@@ -1087,7 +1348,6 @@ fn no_effect(key: &str) -> Option<&'static str> {
         "sock_cookie_id" => "sockets are not marked here",
         "proxy_config" | "proxy_uring" => "there is no proxy mode here",
         "slab_chunk_max" => "items are stored whole, never chunked",
-        _ if key.starts_with("ssl_") => "TLS is not supported here",
         _ if key.starts_with("ext_") => "there is no external storage here",
         _ => return None,
     })
@@ -1111,8 +1371,6 @@ const NUMERIC: &[&str] = &[
     "read_buf_mem_limit",
     "resp_obj_mem_limit",
     "sock_cookie_id",
-    "ssl_verify_mode",
-    "ssl_wbuf_size",
 ];
 
 /// Parses every `-o` list: memcached's names, each either applied (`read_buf_mem_limit`, and
@@ -1149,6 +1407,9 @@ fn parse_extended(
                     | "watcher_logbuf_size"
                     | "worker_logbuf_size"
             );
+            if SSL_KEYS.contains(&key) {
+                continue; // parse_tls reads them
+            }
             if !known && no_effect(key).is_none() {
                 return invalid(format!("Illegal suboption \"{item}\""));
             }
@@ -1280,6 +1541,50 @@ mod tests {
         let mut all = vec!["corecached"];
         all.extend_from_slice(args);
         Args::try_parse_from(all).unwrap().into_config_with(&[0, 1])
+    }
+
+    #[test]
+    fn tls_options_and_listener_prefixes() {
+        let c = config(&[
+            "-Z",
+            "-o",
+            "ssl_chain_cert=/c.pem,ssl_key=/k.pem,ssl_verify_mode=2,ssl_wbuf_size=8",
+            "-l",
+            "127.0.0.1,notls:127.0.0.1:7001,mtls:127.0.0.1:7002,btls:[::1]:7003",
+        ])
+        .unwrap();
+        let t = c.tls.as_ref().unwrap();
+        assert_eq!(
+            t.chain_cert.as_deref(),
+            Some(std::path::Path::new("/c.pem"))
+        );
+        assert_eq!((t.verify_mode, t.verify_bits(), t.wbuf_size), (2, 3, 8192));
+        assert_eq!(
+            c.listen_tls,
+            vec![
+                ListenTls::Tls,
+                ListenTls::Plain,
+                ListenTls::TlsPeer,
+                ListenTls::TlsNoPeer
+            ]
+        );
+        assert_eq!(c.listen[3], "[::1]:7003".parse().unwrap());
+        // Long flags win over -o.
+        let c = config(&["-Z", "-o", "ssl_verify_mode=1", "--ssl-verify-mode", "0"]).unwrap();
+        assert_eq!(c.tls.unwrap().verify_mode, 0);
+        // Without -Z: prefixes refused, ssl_* accepted with a warning.
+        assert!(config(&["-l", "btls:127.0.0.1"]).is_err());
+        let c = config(&["-o", "ssl_chain_cert=/c.pem"]).unwrap();
+        assert!(c.tls.is_none() && c.warnings.iter().any(|w| w.contains("without -Z")));
+        for bad in [
+            "ssl_verify_mode=4",
+            "ssl_min_version=7",
+            "ssl_keyformat=3",
+            "ssl_key",
+        ] {
+            assert!(config(&["-Z", "-o", bad]).is_err(), "{bad}");
+        }
+        assert!(config(&["-Z", "-p", "0"]).is_err());
     }
 
     #[test]

@@ -700,8 +700,9 @@ fn flags_without_an_effect_here_warn_and_run() {
     let mut c = s.client();
     assert_eq!(setting(&mut c, "chunk_size"), "64");
     assert_eq!(setting(&mut c, "num_napi_ids"), "2");
-    // Refused: what would promise security or persistence corecached does not have (TLS, a
-    // memory file), and SASL without a password file (tests/auth.rs has the rest).
+    // Refused: a persistence corecached does not have (a memory file), TLS without a
+    // certificate and SASL without a password file (tests/tls.rs and tests/auth.rs have the
+    // rest).
     for flag in [&["-S"][..], &["-Z"], &["-e", "/dev/shm/x"]] {
         let f = Server::try_start(flag).err().expect("refused");
         assert!(!f.stderr.trim().is_empty(), "{flag:?}");

@@ -13,6 +13,7 @@ mod dgram;
 mod epoll;
 pub mod exec;
 pub mod mail;
+mod tls;
 mod uring;
 
 use std::cell::{Cell, RefCell};
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 pub use budget::{MemoryBudget, Reservation};
 pub use dgram::{DatagramSocket, PeerAddr, UdpSocket, MAX_DATAGRAM};
 use exec::Executor;
+pub use tls::ServerConfig as TlsConfig;
 
 /// Inbox bytes above which a connection stops receiving until its task catches up.
 const INBOX_PAUSE: usize = 64 * 1024;
@@ -581,6 +583,9 @@ struct ConnState {
     stopping: bool,
     /// Budget held for output beyond [`OUT_ALLOWANCE`]; given back once all is sent.
     out_budget: Reservation,
+    /// The TLS session of a TLS connection: `out` then holds ciphertext, and `staged` counts
+    /// it plus the plaintext waiting in the session.
+    tls: Option<Box<tls::Tls>>,
 }
 
 /// The vector of a multi-chunk send. Boxed: its address must not change while the kernel reads
@@ -666,7 +671,37 @@ impl ConnState {
         if self.out.is_empty() {
             self.sent = 0;
         }
+        if let Some(t) = self.tls.as_mut() {
+            t.discard_pending(spare);
+        }
         self.staged = self.out.iter().map(Chunk::len).sum::<usize>() - self.sent;
+    }
+
+    /// TLS: encrypts the plaintext the task staged (and, once the task is gone, queues the
+    /// close_notify), so what is staged is ciphertext ready to send.
+    fn seal(&mut self, spare: &RefCell<Vec<Vec<u8>>>) {
+        let Some(t) = self.tls.as_mut() else {
+            return;
+        };
+        if self.handle_gone && t.handshaking() {
+            // Nobody waits for the handshake any more: what waits for it never goes.
+            let n = t.discard_pending(spare);
+            self.staged -= n;
+        }
+        let sealed = t
+            .encrypt(&mut self.out, self.in_flight, spare)
+            .and_then(|(p, c)| {
+                self.staged = self.staged - p + c;
+                if self.handle_gone && t.pending_bytes() == 0 {
+                    self.staged += t.close(&mut self.out, self.in_flight, spare)?;
+                }
+                Ok(())
+            });
+        if let Err(e) = sealed {
+            self.error.get_or_insert(e);
+            self.wake_all();
+            self.discard_unsent(spare);
+        }
     }
 
     fn failed(&self) -> bool {
@@ -834,6 +869,23 @@ impl Loop {
 
     /// Takes an accepted (or handed-over) socket into this loop and starts receiving on it.
     pub fn adopt(self: &Rc<Self>, fd: OwnedFd) -> io::Result<Conn> {
+        self.adopt_with(fd, None)
+    }
+
+    /// As [`Loop::adopt`], for a TLS connection: the server side of a session with `config`
+    /// runs over the socket (its handshake first), and the task reads and writes plaintext.
+    /// Small outputs are joined into one record up to `join_max` bytes.
+    pub fn adopt_tls(
+        self: &Rc<Self>,
+        fd: OwnedFd,
+        config: std::sync::Arc<TlsConfig>,
+        join_max: usize,
+    ) -> io::Result<Conn> {
+        let session = tls::Tls::new(config, join_max)?;
+        self.adopt_with(fd, Some(Box::new(session)))
+    }
+
+    fn adopt_with(self: &Rc<Self>, fd: OwnedFd, tls: Option<Box<tls::Tls>>) -> io::Result<Conn> {
         // Replies go out at once; harmless failure on unix sockets.
         let _ = set_int_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         let slot = match self.free_slots.borrow_mut().pop() {
@@ -866,6 +918,7 @@ impl Loop {
             handle_gone: false,
             stopping: false,
             out_budget: Reservation::new(self.budget.clone()),
+            tls,
         }));
         let started = match &mut *self.driver.borrow_mut() {
             Driver::Uring(u) => {
@@ -935,7 +988,8 @@ impl Loop {
         };
         let mut c = c.borrow_mut();
         let need = c.inbox.len() + bytes.len();
-        if need > c.inbox.capacity() {
+        // (TLS: the session grows the inbox by the plaintext it yields, none mid-handshake.)
+        if need > c.inbox.capacity() && c.tls.is_none() {
             // Doubling, but never far beyond the pause mark: an inbox of 64 KiB + one buffer
             // must not become a 128 KiB allocation (times every connection of a crowd).
             let want = (c.inbox.capacity() * 2)
@@ -944,7 +998,11 @@ impl Loop {
             let len = c.inbox.len();
             c.inbox.reserve_exact(want - len);
         }
-        c.inbox.extend_from_slice(bytes);
+        if c.tls.is_some() {
+            self.on_tls_data(&mut c, bytes);
+        } else {
+            c.inbox.extend_from_slice(bytes);
+        }
         if let Some(w) = c.reader.take() {
             w.wake();
         }
@@ -953,6 +1011,48 @@ impl Loop {
             self.recv_changes.borrow_mut().push(id.slot);
         }
         c.recv == RecvState::On
+    }
+
+    /// Received ciphertext: through the session into the inbox; the handshake's answers (or an
+    /// alert) are queued for sending.
+    fn on_tls_data(&self, c: &mut ConnState, bytes: &[u8]) {
+        let ConnState {
+            tls, inbox, out, ..
+        } = c;
+        let Some(t) = tls.as_mut() else { return };
+        match t.receive(bytes, inbox) {
+            Ok(()) => {
+                // Handshake messages, or plaintext staged before the handshake completed.
+                match t.encrypt(out, c.in_flight, &self.spare) {
+                    Ok((p, q)) => c.staged = c.staged - p + q,
+                    Err(e) => {
+                        c.error.get_or_insert(e);
+                        c.wake_all();
+                    }
+                }
+                if c.staged > 0 || c.failed() {
+                    self.list(c);
+                }
+            }
+            Err(e) => {
+                // Best effort: tell the peer why (its alert), if nothing else is on its way.
+                let alert = t.take_alert();
+                if !alert.is_empty() && c.in_flight == 0 && c.staged == 0 {
+                    // SAFETY: sends from a live buffer of `alert.len()` bytes; never blocks.
+                    unsafe {
+                        libc::send(
+                            c.fd.as_raw_fd(),
+                            alert.as_ptr().cast(),
+                            alert.len(),
+                            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                        )
+                    };
+                }
+                c.error.get_or_insert(e);
+                c.wake_all();
+                self.list(c);
+            }
+        }
     }
 
     fn on_other_event(&self, ev: Ev<'_>) {
@@ -1085,6 +1185,8 @@ impl Loop {
             c.listed = false;
             if c.failed() {
                 c.discard_unsent(&self.spare);
+            } else {
+                c.seal(&self.spare);
             }
             // io_uring: one send in flight per connection, carrying up to MAX_IOV chunks.
             // epoll: write until the socket is full (its EPOLLOUT edge then says when to go
@@ -1408,6 +1510,12 @@ impl Conn {
         if let Some(e) = &c.error {
             return Err(io::Error::new(e.kind(), e.to_string()));
         }
+        if let Some(t) = c.tls.as_mut() {
+            // Plaintext waits for the end of the turn, when it is encrypted (`seal`).
+            c.staged += t.stage(out, &self.lp.spare);
+            self.lp.list(&mut c);
+            return Ok(());
+        }
         let len = out.len();
         // Copy small output onto the last chunk if no send reads it and it stays small;
         // queue anything larger as a chunk of its own (no copy; the send's vector joins
@@ -1434,7 +1542,13 @@ impl Conn {
     pub fn stage_lent(&self, lent: Lent) {
         let mut c = self.state.borrow_mut();
         c.staged += lent.len;
-        c.out.push_back(Chunk::Lent(lent));
+        match c.tls.as_mut() {
+            // Encrypted at the end of the turn, then let go.
+            Some(t) => {
+                t.stage_lent(lent);
+            }
+            None => c.out.push_back(Chunk::Lent(lent)),
+        }
         self.lp.list(&mut c);
     }
 
@@ -1460,6 +1574,39 @@ impl Conn {
     /// Whether the server asked connections to finish.
     pub fn stopping(&self) -> bool {
         self.state.borrow().stopping
+    }
+
+    /// Waits for a TLS connection's handshake: `Ok(true)` once it completed (at once for a
+    /// plain connection), `Ok(false)` when the peer left or the server stops first, an error
+    /// when it failed (a TLS error is `InvalidData`). The handshake itself advances inside the
+    /// loop with each receive, whether or not anyone waits here.
+    pub async fn handshake(&self) -> io::Result<bool> {
+        std::future::poll_fn(|cx| {
+            let mut c = self.state.borrow_mut();
+            if let Some(e) = &c.error {
+                return Poll::Ready(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            if c.tls.as_ref().is_none_or(|t| !t.handshaking()) {
+                return Poll::Ready(Ok(true));
+            }
+            if c.rx_done || c.stopping {
+                return Poll::Ready(Ok(false));
+            }
+            c.reader = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether this is a TLS connection.
+    pub fn is_tls(&self) -> bool {
+        self.state.borrow().tls.is_some()
+    }
+
+    /// Whether the TLS session failed (a protocol error, bad input), and if so whether during
+    /// the handshake (`Some(true)`).
+    pub fn tls_failure(&self) -> Option<bool> {
+        self.state.borrow().tls.as_ref().and_then(|t| t.failure())
     }
 
     /// The peer's address, for logs.

@@ -79,6 +79,8 @@ pub enum Admin {
     Automove(u32),
     /// `slabs automove ratio <ratio>`; the ratio's `f64` bits.
     AutomoveRatio(u64),
+    /// `refresh_certs`: reload the TLS certificate chain, key and CAs.
+    RefreshCerts,
     /// `slabs reassign <src> <dst>` (src -1 = any class with a page to spare).
     Reassign {
         /// Source class.

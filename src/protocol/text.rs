@@ -704,6 +704,8 @@ impl Codec for TextCodec {
             b"flush_all" => decode_flush(args, noreply, line_len),
             b"verbosity" => decode_verbosity(args, noreply, line_len),
             b"cache_memlimit" => decode_memlimit(args, noreply, line_len),
+            // memcached built with TLS; its answer when TLS is off comes from the server.
+            b"refresh_certs" => admin(Admin::RefreshCerts, false, line_len),
             b"lru_crawler" => decode_lru_crawler(args, line_len),
             b"watch" => decode_watch(content, line_len),
             b"slabs" => decode_slabs(args, noreply, line_len),

@@ -502,6 +502,21 @@ impl Core {
                 Outcome::Admin(AdminStatus::Ok)
             }
             Admin::Reassign { src, dst } => Outcome::Admin(self.reassign(src, dst).await?),
+            Admin::RefreshCerts => {
+                // memcached's answers: OK, or the reason as the whole line.
+                let reloaded = match &self.shared.tls {
+                    Some(t) => t.reload(),
+                    None => Err("Error TLS not enabled".into()),
+                };
+                match reloaded {
+                    Ok(()) => Outcome::Admin(AdminStatus::Ok),
+                    Err(e) => {
+                        out.extend_from_slice(e.replace(['\r', '\n'], " ").as_bytes());
+                        out.extend_from_slice(b"\r\n");
+                        return Ok(());
+                    }
+                }
+            }
         };
         codec.encode(out, ctx, &[], &outcome);
         Ok(())

@@ -132,6 +132,12 @@ pub async fn serve(core: Rc<Core>, conn: net::Conn) {
     } else if c.reason == CloseReason::Normal && c.conn.stopping() {
         c.reason = CloseReason::Shutdown;
     }
+    if c.conn.tls_failure() == Some(false) {
+        if let Some(t) = &core.shared.tls {
+            t.proto_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     if hub.wants(class::CONNEVENTS) {
         hub.log(&Event::ConnClose {
             peer,

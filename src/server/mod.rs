@@ -1,6 +1,7 @@
 //! Starting and stopping: bind the listeners (once, in this thread, so a taken address is an
 //! error before anything runs), start one event-loop thread per shard joined by cross-core mail,
-//! print the readiness line, and on SIGTERM/SIGINT/SIGUSR1 drain and stop. SIGHUP is ignored.
+//! print the readiness line, and on SIGTERM/SIGINT/SIGUSR1 drain and stop. SIGHUP reloads the
+//! `-Y` file and the TLS certificates.
 //!
 //! Shard 0 accepts every connection and hands them out round-robin (memcached's dispatch), so
 //! connections spread evenly over the shards whatever their load.
@@ -13,6 +14,7 @@ pub mod router;
 pub mod shard;
 pub mod stats;
 mod systemd;
+pub mod tls;
 pub mod udp;
 pub mod watch;
 
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 
-use crate::config::{Config, IoMode};
+use crate::config::{Config, IoMode, ListenTls};
 use crate::net::mail::{Inbox, PostOffice};
 use crate::net::{
     self, Acceptor, Backend, DatagramSocket, ListenAddr, Listener, Loop, LoopConfig, MemoryBudget,
@@ -43,6 +45,9 @@ use stats::{ServerInfo, Settings};
 
 /// How long a shutdown waits for connections to finish their batch.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a TLS client may take over its handshake before it is closed (slow clients hold a
+/// session's buffers meanwhile).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -86,6 +91,8 @@ pub struct Shared {
     pub repl: Option<Arc<repl::Replication>>,
     /// SASL (`-S`) and text authentication (`-Y`).
     pub auth: auth::Auth,
+    /// `-Z`: the TLS configurations and counters.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Shared {
@@ -144,6 +151,10 @@ impl Shared {
             lru_maintainer: self.config.extended.lru_maintainer_thread,
             temp_lru: self.config.extended.temp_lru,
             log: self.watch.stats(),
+            tls: self
+                .tls
+                .as_ref()
+                .map_or(Vec::new(), |t| t.stats(stats::unix_now())),
         }
     }
 
@@ -189,21 +200,47 @@ fn choose_backend(mode: IoMode) -> Result<Backend, StartError> {
     }
 }
 
-fn bind_listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
+/// Binds the listeners, each with whether it speaks TLS (unix sockets never do, as memcached).
+fn bind_listeners(config: &Config) -> Result<Vec<(Listener, ListenTls)>, StartError> {
+    let tcp_kind = if config.tls.is_some() {
+        ListenTls::Tls
+    } else {
+        ListenTls::Plain
+    };
     if let Some(passed) = systemd::inherited_listeners().map_err(StartError)? {
-        return Ok(passed);
+        return Ok(passed
+            .into_iter()
+            .map(|l| {
+                let kind = match l.local_addr() {
+                    ListenAddr::Tcp(_) => tcp_kind,
+                    ListenAddr::Unix(_) => ListenTls::Plain,
+                };
+                (l, kind)
+            })
+            .collect());
     }
-    let mut addrs: Vec<ListenAddr> = Vec::new();
+    let mut addrs: Vec<(ListenAddr, ListenTls)> = Vec::new();
     match &config.unix_socket {
         // As memcached: a unix socket replaces the network listeners.
-        Some(path) => addrs.push(ListenAddr::Unix(path.clone())),
-        None => addrs.extend(config.listen.iter().map(|a| ListenAddr::Tcp(*a))),
+        Some(path) => addrs.push((ListenAddr::Unix(path.clone()), ListenTls::Plain)),
+        None => addrs.extend(
+            config
+                .listen
+                .iter()
+                .zip(&config.listen_tls)
+                .map(|(a, k)| (ListenAddr::Tcp(*a), *k)),
+        ),
     }
-    let mut port = config.port();
+    let first = config.port();
+    let mut port = first;
     let mut listeners = Vec::new();
-    for addr in addrs {
+    for (addr, kind) in addrs {
+        // An address given with a port of its own (`-l ADDR:PORT`) keeps it; the others share
+        // the first one's (picked by the first bind with --port -1).
+        let mut shared = false;
         let addr = match addr {
-            ListenAddr::Tcp(mut a) => {
+            ListenAddr::Tcp(mut a) if a.port() == first => {
+                shared = true;
                 a.set_port(port);
                 ListenAddr::Tcp(a)
             }
@@ -217,11 +254,11 @@ fn bind_listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.unix_mask))
                 .map_err(|e| StartError(format!("cannot set the mode of {addr}: {e}")))?;
         }
-        if let ListenAddr::Tcp(bound) = l.local_addr() {
+        if let (ListenAddr::Tcp(bound), true) = (l.local_addr(), shared) {
             // With --port 0 the first bind picks the port; the other addresses reuse it.
             port = bound.port();
         }
-        listeners.push(l);
+        listeners.push((l, kind));
     }
     Ok(listeners)
 }
@@ -305,10 +342,17 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
     let n = config.shards();
     let backend = choose_backend(config.io)?;
     let auth = auth::Auth::new(&config).map_err(StartError)?;
+    let tls = match &config.tls {
+        Some(t) => Some(
+            tls::Tls::new(t, config.listen_tls.contains(&ListenTls::TlsPeer))
+                .map_err(StartError)?,
+        ),
+        None => None,
+    };
     let listeners = bind_listeners(&config)?;
     let udp_sockets = bind_udp(&config)?;
     if let Some(path) = std::env::var_os(PORT_FILE_ENV).filter(|_| config.unix_socket.is_none()) {
-        let tcp = listeners.iter().filter_map(|l| match l.local_addr() {
+        let tcp = listeners.iter().filter_map(|(l, _)| match l.local_addr() {
             ListenAddr::Tcp(a) => Some(*a),
             ListenAddr::Unix(_) => None,
         });
@@ -326,7 +370,10 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
     }
     let bound: Vec<String> = listeners
         .iter()
-        .map(|l| l.local_addr().to_string())
+        .map(|(l, kind)| match kind {
+            ListenTls::Plain => l.local_addr().to_string(),
+            _ => format!("tls:{}", l.local_addr()),
+        })
         .chain(
             udp_sockets
                 .iter()
@@ -341,7 +388,7 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         .collect();
     let port = listeners
         .iter()
-        .find_map(|l| match l.local_addr() {
+        .find_map(|(l, _)| match l.local_addr() {
             ListenAddr::Tcp(a) => Some(a.port()),
             ListenAddr::Unix(_) => None,
         })
@@ -354,7 +401,7 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         Arc::new(notifiers.iter().map(|n| Inbox::new(n.clone())).collect());
     let listener_names = listeners
         .iter()
-        .map(|l| (l.raw_fd(), admin::listener_text(l.local_addr())))
+        .map(|(l, _)| (l.raw_fd(), admin::listener_text(l.local_addr())))
         .collect();
     let started = stats::unix_now();
     let shared = Arc::new(Shared {
@@ -376,6 +423,7 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
             .clone()
             .map(|c| Arc::new(repl::Replication::new(c, n))),
         auth,
+        tls,
         config,
     });
     spawn_signal_thread(shared.clone())?;
@@ -472,11 +520,23 @@ fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), StartError> {
             let mut stops = 0;
             for sig in signals.forever() {
                 if sig == SIGHUP {
-                    // As memcached: SIGHUP re-reads the -Y file (nothing else reloads yet).
+                    // As memcached: SIGHUP re-reads the -Y file and the TLS certificates.
                     match shared.auth.reload() {
                         Ok(()) if shared.auth.text() => info!("SIGHUP: reloaded the -Y file"),
-                        Ok(()) => info!("signal {sig} (SIGHUP): nothing to reload"),
+                        Ok(()) if shared.tls.is_none() => {
+                            info!("signal {sig} (SIGHUP): nothing to reload")
+                        }
+                        Ok(()) => {}
                         Err(e) => warn!("SIGHUP: {e}; the previous -Y entries stay"),
+                    }
+                    if let Some(t) = &shared.tls {
+                        match t.reload() {
+                            Ok(()) => info!("SIGHUP: reloaded the TLS certificates"),
+                            Err(e) => warn!(
+                                "Could not reload TLS certificates on SIGHUP: {e}; \
+                                 the previous ones stay"
+                            ),
+                        }
                     }
                     continue;
                 }
@@ -517,7 +577,7 @@ fn pin_to(cpu: usize) -> Result<(), String> {
 
 /// The sockets one shard serves: the listeners (shard 0) and its UDP shares.
 struct Sockets {
-    tcp: Option<Vec<Listener>>,
+    tcp: Option<Vec<(Listener, ListenTls)>>,
     udp: Vec<UdpSocket>,
 }
 
@@ -605,7 +665,7 @@ fn shard_thread(
     let acceptors = match sockets.tcp {
         Some(ls) => ls
             .into_iter()
-            .map(|l| lp.accept_on(l))
+            .map(|(l, kind)| lp.accept_on(l).map(|a| (a, kind)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("shard {i}: cannot accept: {e}"))?,
         None => Vec::new(),
@@ -616,11 +676,15 @@ fn shard_thread(
         .map_err(|e| format!("shard {i}: event loop failed: {e}"))
 }
 
-async fn shard_main(core: Rc<Core>, acceptors: Vec<Acceptor>, datagrams: Vec<DatagramSocket>) {
+async fn shard_main(
+    core: Rc<Core>,
+    acceptors: Vec<(Acceptor, ListenTls)>,
+    datagrams: Vec<DatagramSocket>,
+) {
     let lp = Loop::current();
     lp.spawn(housekeeping(core.clone()));
-    for a in acceptors {
-        lp.spawn(accept_loop(core.clone(), a));
+    for (a, kind) in acceptors {
+        lp.spawn(accept_loop(core.clone(), a, kind));
     }
     for d in datagrams {
         lp.spawn(udp::serve(core.clone(), d));
@@ -706,7 +770,7 @@ fn give_freed_memory_back() {
     }
 }
 
-async fn accept_loop(core: Rc<Core>, acceptor: Acceptor) {
+async fn accept_loop(core: Rc<Core>, acceptor: Acceptor, kind: ListenTls) {
     let shared = core.shared.clone();
     let mut next_shard = 0usize;
     loop {
@@ -737,19 +801,27 @@ async fn accept_loop(core: Rc<Core>, acceptor: Acceptor) {
         let to = next_shard;
         next_shard = (next_shard + 1) % core.shards;
         if to == core.shard.id {
-            serve_connection(&core, fd);
+            serve_connection(&core, fd, kind);
         } else {
-            core.hand_over(to, fd);
+            core.hand_over(to, fd, kind);
         }
     }
     acceptor.close().await;
 }
 
 /// Starts serving an accepted connection on this shard (counted in `curr_connections` by the
-/// acceptor already).
-pub(crate) fn serve_connection(core: &Rc<Core>, fd: OwnedFd) {
+/// acceptor already); a TLS one (`kind`) after its handshake, which runs on this shard's loop.
+pub(crate) fn serve_connection(core: &Rc<Core>, fd: OwnedFd, kind: ListenTls) {
     let lp = Loop::current();
-    let conn = match lp.adopt(fd) {
+    let tls = core.shared.tls.as_ref().and_then(|t| {
+        t.config(kind)
+            .map(|config| (config, t.settings().wbuf_size))
+    });
+    let adopted = match tls {
+        Some((config, wbuf)) => lp.adopt_tls(fd, config, wbuf),
+        None => lp.adopt(fd),
+    };
+    let conn = match adopted {
         Ok(c) => c,
         Err(e) => {
             warn!("cannot serve a connection: {e}");
@@ -761,7 +833,23 @@ pub(crate) fn serve_connection(core: &Rc<Core>, fd: OwnedFd) {
     core.live_connections.set(core.live_connections.get() + 1);
     let core = core.clone();
     lp.spawn(async move {
-        conn::serve(core.clone(), conn).await;
+        if conn.is_tls() {
+            match net::timeout(HANDSHAKE_TIMEOUT, conn.handshake()).await {
+                Some(Ok(true)) => conn::serve(core.clone(), conn).await,
+                Some(Ok(false)) => debug!("TLS: {} left during the handshake", conn.peer()),
+                Some(Err(e)) => {
+                    if conn.tls_failure().is_some() {
+                        if let Some(t) = &core.shared.tls {
+                            t.handshake_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    debug!("TLS handshake with {} failed: {e}", conn.peer());
+                }
+                None => debug!("TLS: {} timed out during the handshake", conn.peer()),
+            }
+        } else {
+            conn::serve(core.clone(), conn).await;
+        }
         core.live_connections.set(core.live_connections.get() - 1);
         core.closed_since_trim.set(core.closed_since_trim.get() + 1);
         core.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);

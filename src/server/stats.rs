@@ -407,6 +407,8 @@ pub struct ServerInfo {
     pub temp_lru: bool,
     /// The `watch` log's counters.
     pub log: super::watch::LogStats,
+    /// With `-Z`: the TLS lines (memcached prints them only then).
+    pub tls: Vec<(String, String)>,
 }
 
 /// Current Unix time in seconds.
@@ -539,6 +541,9 @@ pub fn general(info: &ServerInfo, s: &Snapshot) -> Vec<(String, String)> {
     put("log_watcher_skipped", log.watcher_skipped.to_string());
     put("log_watcher_sent", log.watcher_sent.to_string());
     put("log_watchers", log.watchers.to_string());
+    for (k, v) in &info.tls {
+        put(k, v.clone());
+    }
     for name in ["unexpected_napi_ids", "round_robin_fallback"] {
         put(name, zero());
     }
@@ -696,18 +701,9 @@ pub fn settings(s: &Settings) -> Vec<(String, String)> {
     put("ext_max_frag", "0.80".into());
     put("slab_automove_freeratio", "0.010".into());
     put("ext_drop_unread", "no".into());
-    // No TLS here: memcached's values with TLS off.
-    put("ssl_enabled", "no".into());
-    put("ssl_chain_cert", "(null)".into());
-    put("ssl_key", "(null)".into());
-    put("ssl_verify_mode", "0".into());
-    put("ssl_keyformat", "1".into());
-    put("ssl_ciphers", "NULL".into());
-    put("ssl_ca_cert", "NULL".into());
-    put("ssl_wbuf_size", "16384".into());
-    put("ssl_session_cache", "no".into());
-    put("ssl_kernel_tls", "no".into());
-    put("ssl_min_version", "tlsv1.2".into());
+    for (k, v) in super::tls::settings_lines(c.tls.as_ref()) {
+        put(&k, v);
+    }
     put(
         "num_napi_ids",
         c.napi_ids.map_or("(null)".to_string(), |n| n.to_string()),
@@ -986,6 +982,7 @@ mod tests {
             lru_maintainer: true,
             temp_lru: false,
             log: Default::default(),
+            tls: Vec::new(),
         };
         let g = general(&info, &Snapshot::default());
         let names: Vec<&str> = g.iter().map(|(k, _)| k.as_str()).collect();
