@@ -1,6 +1,7 @@
 //! Eviction through the protocol: keys kept hot only by rewrites (append, incr, cas) survive a
 //! flood of cold sets that evicts twice the memory, under the default policy (S3-FIFO) and LRU,
 //! while the cold keys of the first rounds go (the bad-day probe's "20 of 20 hot keys gone").
+//! A small working set fits at many shards (memory is not stranded in per-class pages).
 
 mod common;
 
@@ -147,4 +148,24 @@ fn rewritten_keys_survive_under_lru() {
 #[test]
 fn rewritten_keys_survive_under_lfu() {
     rewritten_keys_survive("lfu");
+}
+
+/// `-m 64` over `-t 16` leaves each shard 4 MiB: a working set of 5,000 keys of 0–800 bytes
+/// (3 % of memory, a dozen slab classes per shard) must fit without a single eviction.
+#[test]
+fn a_small_working_set_fits_at_many_shards() {
+    let server = Server::start(&["-t", "16", "-m", "64"]);
+    let mut c = Text::connect(&server);
+    let mut req = Vec::new();
+    for i in 0..5000usize {
+        let len = (i * 7919) % 801;
+        req.extend_from_slice(format!("set ws{i} 0 0 {len} noreply\r\n").as_bytes());
+        req.extend(std::iter::repeat_n(b'w', len));
+        req.extend_from_slice(b"\r\n");
+    }
+    c.out.write_all(&req).unwrap();
+    assert_eq!(c.stat("evictions"), 0);
+    let missing = (0..5000).filter(|i| !c.has(&format!("ws{i}"))).count();
+    assert_eq!(missing, 0, "{missing} of 5,000 keys missing");
+    assert_eq!(c.stat("curr_items"), 5000);
 }

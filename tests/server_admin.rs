@@ -415,7 +415,10 @@ fn cache_memlimit_grows_the_cache_and_shows_in_stats() {
     };
     fill(&mut c, 0);
     let malloced = |c: &mut TcpStream| stat(c, "slabs", "total_malloced").parse::<u64>().unwrap();
-    assert_eq!(malloced(&mut c), 8 << 20);
+    // Full: within one chunk (at most 250,000 bytes for these items) of the limit.
+    let full = |m: u64, limit: u64| m <= limit && m + 250_000 > limit;
+    let m = malloced(&mut c);
+    assert!(full(m, 8 << 20), "{m}");
     exchange(&mut c, "cache_memlimit 16\r\n", "OK\r\n");
     assert_eq!(
         stat(&mut c, "", "limit_maxbytes"),
@@ -426,11 +429,12 @@ fn cache_memlimit_grows_the_cache_and_shows_in_stats() {
         (16u64 << 20).to_string()
     );
     fill(&mut c, 100);
-    assert_eq!(malloced(&mut c), 16 << 20);
+    let m = malloced(&mut c);
+    assert!(full(m, 16 << 20), "{m}");
     // Lowered: memcached keeps what it holds and only stops allocating; so does corecached.
     exchange(&mut c, "cache_memlimit 8\r\n", "OK\r\n");
     fill(&mut c, 200);
-    assert_eq!(malloced(&mut c), 16 << 20);
+    assert_eq!(malloced(&mut c), m);
     assert_eq!(stat(&mut c, "", "limit_maxbytes"), (8u64 << 20).to_string());
 }
 
@@ -438,9 +442,10 @@ fn cache_memlimit_grows_the_cache_and_shows_in_stats() {
 fn slabs_reassign_moves_a_page_and_automove_is_a_setting() {
     let s = Server::start(&["-t", "1", "-m", "16"]);
     let mut c = connect(&s);
-    // Three pages of class 1 (64-byte chunks): short keys, empty values.
+    // Three pages of class 1 (1,024 chunks of 64 bytes per 64 KiB page): short keys, empty
+    // values.
     let mut send = String::new();
-    for i in 0..40_000 {
+    for i in 0..2_100 {
         send.push_str(&format!("set {i} 0 0 0 noreply\r\n\r\n"));
     }
     c.write_all(send.as_bytes()).unwrap();

@@ -496,8 +496,8 @@ mod tests {
         (slab, ids)
     }
 
-    /// The class of 367 KiB chunks (two per page) with 1.25 growth from 64 bytes.
-    const C: usize = 38;
+    /// The class of 25 KiB chunks (two per 64 KiB page) with 1.25 growth from 64 bytes.
+    const C: usize = 26;
 
     fn policy(kind: EvictionPolicy) -> Policy {
         Policy::new(kind, C + 2, 7)

@@ -216,9 +216,8 @@ impl Store {
             return bad("tombstone share must be at least 1".to_string());
         }
         let tomb_budget = tomb_budget(&config, config.memory_limit);
-        let page_size = config.max_item_size.max(slab::MIN_PAGE);
         let slab = Slab::new(
-            page_size,
+            config.max_item_size,
             config.memory_limit - tomb_budget,
             config.growth_factor,
         )
@@ -1448,12 +1447,22 @@ impl Store {
         if let Some(id) = self.slab.pop_free(class) {
             return Ok(id);
         }
-        if self.slab.grow(class)
-            || self.make_room(class)
-            || (self.config.evictions && self.rebalance_into(class, true))
-        {
+        if self.slab.grow(class) || self.make_room(class) {
             if let Some(id) = self.slab.pop_free(class) {
                 return Ok(id);
+            }
+        }
+        if self.config.evictions {
+            // A class of large chunks may need several small pages' bytes for one page.
+            for _ in 0..=self.slab.page_bytes(class).div_ceil(slab::PAGE) {
+                if !self.rebalance_into(class, true) {
+                    break;
+                }
+                if self.slab.grow(class) || self.slab.classes()[class].free > 0 {
+                    if let Some(id) = self.slab.pop_free(class) {
+                        return Ok(id);
+                    }
+                }
             }
         }
         self.classes[class].outofmemory += 1;

@@ -582,12 +582,12 @@ fn run_model(
         versions,
         ..StoreConfig::default()
     };
-    // Hybrid versions set the tombstones' share aside; pages are whole MiBs.
+    // Hybrid versions set the tombstones' share aside.
     let page_cap = match versions {
         VersionClock::Counter => (pages * MIB) as u64,
         VersionClock::Hybrid => {
             let limit = pages * MIB;
-            ((limit - limit / 64) / MIB * MIB) as u64
+            (limit - limit / 64) as u64
         }
     };
     let mut store = Store::new(config).unwrap();

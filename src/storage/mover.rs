@@ -8,20 +8,31 @@
 use super::item::{self, Header, ItemId, NIL};
 use super::{key_hash, Evictor, Store, SEARCH_DEPTH};
 
+/// Bytes of pages one automove step may give its receiver: as much as one page held when pages
+/// were 1 MiB, so memory follows a shift in sizes as fast as it did.
+const MOVE_BYTES: usize = 1 << 20;
+
 impl Store {
     /// One page-reassignment step (slab automove); returns whether a page moved.
     ///
-    /// The class that evicted most since the last step receives a page from a class holding at
-    /// least a page's worth of free chunks or, failing that, from the coldest class (fewest
-    /// allocations and hits per chunk) if it is at most half as busy as the receiver.
+    /// The class that evicted most since the last step receives up to [`MOVE_BYTES`] of pages,
+    /// each from a class holding at least a page's worth of free chunks or, failing that, from
+    /// the coldest class (fewest allocations and hits per chunk) if it is at most half as busy
+    /// as the receiver.
     pub fn rebalance(&mut self) -> bool {
         let to = (0..self.classes.len())
             .filter(|&c| self.classes[c].win_evicts > 0)
             .max_by_key(|&c| self.classes[c].win_evicts);
-        let moved = match to {
-            Some(to) => self.rebalance_into(to, false),
-            None => false,
-        };
+        let mut moved = false;
+        if let Some(to) = to {
+            let steps = MOVE_BYTES.div_ceil(self.slab.page_bytes(to)).max(1);
+            for _ in 0..steps {
+                if !self.rebalance_into(to, false) {
+                    break;
+                }
+                moved = true;
+            }
+        }
         self.decay_windows();
         moved
     }

@@ -1,13 +1,20 @@
-//! Slab arena: classes of fixed-size chunks carved from equal pages, under a hard page cap.
+//! Slab arena: classes of fixed-size chunks carved from pages, under a hard byte cap.
 //!
-//! - Chunk sizes start at [`MIN_CHUNK`] and grow by the growth factor (8-byte aligned) up to half a
-//!   page; the last class is one whole page, so the largest item is one page. At most
-//!   [`MAX_CLASSES`] classes (as memcached): a tiny factor stops early and jumps to the page class.
-//! - Page size is `max(1 MiB, max_item_size)`. Pages are allocated lazily, one boxed slice each,
-//!   and never beyond `memory_limit / page_size`; each page belongs to one class at a time.
+//! - Chunk sizes start at [`MIN_CHUNK`] and grow by the growth factor (8-byte aligned) up to half
+//!   the largest item; the last class holds the largest item. At most [`MAX_CLASSES`] classes (as
+//!   memcached): a tiny factor stops early and jumps to the largest class.
+//! - Pages are small: a class whose chunks fit twice in [`PAGE`] (64 KiB) carves pages of that
+//!   size; a larger class gets pages of exactly one chunk. Pages are allocated lazily, one boxed
+//!   slice each, while the bytes held stay under the limit; each page belongs to one class at a
+//!   time. Why small pages: every class in use holds at least one page, and with 1 MiB pages a
+//!   shard of a few MiB (`-m 64` over `-t 16` gives 4 MiB) could not hold a page for each of its
+//!   dozen active classes, so it evicted a working set of 3 % of memory. With 64 KiB pages a
+//!   class's last page strands at most 64 KiB.
+//! - A page moved to a class of another page size (see `mover.rs`) is freed and the bytes
+//!   allocated anew for the receiver; its index stays vacant until a later page takes it.
 //! - An [`ItemId`] is `page << slot_bits | slot`, below 2^31, so links are 4 bytes with a spare
-//!   bit, and a chunk's address is one shift, one mask and one multiply away. With 1 MiB pages one
-//!   store addresses 128 GiB.
+//!   bit, and a chunk's address is one shift, one mask and one multiply away. 2^21 pages of
+//!   64 KiB let one store address 128 GiB.
 //! - Free chunks sit on a per-class doubly linked list threaded through the chunks themselves
 //!   (policy words of the header), so a page can be pulled out of its class's free list in
 //!   O(chunks in the page) when it moves to another class.
@@ -22,8 +29,11 @@ pub(crate) const MIN_CHUNK: usize = 64;
 /// Most slab classes (memcached's `MAX_NUMBER_OF_SLAB_CLASSES`).
 pub(crate) const MAX_CLASSES: usize = 64;
 
-/// Smallest page (memcached's default item size limit).
-pub(crate) const MIN_PAGE: usize = 1024 * 1024;
+/// Page size of the classes whose chunks fit at least twice in it.
+pub(crate) const PAGE: usize = 64 * 1024;
+
+/// Class byte of a vacant page (freed, its index not yet reused).
+const VACANT: u8 = u8::MAX;
 
 /// One page of memory and what it is used for.
 struct Page {
@@ -57,8 +67,14 @@ pub(crate) struct Class {
 
 /// The arena of one store.
 pub(crate) struct Slab {
-    page_size: usize,
-    max_pages: usize,
+    /// The largest chunk (the largest item).
+    largest: usize,
+    /// Most bytes the pages may hold.
+    limit: usize,
+    /// Bytes the pages hold.
+    bytes: usize,
+    /// Indexes of vacant pages, for reuse.
+    vacant: Vec<u32>,
     slot_bits: u32,
     slot_mask: u32,
     pages: Vec<Page>,
@@ -75,9 +91,9 @@ fn align8(n: usize) -> usize {
 }
 
 impl Slab {
-    /// Builds the class table; pages come later, on demand.
+    /// Builds the class table for items up to `largest` bytes; pages come later, on demand.
     pub(crate) fn new(
-        page_size: usize,
+        largest: usize,
         memory_limit: usize,
         growth_factor: f64,
     ) -> Result<Slab, String> {
@@ -86,36 +102,35 @@ impl Slab {
                 "growth factor {growth_factor} must be a number above 1"
             ));
         }
-        if memory_limit < page_size {
+        if memory_limit < largest {
             return Err(format!(
-                "memory limit {memory_limit} is smaller than one page ({page_size} bytes)"
+                "memory limit {memory_limit} is smaller than the largest item ({largest} bytes)"
             ));
         }
         let mut sizes = Vec::new();
         let mut size = MIN_CHUNK;
-        while size <= page_size / 2 && sizes.len() < MAX_CLASSES - 1 {
+        while size <= largest / 2 && sizes.len() < MAX_CLASSES - 1 {
             sizes.push(size);
-            let grown = (size as f64 * growth_factor).min(page_size as f64) as usize;
+            let grown = (size as f64 * growth_factor).min(largest as f64) as usize;
             size = align8(grown).max(size + 8);
         }
-        sizes.push(page_size);
-        let max_per_page = page_size / MIN_CHUNK;
+        sizes.push(largest);
+        let max_per_page = PAGE / MIN_CHUNK;
         let slot_bits = usize::BITS - (max_per_page - 1).leading_zeros();
         // Ids stay below 2^31 (policies may keep a flag in each link's top bit), and the
         // all-ones page number is never used, so NIL is never a valid id.
         let id_pages = (1usize << (31 - slot_bits)) - 1;
-        let max_pages = memory_limit / page_size;
-        if max_pages > id_pages {
+        if memory_limit / PAGE > id_pages {
             return Err(format!(
                 "memory limit {memory_limit} exceeds what one store can address ({} bytes)",
-                id_pages * page_size
+                id_pages * PAGE
             ));
         }
         let classes = sizes
             .iter()
             .map(|&s| Class {
                 chunk_size: s as u32,
-                per_page: (page_size / s) as u32,
+                per_page: (PAGE / s).max(1) as u32,
                 pages: Vec::new(),
                 free_head: NIL,
                 free: 0,
@@ -125,8 +140,10 @@ impl Slab {
             })
             .collect();
         Ok(Slab {
-            page_size,
-            max_pages,
+            largest,
+            limit: memory_limit,
+            bytes: 0,
+            vacant: Vec::new(),
             slot_bits,
             slot_mask: (1 << slot_bits) - 1,
             pages: Vec::new(),
@@ -135,19 +152,29 @@ impl Slab {
         })
     }
 
-    /// Page size in bytes.
+    /// Bytes of a page of the small classes (larger classes have pages of one chunk).
     pub(crate) fn page_size(&self) -> usize {
-        self.page_size
+        PAGE
     }
 
-    /// Pages allocated so far.
+    /// Bytes of one page of `class`.
+    pub(crate) fn page_bytes(&self, class: usize) -> usize {
+        let c = &self.classes[class];
+        if c.per_page > 1 {
+            PAGE
+        } else {
+            c.chunk_size as usize
+        }
+    }
+
+    /// Pages held now.
     pub(crate) fn pages_allocated(&self) -> usize {
-        self.pages.len()
+        self.pages.len() - self.vacant.len()
     }
 
-    /// Bytes held by pages (never above the limit).
+    /// Bytes held by pages (never above the limit, unless the limit was lowered since).
     pub(crate) fn bytes_allocated(&self) -> usize {
-        self.pages.len() * self.page_size
+        self.bytes
     }
 
     /// The classes, smallest chunk first.
@@ -157,7 +184,7 @@ impl Slab {
 
     /// Largest item any chunk can hold.
     pub(crate) fn largest_chunk(&self) -> usize {
-        self.page_size
+        self.largest
     }
 
     /// The smallest class whose chunks hold `size` bytes.
@@ -316,8 +343,11 @@ impl Slab {
         if self.sizes.is_some() {
             return;
         }
-        let mut hist = vec![0u32; self.page_size / SIZE_BUCKET + 1];
+        let mut hist = vec![0u32; self.largest / SIZE_BUCKET + 1];
         for page in 0..self.pages.len() as u32 {
+            if self.pages[page as usize].class == VACANT {
+                continue;
+            }
             for id in self.items_in_page(page) {
                 let size = Header::load(self.chunk(id)).total_size();
                 if let Some(n) = hist.get_mut(size.div_ceil(SIZE_BUCKET)) {
@@ -368,19 +398,42 @@ impl Slab {
 
     /// Allocates a new page for `class` if the limit allows; returns whether it did.
     pub(crate) fn grow(&mut self, class: usize) -> bool {
-        if self.pages.len() >= self.max_pages {
+        let bytes = self.page_bytes(class);
+        if self.bytes + bytes > self.limit {
             return false;
         }
-        let page = self.pages.len();
-        self.pages.push(Page {
-            mem: vec![0u8; self.page_size].into_boxed_slice(),
+        let fresh = Page {
+            mem: vec![0u8; bytes].into_boxed_slice(),
             class: 0,
             chunk_size: 0,
             used: 0,
             draining: false,
-        });
+        };
+        let page = match self.vacant.pop() {
+            Some(at) => {
+                self.pages[at as usize] = fresh;
+                at as usize
+            }
+            None => {
+                self.pages.push(fresh);
+                self.pages.len() - 1
+            }
+        };
+        self.bytes += bytes;
         self.assign(page, class);
         true
+    }
+
+    /// Frees an emptied page that belongs to no class; its index becomes vacant.
+    fn release(&mut self, page: usize) {
+        let p = &mut self.pages[page];
+        debug_assert_eq!(p.used, 0);
+        self.bytes -= p.mem.len();
+        p.mem = Box::default();
+        p.class = VACANT;
+        p.chunk_size = 0;
+        p.draining = false;
+        self.vacant.push(page as u32);
     }
 
     /// Gives an empty page to `class`: carves it and puts every chunk on the free list.
@@ -428,8 +481,9 @@ impl Slab {
             .collect()
     }
 
-    /// Hands an emptied (drained) page to another class.
-    pub(crate) fn finish_drain(&mut self, page: u32, to: usize) {
+    /// Hands an emptied (drained) page to another class; false when the receiver's page size
+    /// differs and the bytes freed (with what else is free) do not make one of its pages yet.
+    pub(crate) fn finish_drain(&mut self, page: u32, to: usize) -> bool {
         let p = page as usize;
         debug_assert!(self.pages[p].draining && self.pages[p].used == 0);
         let from = self.pages[p].class as usize;
@@ -439,7 +493,13 @@ impl Slab {
             .position(|&x| x == page)
             .expect("page in its class");
         pages.swap_remove(at);
-        self.assign(p, to);
+        if self.pages[p].mem.len() == self.page_bytes(to) {
+            self.assign(p, to);
+            return true;
+        }
+        // Another page size: the bytes go back to the limit and the receiver allocates its own.
+        self.release(p);
+        self.grow(to)
     }
 
     /// Copies an item into a free chunk of the same class; the copy is not yet accounted.
@@ -452,24 +512,29 @@ impl Slab {
     /// The first chunk at or after `id` in page order, wrapping to page 0 past the last page.
     /// Needs at least one page.
     pub(crate) fn chunk_at_or_after(&self, id: ItemId) -> ItemId {
-        debug_assert!(!self.pages.is_empty());
-        let (mut page, slot) = (self.page_of(id), id & self.slot_mask);
-        if page >= self.pages.len() {
-            return 0;
+        debug_assert!(self.pages_allocated() > 0);
+        let (mut page, mut slot) = (self.page_of(id), id & self.slot_mask);
+        // Vacant pages are skipped; one lap finds a held page.
+        for _ in 0..=self.pages.len() {
+            if page >= self.pages.len() {
+                (page, slot) = (0, 0);
+            }
+            let class = self.pages[page].class;
+            if class != VACANT && slot < self.classes[class as usize].per_page {
+                return ((page as u32) << self.slot_bits) | slot;
+            }
+            (page, slot) = (page + 1, 0);
         }
-        if slot < self.classes[self.pages[page].class as usize].per_page {
-            return id;
-        }
-        page += 1;
-        if page == self.pages.len() {
-            page = 0;
-        }
-        (page as u32) << self.slot_bits
+        unreachable!("chunk_at_or_after needs a held page")
     }
 
-    /// The class of page `page` and its chunks per page (`None` past the last page).
+    /// The class of page `page` and its chunks per page (`None` past the last page; a vacant
+    /// page has no chunks and a class number no class has).
     pub(crate) fn page_layout(&self, page: usize) -> Option<(usize, u32)> {
         let p = self.pages.get(page)?;
+        if p.class == VACANT {
+            return Some((usize::from(VACANT), 0));
+        }
         let class = p.class as usize;
         Some((class, self.classes[class].per_page))
     }
@@ -480,16 +545,15 @@ impl Slab {
         ((page as u32) << self.slot_bits) | slot
     }
 
-    /// Changes the page cap to `memory_limit / page_size` (at least one page). Pages already
-    /// allocated beyond a lowered cap stay; only growth stops. False, changing nothing, when
-    /// the limit exceeds what the ids can address.
+    /// Changes the byte cap (at least the largest item). Pages already allocated beyond a
+    /// lowered cap stay; only growth stops. False, changing nothing, when the limit exceeds
+    /// what the ids can address.
     pub(crate) fn set_memory_limit(&mut self, memory_limit: usize) -> bool {
         let id_pages = (1usize << (31 - self.slot_bits)) - 1;
-        let pages = (memory_limit / self.page_size).max(1);
-        if pages > id_pages {
+        if memory_limit / PAGE > id_pages {
             return false;
         }
-        self.max_pages = pages;
+        self.limit = memory_limit.max(self.largest);
         true
     }
 
@@ -518,7 +582,13 @@ impl Slab {
     /// Checks the arena's bookkeeping against its chunks; returns the ids of used chunks.
     pub(crate) fn verify(&self) -> Vec<ItemId> {
         let mut used_ids = Vec::new();
-        assert!(self.pages.len() <= self.max_pages);
+        let held: usize = self.pages.iter().map(|p| p.mem.len()).sum();
+        assert_eq!(held, self.bytes);
+        for &v in &self.vacant {
+            assert_eq!(self.pages[v as usize].class, VACANT);
+        }
+        let in_classes: usize = self.classes.iter().map(|c| c.pages.len()).sum();
+        assert_eq!(in_classes, self.pages_allocated());
         for (ci, c) in self.classes.iter().enumerate() {
             let (mut used, mut req) = (0u32, 0u64);
             for &p in &c.pages {
@@ -565,7 +635,7 @@ mod tests {
     const MIB: usize = 1024 * 1024;
 
     #[test]
-    fn classes_grow_by_factor_up_to_half_a_page_then_one_page() {
+    fn classes_grow_by_factor_up_to_half_the_largest_item_then_the_largest() {
         let s = Slab::new(MIB, 4 * MIB, 1.25).unwrap();
         let sizes: Vec<u32> = s.classes().iter().map(|c| c.chunk_size).collect();
         assert_eq!(sizes[0], 64);
@@ -574,9 +644,56 @@ mod tests {
         assert!(sizes.windows(2).all(|w| w[0] < w[1] && w[0] % 8 == 0));
         assert!(sizes[sizes.len() - 2] as usize <= MIB / 2);
         assert!(sizes.len() <= MAX_CLASSES);
-        for c in s.classes() {
-            assert_eq!(c.per_page as usize, MIB / c.chunk_size as usize);
+        for (i, c) in s.classes().iter().enumerate() {
+            let cs = c.chunk_size as usize;
+            if cs <= PAGE / 2 {
+                assert_eq!(c.per_page as usize, PAGE / cs);
+                assert_eq!(s.page_bytes(i), PAGE);
+            } else {
+                assert_eq!(c.per_page, 1);
+                assert_eq!(s.page_bytes(i), cs);
+            }
         }
+    }
+
+    #[test]
+    fn a_page_moved_to_another_page_size_is_freed_and_its_index_reused() {
+        let mut s = Slab::new(MIB, MIB + PAGE / 2, 1.25).unwrap();
+        let big = s.classes().len() - 1;
+        assert!(s.grow(0) && s.grow(1));
+        assert!(
+            !s.grow(big),
+            "a 1 MiB page does not fit beside two small ones"
+        );
+        s.start_drain(0);
+        assert!(
+            !s.finish_drain(0, big),
+            "one small page's bytes are not enough"
+        );
+        assert_eq!(s.pages_allocated(), 1);
+        assert_eq!(s.bytes_allocated(), PAGE);
+        assert_eq!(s.page_layout(0), Some((usize::from(VACANT), 0)));
+        assert_eq!(
+            s.chunk_at_or_after(0) >> s.slot_bits,
+            1,
+            "vacant pages are skipped"
+        );
+        s.verify();
+        s.start_drain(1);
+        assert!(s.finish_drain(1, big));
+        assert_eq!(s.bytes_allocated(), MIB);
+        let id = s.pop_free(big).unwrap();
+        Header::new(1, 1, 10, 0, 0).store(s.chunk_mut(id));
+        s.account(big, 0, Header::load(s.chunk(id)).total_size());
+        assert_eq!(s.class_of(id), big);
+        assert_eq!(s.chunk(id).len(), MIB);
+        assert_eq!(
+            id >> s.slot_bits,
+            1,
+            "the last vacant index is reused first"
+        );
+        assert_eq!(s.vacant, vec![0]);
+        s.verify();
     }
 
     #[test]
@@ -615,7 +732,7 @@ mod tests {
         let a = s.pop_free(big).unwrap();
         Header::new(1, 1, 10, 0, 0).store(s.chunk_mut(a));
         assert!(s.grow(big));
-        assert!(!s.grow(big), "limit is two pages");
+        assert!(!s.grow(big), "limit is two large pages");
         assert_eq!(s.bytes_allocated(), 2 * MIB);
         let b = s.pop_free(big).unwrap();
         Header::new(2, 1, 10, 0, 0).store(s.chunk_mut(b));

@@ -112,20 +112,21 @@ fn inconsistent_settings_are_config_errors() {
 }
 
 #[test]
-fn page_grows_with_the_max_item_size() {
+fn the_largest_class_follows_the_max_item_size() {
     let s = store_with(StoreConfig {
         memory_limit: 8 * MIB,
         max_item_size: 2 * MIB,
         ..StoreConfig::default()
     });
-    assert_eq!(s.page_size(), 2 * MIB);
+    assert_eq!(s.page_size(), 64 * 1024, "small classes keep small pages");
     assert_eq!(s.max_item_size(), 2 * MIB);
+    assert_eq!(s.slab_stats().last().unwrap().chunk_size as usize, 2 * MIB);
     let small = store_with(StoreConfig {
         max_item_size: 4096,
         ..cfg(MIB)
     });
-    assert_eq!(small.page_size(), MIB);
     assert_eq!(small.max_item_size(), 4096);
+    assert_eq!(small.slab_stats().last().unwrap().chunk_size, 4096);
 }
 
 // ---- keys and sizes ----
@@ -980,7 +981,7 @@ fn appended_keys_survive_the_page_mover(eviction: EvictionPolicy) {
                 s.stats().slab_reassign_evictions
             );
         }
-        for _ in 0..500 {
+        for _ in 0..700 {
             set(&mut s, format!("cold{cold:08}").as_bytes(), &[b'c'; 100]);
             cold += 1;
         }
@@ -1188,7 +1189,7 @@ fn rebalance_moves_a_mostly_free_page_to_an_evicting_class() {
         let k = format!("k{i:06}");
         s.delete(k.as_bytes(), key_hash(k.as_bytes()), 0).unwrap();
     }
-    // The class of 5000-byte items takes the third page and evicts a few items (fewer than a
+    // The class of 5000-byte items takes the third MiB and evicts a few items (fewer than a
     // page's worth, so no inline move happens).
     let v = vec![b'x'; 5000];
     let big_class = s
@@ -1197,22 +1198,24 @@ fn rebalance_moves_a_mostly_free_page_to_an_evicting_class() {
         .position(|c| c.chunk_size >= 5034)
         .unwrap();
     let per_page = s.slab_stats()[big_class].chunks_per_page as usize;
-    for i in 0..per_page + 10 {
+    let small_pages = s.slab_stats()[0].total_pages;
+    let mut i = 0;
+    while s.stats().evictions < 10 {
         set(&mut s, format!("big{i}").as_bytes(), &v);
+        i += 1;
+        assert!(i < 10_000, "the third MiB must fill");
     }
-    assert_eq!(s.stats().evictions, 10);
+    let big_pages = s.slab_stats()[big_class].total_pages;
     assert_eq!(s.stats().slabs_moved, 0);
     assert!(s.rebalance());
+    // One step moves up to a MiB of pages, each relocating its survivors (no eviction).
     let st = s.stats();
-    assert_eq!(st.slabs_moved, 1);
-    assert_eq!(
-        st.slab_reassign_rescues,
-        (n / 4 / 2) as u64,
-        "a page's survivors relocated"
-    );
+    let moved = st.slabs_moved;
+    assert!((1..=16).contains(&moved), "{moved} pages moved");
+    assert!(st.slab_reassign_rescues >= (n / 4 / small_pages as usize) as u64);
     assert_eq!(st.slab_reassign_evictions, 0);
-    assert_eq!(s.slab_stats()[big_class].total_pages, 2);
-    assert_eq!(s.slab_stats()[0].total_pages, 1);
+    assert_eq!(s.slab_stats()[big_class].total_pages, big_pages + moved);
+    assert_eq!(s.slab_stats()[0].total_pages, small_pages - moved);
     for i in (0..n).filter(|i| i % 4 == 0) {
         assert!(get_quiet(&mut s, format!("k{i:06}").as_bytes()));
     }
@@ -1263,7 +1266,7 @@ fn stats_track_items_bytes_and_classes() {
     assert_eq!(st.total_items, 2);
     assert_eq!(st.bytes, (32 + 1 + 5 + 32 + 2 + 500) as u64);
     assert_eq!(st.limit_maxbytes, 4 * MIB as u64);
-    assert_eq!(st.total_malloced, 2 * MIB as u64, "one page per used class");
+    assert_eq!(st.total_malloced, 2 * 64 * 1024, "one page per used class");
     get(&mut s, b"a");
     get(&mut s, b"zz");
     let st = s.stats();
