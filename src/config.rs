@@ -239,6 +239,16 @@ pub struct Args {
     /// clients anyway.
     #[arg(long = "resync-timeout", default_value_t = 30, value_name = "SECONDS")]
     pub resync_timeout: u64,
+
+    /// Serve HTTP on this address (off by default): `/metrics` (Prometheus), `/health`, and the
+    /// key API under `/cache/`; from the shards' own cores.
+    #[arg(long = "http-listen", value_name = "ADDR:PORT")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// Seconds an HTTP connection may stay idle between requests, and may take to send one
+    /// whole request once it started.
+    #[arg(long = "http-timeout", default_value_t = 30, value_name = "SECONDS")]
+    pub http_timeout: u64,
 }
 
 /// Replication settings (`--cluster` and its companions).
@@ -363,6 +373,10 @@ corecached's own:
     --resync-timeout=<s>  longest wait to catch up from peers before serving (default: 30)
     --direct-limit=<num>  requests per batch run directly on another core's
                           shard before the rest goes by message (default: 16)
+    --http-listen=<addr:port> serve HTTP there: /metrics, /health, /cache/{key}
+                          (default: off)
+    --http-timeout=<s>    idle and per-request time limit of HTTP connections
+                          (default: 30)
 ";
 
 /// `-B`: which protocols connections may speak.
@@ -603,6 +617,10 @@ pub struct Config {
     pub extended: Extended,
     /// `--cluster`: replication on.
     pub cluster: Option<Cluster>,
+    /// `--http-listen`: the HTTP face's address (off when `None`).
+    pub http_listen: Option<SocketAddr>,
+    /// `--http-timeout`: an HTTP connection's idle and per-request limit.
+    pub http_timeout: std::time::Duration,
     /// One line per accepted flag or option that has no effect here (logged at start).
     pub warnings: Vec<String>,
 }
@@ -901,6 +919,9 @@ impl Args {
             warnings.push("-N: NAPI ids are not used: connections are dealt round-robin".into());
         }
         let cluster = self.cluster_config(&listen)?;
+        if self.http_timeout == 0 {
+            return invalid("--http-timeout: give at least one second");
+        }
         Ok(Config {
             listen,
             udp_port: self.udp_port,
@@ -943,6 +964,8 @@ impl Args {
             napi_ids: self.napi_ids,
             extended,
             cluster,
+            http_listen: self.http_listen,
+            http_timeout: std::time::Duration::from_secs(self.http_timeout),
             warnings,
         })
     }

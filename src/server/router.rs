@@ -163,8 +163,8 @@ pub enum Mail {
         /// The answer.
         body: Reply,
     },
-    /// An accepted client connection for this shard to serve.
-    Connection(OwnedFd),
+    /// An accepted client connection for this shard to serve, and what it speaks.
+    Connection(OwnedFd, super::ConnKind),
 }
 
 /// A one-shot slot a task waits on until the answer from another shard arrives.
@@ -346,8 +346,8 @@ impl Core {
     }
 
     /// Hands an accepted connection to shard `to`.
-    pub fn hand_over(&self, to: usize, fd: OwnedFd) {
-        self.outbox.post(to, Mail::Connection(fd));
+    pub fn hand_over(&self, to: usize, fd: OwnedFd, kind: super::ConnKind) {
+        self.outbox.post(to, Mail::Connection(fd, kind));
     }
 
     /// Sends one request to every other shard and collects their replies.
@@ -409,7 +409,7 @@ impl Core {
                         self.credits.release(from);
                     }
                 }
-                Mail::Connection(fd) => super::serve_connection(self, fd),
+                Mail::Connection(fd, kind) => super::serve_kind(self, fd, kind),
             }
         }
         *self.mail.borrow_mut() = mail;

@@ -55,6 +55,16 @@ counters! {
     auth_cmds,
     /// Failed authentication attempts.
     auth_errors,
+    /// HTTP requests answered (`--http-listen`), by status class: 2xx, 4xx, 5xx.
+    http_2xx,
+    /// HTTP requests refused as the client's fault.
+    http_4xx,
+    /// HTTP requests that failed on the server's side (unavailable, out of memory).
+    http_5xx,
+    /// Bytes read from HTTP clients (not in `bytes_read`, which is memcached's protocols').
+    http_bytes_read,
+    /// Bytes written to HTTP clients.
+    http_bytes_written,
 }
 
 /// Command kinds with their own latency histogram.
@@ -166,6 +176,16 @@ impl Latencies {
             // Same bounds on every shard, so adding cannot fail.
             let _ = a.add(b);
         }
+    }
+
+    /// Commands of `kind` counted (every one, timed or not).
+    pub fn count(&self, kind: Kind) -> u64 {
+        self.counts[kind as usize]
+    }
+
+    /// The execution times of the timed commands of `kind`, in nanoseconds.
+    pub fn histogram(&self, kind: Kind) -> &Histogram<u64> {
+        &self.hist[kind as usize]
     }
 
     /// Forgets everything recorded.
@@ -907,7 +927,7 @@ impl super::router::Core {
 
     /// `stats replication` (with `--cluster`): the streams' figures, the backlogs' bytes and the
     /// tombstones deletes left (from `total`, the shards' summed figures).
-    fn replication_report(&self, total: &Snapshot) -> Vec<(String, String)> {
+    pub(super) fn replication_report(&self, total: &Snapshot) -> Vec<(String, String)> {
         let Some(repl) = &self.shared.repl else {
             return Vec::new();
         };
