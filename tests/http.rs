@@ -730,3 +730,160 @@ fn python_requests_drives_the_key_api() {
     );
     assert!(ok && out.contains("all checks passed"), "{out}");
 }
+
+/// Waits (bounded) until `f` holds.
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn health_and_the_key_api_answer_503_while_catching_up_from_peers() {
+    // A peer that accepts and never answers: the member cannot be synced by it, so it waits
+    // for --resync-timeout before serving.
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer_port = peer.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        peer.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && conns.len() < 16 {
+            match peer.accept() {
+                Ok((s, _)) => conns.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        conns
+    });
+    let port = free_port();
+    let list = format!("127.0.0.1:{port},127.0.0.1:{peer_port}");
+    let port_s = port.to_string();
+    let args = [
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port_s,
+        "-t",
+        "2",
+        "--cluster",
+        &list,
+        "--resync-timeout",
+        "3",
+        "--http-listen",
+        "127.0.0.1:0",
+    ];
+    let server = Server::try_spawn(Server::command(&args)).expect("member starts");
+    let http: SocketAddr = server
+        .addrs()
+        .iter()
+        .find_map(|a| a.strip_prefix("http:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = Client::connect(http);
+    let r = c.call("GET", "/health", None);
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (503, json!("catching_up"))
+    );
+    let r = c.get("k");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"], "catching up from peers");
+    // The metrics are served meanwhile, with the peer's figures.
+    let text = c.call("GET", "/metrics", None).text();
+    assert!(text.contains("corecached_replication_ready 0\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "corecached_replication_lag_records{{peer=\"127.0.0.1:{peer_port}\"}}"
+        )),
+        "{text}"
+    );
+    assert!(wait_for(Duration::from_secs(20), || {
+        Client::connect(http).call("GET", "/health", None).status == 200
+    }));
+    assert_eq!(Client::connect(http).get("k").status, 404);
+    drop(server);
+    drop(held);
+}
+
+#[test]
+fn replication_lag_per_peer_is_in_the_metrics_and_promtool_accepts_them() {
+    let (pa, pb) = (free_port(), free_port());
+    let list = format!("127.0.0.1:{pa},127.0.0.1:{pb}");
+    let start_member = |port: u16| {
+        let port = port.to_string();
+        let args = [
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "2",
+            "--cluster",
+            &list,
+            "--http-listen",
+            "127.0.0.1:0",
+        ];
+        let s = Server::try_spawn(Server::command(&args)).expect("member starts");
+        let http: SocketAddr = s
+            .addrs()
+            .iter()
+            .find_map(|a| a.strip_prefix("http:"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        (s, http)
+    };
+    let (_a, ha) = start_member(pa);
+    let (_b, hb) = start_member(pb);
+    assert!(wait_for(Duration::from_secs(20), || {
+        Client::connect(ha).call("GET", "/health", None).status == 200
+            && Client::connect(hb).call("GET", "/health", None).status == 200
+    }));
+    let mut c = Client::connect(ha);
+    for i in 0..100 {
+        assert_eq!(c.put(&format!("r{i}"), &json!({"value": i})).status, 200);
+    }
+    // Every key has both members as owners (replicas 1 of 2): B gets them all.
+    assert!(wait_for(Duration::from_secs(20), || {
+        let mut b = Client::connect(hb);
+        (0..100).all(|i| b.get(&format!("r{i}")).status == 200)
+    }));
+    let text = c.call("GET", "/metrics", None).text();
+    let peer = format!("peer=\"127.0.0.1:{pb}\"");
+    for name in [
+        "corecached_replication_lag_records{",
+        "corecached_replication_lag_seconds{",
+        "corecached_replication_records_sent_total{",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && l.contains(&peer)),
+            "no {name}{peer} in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(&format!(
+            "corecached_replication_peer_state{{{peer},state=\"streaming\"}} 1"
+        )),
+        "{text}"
+    );
+    let dir = TempDir::new("promtool-repl");
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+    let (ok, out) = run_bounded(
+        "sh",
+        &[
+            "-c",
+            &format!("promtool check metrics < {}", file.display()),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(ok, "promtool check metrics failed:\n{out}\n{text}");
+}
