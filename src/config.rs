@@ -249,6 +249,11 @@ pub struct Args {
     /// whole request once it started.
     #[arg(long = "http-timeout", default_value_t = 30, value_name = "SECONDS")]
     pub http_timeout: u64,
+
+    /// One key command in this many is counted in its shard's hot-key table (`stats hotkeys`,
+    /// `/metrics`); 0 turns the counting off.
+    #[arg(long = "hotkeys-sample", default_value_t = 16, value_name = "N")]
+    pub hotkeys_sample: u32,
 }
 
 /// Replication settings (`--cluster` and its companions).
@@ -377,6 +382,8 @@ corecached's own:
                           (default: off)
     --http-timeout=<s>    idle and per-request time limit of HTTP connections
                           (default: 30)
+    --hotkeys-sample=<n>  count one key command in n for stats hotkeys (default:
+                          16; 0: off)
 ";
 
 /// `-B`: which protocols connections may speak.
@@ -621,6 +628,8 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
     /// `--http-timeout`: an HTTP connection's idle and per-request limit.
     pub http_timeout: std::time::Duration,
+    /// `--hotkeys-sample`: one key command in this many counted for hot keys (0: off).
+    pub hotkeys_sample: u32,
     /// One line per accepted flag or option that has no effect here (logged at start).
     pub warnings: Vec<String>,
 }
@@ -966,6 +975,7 @@ impl Args {
             cluster,
             http_listen: self.http_listen,
             http_timeout: std::time::Duration::from_secs(self.http_timeout),
+            hotkeys_sample: self.hotkeys_sample,
             warnings,
         })
     }

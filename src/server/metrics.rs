@@ -592,6 +592,26 @@ fn shards(f: &mut Families, per_shard: &[Snapshot], total: &Snapshot) {
     }
 }
 
+/// The sampled hot keys, merged over the shards: estimated requests per key.
+fn hot_keys(f: &mut Families, total: &Snapshot, every: u32) {
+    let top = super::hotkeys::merge([&total.hot[..]], super::hotkeys::REPORTED);
+    for k in &top {
+        let key = String::from_utf8_lossy(&k.key);
+        f.gauge(
+            "corecached_hot_key_requests",
+            "Estimated requests of the hottest keys (sampled count times the sampling interval, since start or stats reset).",
+            &[("key", &key)],
+            (k.count * u64::from(every)) as f64,
+        );
+    }
+    f.gauge(
+        "corecached_hot_key_sample_every",
+        "One key command in this many is counted for hot keys (0: off).",
+        &[],
+        f64::from(every),
+    );
+}
+
 /// The HTTP face's own figures.
 fn http(f: &mut Families, total: &Snapshot, open: usize) {
     let c = &total.counters;
@@ -708,6 +728,7 @@ pub async fn exposition(core: &Core) -> String {
     items(&mut f, &stats::items(&total, &info));
     slabs(&mut f, &stats::slabs(&total));
     shards(&mut f, &per_shard, &total);
+    hot_keys(&mut f, &total, core.shard.hotkeys_sample());
     http(&mut f, &total, super::http::open_connections(shared));
     if shared.repl.is_some() {
         replication(&mut f, &core.replication_report(&total));

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod conn;
+pub mod hotkeys;
 pub mod http;
 pub mod metrics;
 pub mod repl;
@@ -621,6 +622,7 @@ fn shard_thread(
         shared.repl.clone(),
     ));
     shard.set_detail(shared.config.detail_enabled, shared.config.delimiter_byte());
+    shard.set_hotkeys_sample(shared.config.hotkeys_sample);
     // Each shard is set once, by its own thread.
     let _ = shared.shards[i].set(shard.clone());
     let core = Rc::new(Core::new(shard, n, limits, shared.clone(), office));

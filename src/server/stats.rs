@@ -386,6 +386,8 @@ pub struct Snapshot {
     pub classes: Vec<SlabClassStats>,
     /// Latency histograms.
     pub latency: Latencies,
+    /// The shard's sampled hot keys (shards' keys are disjoint: summing is a union).
+    pub hot: Vec<super::hotkeys::HotKey>,
 }
 
 impl Snapshot {
@@ -395,6 +397,7 @@ impl Snapshot {
         add_store_stats(&mut self.store, &o.store);
         add_class_stats(&mut self.classes, &o.classes);
         self.latency.add(&o.latency);
+        self.hot.extend(o.hot.iter().cloned());
     }
 }
 
@@ -899,7 +902,14 @@ impl super::router::Core {
         if group == b"replication" && self.shared.repl.is_none() {
             return Outcome::UnknownStatsGroup;
         }
-        let known: &[&[u8]] = &[b"", b"items", b"slabs", b"latency", b"replication"];
+        let known: &[&[u8]] = &[
+            b"",
+            b"items",
+            b"slabs",
+            b"latency",
+            b"replication",
+            b"hotkeys",
+        ];
         if !known.contains(&group) {
             return Outcome::UnknownStatsGroup;
         }
@@ -913,6 +923,10 @@ impl super::router::Core {
             b"items" => items(&total, &self.shared.server_info()),
             b"slabs" => slabs(&total),
             b"latency" => total.latency.report(),
+            b"hotkeys" => super::hotkeys::report(
+                &super::hotkeys::merge([&total.hot[..]], super::hotkeys::REPORTED),
+                self.shard.hotkeys_sample(),
+            ),
             b"replication" => self.replication_report(&total),
             _ => {
                 let mut lines = general(&self.shared.server_info(), &total);
