@@ -256,6 +256,21 @@ pub struct Args {
     /// clients anyway.
     #[arg(long = "resync-timeout", default_value_t = 30, value_name = "SECONDS")]
     pub resync_timeout: u64,
+
+    /// Serve HTTP on this address (off by default): `/metrics` (Prometheus), `/health`, and the
+    /// key API under `/cache/`; from the shards' own cores.
+    #[arg(long = "http-listen", value_name = "ADDR:PORT")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// Seconds an HTTP connection may stay idle between requests, and may take to send one
+    /// whole request once it started.
+    #[arg(long = "http-timeout", default_value_t = 30, value_name = "SECONDS")]
+    pub http_timeout: u64,
+
+    /// One key command in this many is counted in its shard's hot-key table (`stats hotkeys`,
+    /// `/metrics`); 0 turns the counting off.
+    #[arg(long = "hotkeys-sample", default_value_t = 16, value_name = "N")]
+    pub hotkeys_sample: u32,
 }
 
 /// Replication settings (`--cluster` and its companions).
@@ -396,6 +411,12 @@ corecached's own:
     --resync-timeout=<s>  longest wait to catch up from peers before serving (default: 30)
     --direct-limit=<num>  requests per batch run directly on another core's
                           shard before the rest goes by message (default: 16)
+    --http-listen=<addr:port> serve HTTP there: /metrics, /health, /cache/{key}
+                          (default: off)
+    --http-timeout=<s>    idle and per-request time limit of HTTP connections
+                          (default: 30)
+    --hotkeys-sample=<n>  count one key command in n for stats hotkeys (default:
+                          16; 0: off)
 ";
 
 /// `-B`: which protocols connections may speak.
@@ -806,6 +827,12 @@ pub struct Config {
     pub listen_tls: Vec<ListenTls>,
     /// `--cluster`: replication on.
     pub cluster: Option<Cluster>,
+    /// `--http-listen`: the HTTP face's address (off when `None`).
+    pub http_listen: Option<SocketAddr>,
+    /// `--http-timeout`: an HTTP connection's idle and per-request limit.
+    pub http_timeout: std::time::Duration,
+    /// `--hotkeys-sample`: one key command in this many counted for hot keys (0: off).
+    pub hotkeys_sample: u32,
     /// One line per accepted flag or option that has no effect here (logged at start).
     pub warnings: Vec<String>,
 }
@@ -1160,6 +1187,9 @@ impl Args {
             }
         }
         let cluster = self.cluster_config(&listen)?;
+        if self.http_timeout == 0 {
+            return invalid("--http-timeout: give at least one second");
+        }
         Ok(Config {
             listen,
             udp_port: self.udp_port,
@@ -1204,6 +1234,9 @@ impl Args {
             tls,
             listen_tls,
             cluster,
+            http_listen: self.http_listen,
+            http_timeout: std::time::Duration::from_secs(self.http_timeout),
+            hotkeys_sample: self.hotkeys_sample,
             warnings,
         })
     }

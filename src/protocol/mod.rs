@@ -9,6 +9,7 @@ pub mod ascii;
 pub mod auth;
 pub mod binary;
 pub mod command;
+pub mod http;
 pub mod meta;
 pub mod repl;
 pub mod text;

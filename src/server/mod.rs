@@ -9,6 +9,9 @@
 pub mod admin;
 pub mod auth;
 pub mod conn;
+pub mod hotkeys;
+pub mod http;
+pub mod metrics;
 pub mod repl;
 pub mod router;
 pub mod shard;
@@ -68,6 +71,8 @@ pub struct Shared {
     port: AtomicU16,
     /// Open client connections over all shards (for `-c`).
     curr_connections: AtomicUsize,
+    /// Open HTTP connections over all shards (`--http-listen`; limited by `-c` on their own).
+    pub http_connections: AtomicUsize,
     started: u64,
     stopping: AtomicBool,
     notifiers: Vec<Arc<Notifier>>,
@@ -350,6 +355,13 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         None => None,
     };
     let listeners = bind_listeners(&config)?;
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(
+            Listener::bind_with(&ListenAddr::Tcp(addr), config.listen_backlog)
+                .map_err(|e| StartError(format!("--http-listen: cannot listen on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let udp_sockets = bind_udp(&config)?;
     if let Some(path) = std::env::var_os(PORT_FILE_ENV).filter(|_| config.unix_socket.is_none()) {
         let tcp = listeners.iter().filter_map(|(l, _)| match l.local_addr() {
@@ -378,6 +390,11 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
             udp_sockets
                 .iter()
                 .map(|u| format!("udp:{}", u.local_addr())),
+        )
+        .chain(
+            http_listener
+                .iter()
+                .map(|l| format!("http:{}", l.local_addr())),
         )
         .collect();
     let mut udp_shares = spread_udp(udp_sockets, &config)?;
@@ -411,6 +428,7 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
         udp: udp_names,
         port: AtomicU16::new(port),
         curr_connections: AtomicUsize::new(0),
+        http_connections: AtomicUsize::new(0),
         started,
         stopping: AtomicBool::new(false),
         notifiers: notifiers.clone(),
@@ -430,16 +448,22 @@ pub fn run_with(config: Config, hooks: Hooks) -> Result<(), StartError> {
 
     let (tx, rx) = mpsc::channel::<StartMsg>();
     let mut listeners = Some(listeners);
+    let mut http_listener = http_listener;
     let mut handles = Vec::with_capacity(n);
     for (i, notifier) in notifiers.iter().enumerate() {
         let (shared2, tx2, office2) = (shared.clone(), tx.clone(), office.clone());
         let notifier = notifier.clone();
         let mine = if i == 0 { listeners.take() } else { None };
+        let http = if i == 0 { http_listener.take() } else { None };
         let udp = std::mem::take(&mut udp_shares[i]);
         let handle = std::thread::Builder::new()
             .name(format!("shard-{i}"))
             .spawn(move || {
-                let sockets = Sockets { tcp: mine, udp };
+                let sockets = Sockets {
+                    tcp: mine,
+                    http,
+                    udp,
+                };
                 if let Err(e) = shard_thread(
                     i,
                     shared2.clone(),
@@ -577,8 +601,23 @@ fn pin_to(cpu: usize) -> Result<(), String> {
 
 /// The sockets one shard serves: the listeners (shard 0) and its UDP shares.
 struct Sockets {
+<<<<<<< HEAD
     tcp: Option<Vec<(Listener, ListenTls)>>,
+=======
+    tcp: Option<Vec<Listener>>,
+    /// `--http-listen`'s listener (shard 0).
+    http: Option<Listener>,
+>>>>>>> http
     udp: Vec<UdpSocket>,
+}
+
+/// What an accepted connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    /// memcached's protocols (conn.rs).
+    Memcached,
+    /// HTTP (http.rs).
+    Http,
 }
 
 fn shard_thread(
@@ -647,6 +686,7 @@ fn shard_thread(
         shared.repl.clone(),
     ));
     shard.set_detail(shared.config.detail_enabled, shared.config.delimiter_byte());
+    shard.set_hotkeys_sample(shared.config.hotkeys_sample);
     // Each shard is set once, by its own thread.
     let _ = shared.shards[i].set(shard.clone());
     let core = Rc::new(Core::new(shard, n, limits, shared.clone(), office));
@@ -662,14 +702,24 @@ fn shard_thread(
         .map_err(|e| format!("shard {i}: cannot receive UDP datagrams: {e}"))?;
     // memcached counts each thread's UDP socket as a connection it made.
     core.counters().total_connections += datagrams.len() as u64;
-    let acceptors = match sockets.tcp {
+    let mut acceptors = match sockets.tcp {
         Some(ls) => ls
             .into_iter()
+<<<<<<< HEAD
             .map(|(l, kind)| lp.accept_on(l).map(|a| (a, kind)))
+=======
+            .map(|l| lp.accept_on(l).map(|a| (a, ConnKind::Memcached)))
+>>>>>>> http
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("shard {i}: cannot accept: {e}"))?,
         None => Vec::new(),
     };
+    if let Some(l) = sockets.http {
+        let a = lp
+            .accept_on(l)
+            .map_err(|e| format!("shard {i}: cannot accept HTTP: {e}"))?;
+        acceptors.push((a, ConnKind::Http));
+    }
     let _ = tx.send(StartMsg::Ready(lp.backend()));
     let main = shard_main(core, acceptors, datagrams);
     lp.block_on(main)
@@ -678,7 +728,11 @@ fn shard_thread(
 
 async fn shard_main(
     core: Rc<Core>,
+<<<<<<< HEAD
     acceptors: Vec<(Acceptor, ListenTls)>,
+=======
+    acceptors: Vec<(Acceptor, ConnKind)>,
+>>>>>>> http
     datagrams: Vec<DatagramSocket>,
 ) {
     let lp = Loop::current();
@@ -770,7 +824,11 @@ fn give_freed_memory_back() {
     }
 }
 
+<<<<<<< HEAD
 async fn accept_loop(core: Rc<Core>, acceptor: Acceptor, kind: ListenTls) {
+=======
+async fn accept_loop(core: Rc<Core>, acceptor: Acceptor, kind: ConnKind) {
+>>>>>>> http
     let shared = core.shared.clone();
     let mut next_shard = 0usize;
     loop {
@@ -790,9 +848,13 @@ async fn accept_loop(core: Rc<Core>, acceptor: Acceptor, kind: ListenTls) {
             }
         };
         let limit = shared.config.conn_limit;
-        let prev = shared.curr_connections.fetch_add(1, Ordering::AcqRel);
+        let open = match kind {
+            ConnKind::Memcached => &shared.curr_connections,
+            ConnKind::Http => &shared.http_connections,
+        };
+        let prev = open.fetch_add(1, Ordering::AcqRel);
         if prev >= limit {
-            shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
+            open.fetch_sub(1, Ordering::AcqRel);
             core.counters().rejected_connections += 1;
             debug!("connection limit {limit} reached: refusing a connection");
             drop(fd);
@@ -801,12 +863,46 @@ async fn accept_loop(core: Rc<Core>, acceptor: Acceptor, kind: ListenTls) {
         let to = next_shard;
         next_shard = (next_shard + 1) % core.shards;
         if to == core.shard.id {
+<<<<<<< HEAD
             serve_connection(&core, fd, kind);
+=======
+            serve_kind(&core, fd, kind);
+>>>>>>> http
         } else {
             core.hand_over(to, fd, kind);
         }
     }
     acceptor.close().await;
+}
+
+/// Starts serving an accepted connection of `kind` on this shard.
+pub(crate) fn serve_kind(core: &Rc<Core>, fd: OwnedFd, kind: ConnKind) {
+    match kind {
+        ConnKind::Memcached => serve_connection(core, fd),
+        ConnKind::Http => serve_http(core, fd),
+    }
+}
+
+/// Starts serving an accepted HTTP connection on this shard (counted in `http_connections` by
+/// the acceptor already). Its task counts as a live connection, so a drain waits for it.
+fn serve_http(core: &Rc<Core>, fd: OwnedFd) {
+    let lp = Loop::current();
+    let conn = match lp.adopt(fd) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("cannot serve an HTTP connection: {e}");
+            core.shared.http_connections.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+    };
+    core.live_connections.set(core.live_connections.get() + 1);
+    let core = core.clone();
+    lp.spawn(async move {
+        http::serve(core.clone(), conn).await;
+        core.live_connections.set(core.live_connections.get() - 1);
+        core.closed_since_trim.set(core.closed_since_trim.get() + 1);
+        core.shared.http_connections.fetch_sub(1, Ordering::AcqRel);
+    });
 }
 
 /// Starts serving an accepted connection on this shard (counted in `curr_connections` by the

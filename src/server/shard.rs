@@ -8,7 +8,7 @@
 //! it runs directly instead of sending them (see `router`), so contention stays rare and short:
 //! the lock is held for one command, never across I/O or an await.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Instant;
 
@@ -21,6 +21,7 @@ use crate::storage::{
     self, ArithOptions, FetchOptions, ItemInfo, ItemRef, ItemView, Store, StoreError, StoreOptions,
 };
 
+use super::hotkeys::{self, TopK};
 use super::repl::backlog::{Backlog, Read};
 use super::repl::Replication;
 use super::router::{ReplyBatch, RequestBatch, Span};
@@ -51,6 +52,8 @@ pub struct Shard {
     detail: AtomicBool,
     /// Where a key's prefix ends (`-D`).
     delimiter: AtomicU8,
+    /// `--hotkeys-sample`: one key command in this many is counted in the hot-key table.
+    hot_every: AtomicU32,
     /// The `watch` log: item events are written there while someone watches them.
     watch: Arc<Hub>,
     /// Replication (`--cluster`): mutations are recorded in the state's backlog.
@@ -92,6 +95,8 @@ struct State {
     prefixes: PrefixStats,
     /// This shard's replication backlog (with `--cluster`).
     backlog: Option<Backlog>,
+    /// The sampled hot keys of this shard's keyspace.
+    hot: TopK,
 }
 
 fn outcome_of<B>(e: StoreError) -> Outcome<B> {
@@ -240,11 +245,13 @@ impl Shard {
                 latency: Latencies::default(),
                 prefixes: PrefixStats::default(),
                 backlog,
+                hot: TopK::default(),
             }),
             returns: Mutex::new(Vec::new()),
             returns_pending: AtomicBool::new(false),
             detail: AtomicBool::new(false),
             delimiter: AtomicU8::new(b':'),
+            hot_every: AtomicU32::new(hotkeys::DEFAULT_SAMPLE_EVERY),
             watch,
             repl,
         }
@@ -254,6 +261,16 @@ impl Shard {
     pub fn set_detail(&self, on: bool, delimiter: u8) {
         self.delimiter.store(delimiter, Ordering::Relaxed);
         self.detail.store(on, Ordering::Relaxed);
+    }
+
+    /// Samples one key command in `every` for the hot-key table (0: none).
+    pub fn set_hotkeys_sample(&self, every: u32) {
+        self.hot_every.store(every, Ordering::Relaxed);
+    }
+
+    /// The hot-key sampling interval.
+    pub fn hotkeys_sample(&self) -> u32 {
+        self.hot_every.load(Ordering::Relaxed)
     }
 
     /// Whether per-prefix counting is on.
@@ -359,6 +376,7 @@ impl Shard {
             latency,
             prefixes,
             backlog,
+            hot,
         } = &mut *state;
         // With --cluster: the key's replicable state before a command that may change it, and
         // the peers that own it.
@@ -369,6 +387,11 @@ impl Shard {
             }
             _ => None,
         };
+        if let Some(&key) = cmd.key() {
+            if hotkeys::sample(self.hot_every.load(Ordering::Relaxed)) {
+                hot.record(key, hash);
+            }
+        }
         if let Some(next) = next {
             // Loads while this command runs, instead of stalling the next one.
             store.prefetch(next);
@@ -768,6 +791,7 @@ impl Shard {
             store: state.store.stats(),
             classes: state.store.slab_stats(),
             latency: state.latency.clone(),
+            hot: state.hot.keys().to_vec(),
         }
     }
 
@@ -777,6 +801,7 @@ impl Shard {
         state.counters = Counters::default();
         state.latency.reset();
         state.prefixes = PrefixStats::default();
+        state.hot.clear();
         state.store.reset_stats();
     }
 }

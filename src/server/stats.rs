@@ -55,6 +55,16 @@ counters! {
     auth_cmds,
     /// Failed authentication attempts.
     auth_errors,
+    /// HTTP requests answered (`--http-listen`), by status class: 2xx, 4xx, 5xx.
+    http_2xx,
+    /// HTTP requests refused as the client's fault.
+    http_4xx,
+    /// HTTP requests that failed on the server's side (unavailable, out of memory).
+    http_5xx,
+    /// Bytes read from HTTP clients (not in `bytes_read`, which is memcached's protocols').
+    http_bytes_read,
+    /// Bytes written to HTTP clients.
+    http_bytes_written,
 }
 
 /// Command kinds with their own latency histogram.
@@ -166,6 +176,16 @@ impl Latencies {
             // Same bounds on every shard, so adding cannot fail.
             let _ = a.add(b);
         }
+    }
+
+    /// Commands of `kind` counted (every one, timed or not).
+    pub fn count(&self, kind: Kind) -> u64 {
+        self.counts[kind as usize]
+    }
+
+    /// The execution times of the timed commands of `kind`, in nanoseconds.
+    pub fn histogram(&self, kind: Kind) -> &Histogram<u64> {
+        &self.hist[kind as usize]
     }
 
     /// Forgets everything recorded.
@@ -366,6 +386,8 @@ pub struct Snapshot {
     pub classes: Vec<SlabClassStats>,
     /// Latency histograms.
     pub latency: Latencies,
+    /// The shard's sampled hot keys (shards' keys are disjoint: summing is a union).
+    pub hot: Vec<super::hotkeys::HotKey>,
 }
 
 impl Snapshot {
@@ -375,6 +397,7 @@ impl Snapshot {
         add_store_stats(&mut self.store, &o.store);
         add_class_stats(&mut self.classes, &o.classes);
         self.latency.add(&o.latency);
+        self.hot.extend(o.hot.iter().cloned());
     }
 }
 
@@ -875,7 +898,14 @@ impl super::router::Core {
         if group == b"replication" && self.shared.repl.is_none() {
             return Outcome::UnknownStatsGroup;
         }
-        let known: &[&[u8]] = &[b"", b"items", b"slabs", b"latency", b"replication"];
+        let known: &[&[u8]] = &[
+            b"",
+            b"items",
+            b"slabs",
+            b"latency",
+            b"replication",
+            b"hotkeys",
+        ];
         if !known.contains(&group) {
             return Outcome::UnknownStatsGroup;
         }
@@ -889,6 +919,10 @@ impl super::router::Core {
             b"items" => items(&total, &self.shared.server_info()),
             b"slabs" => slabs(&total),
             b"latency" => total.latency.report(),
+            b"hotkeys" => super::hotkeys::report(
+                &super::hotkeys::merge([&total.hot[..]], super::hotkeys::REPORTED),
+                self.shard.hotkeys_sample(),
+            ),
             b"replication" => self.replication_report(&total),
             _ => {
                 let mut lines = general(&self.shared.server_info(), &total);
@@ -903,7 +937,7 @@ impl super::router::Core {
 
     /// `stats replication` (with `--cluster`): the streams' figures, the backlogs' bytes and the
     /// tombstones deletes left (from `total`, the shards' summed figures).
-    fn replication_report(&self, total: &Snapshot) -> Vec<(String, String)> {
+    pub(super) fn replication_report(&self, total: &Snapshot) -> Vec<(String, String)> {
         let Some(repl) = &self.shared.repl else {
             return Vec::new();
         };

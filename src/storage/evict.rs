@@ -675,7 +675,7 @@ mod tests {
         // The ghost forgets a hit; a removed (not evicted) item leaves no ghost.
         p.on_remove(&mut slab, C, ids[0]);
         p.on_insert(&mut slab, C, ids[0]);
-        assert_eq!(queues(&p, &slab).1, vec![]);
+        assert_eq!(queues(&p, &slab).1, Vec::<ItemId>::new());
     }
 
     #[test]
