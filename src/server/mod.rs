@@ -601,21 +601,17 @@ fn pin_to(cpu: usize) -> Result<(), String> {
 
 /// The sockets one shard serves: the listeners (shard 0) and its UDP shares.
 struct Sockets {
-<<<<<<< HEAD
     tcp: Option<Vec<(Listener, ListenTls)>>,
-=======
-    tcp: Option<Vec<Listener>>,
     /// `--http-listen`'s listener (shard 0).
     http: Option<Listener>,
->>>>>>> http
     udp: Vec<UdpSocket>,
 }
 
 /// What an accepted connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnKind {
-    /// memcached's protocols (conn.rs).
-    Memcached,
+    /// memcached's protocols (conn.rs), over TLS or not as its listener says.
+    Memcached(ListenTls),
     /// HTTP (http.rs).
     Http,
 }
@@ -705,11 +701,7 @@ fn shard_thread(
     let mut acceptors = match sockets.tcp {
         Some(ls) => ls
             .into_iter()
-<<<<<<< HEAD
-            .map(|(l, kind)| lp.accept_on(l).map(|a| (a, kind)))
-=======
-            .map(|l| lp.accept_on(l).map(|a| (a, ConnKind::Memcached)))
->>>>>>> http
+            .map(|(l, tls)| lp.accept_on(l).map(|a| (a, ConnKind::Memcached(tls))))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("shard {i}: cannot accept: {e}"))?,
         None => Vec::new(),
@@ -728,11 +720,7 @@ fn shard_thread(
 
 async fn shard_main(
     core: Rc<Core>,
-<<<<<<< HEAD
-    acceptors: Vec<(Acceptor, ListenTls)>,
-=======
     acceptors: Vec<(Acceptor, ConnKind)>,
->>>>>>> http
     datagrams: Vec<DatagramSocket>,
 ) {
     let lp = Loop::current();
@@ -824,11 +812,7 @@ fn give_freed_memory_back() {
     }
 }
 
-<<<<<<< HEAD
-async fn accept_loop(core: Rc<Core>, acceptor: Acceptor, kind: ListenTls) {
-=======
 async fn accept_loop(core: Rc<Core>, acceptor: Acceptor, kind: ConnKind) {
->>>>>>> http
     let shared = core.shared.clone();
     let mut next_shard = 0usize;
     loop {
@@ -849,7 +833,7 @@ async fn accept_loop(core: Rc<Core>, acceptor: Acceptor, kind: ConnKind) {
         };
         let limit = shared.config.conn_limit;
         let open = match kind {
-            ConnKind::Memcached => &shared.curr_connections,
+            ConnKind::Memcached(_) => &shared.curr_connections,
             ConnKind::Http => &shared.http_connections,
         };
         let prev = open.fetch_add(1, Ordering::AcqRel);
@@ -863,11 +847,7 @@ async fn accept_loop(core: Rc<Core>, acceptor: Acceptor, kind: ConnKind) {
         let to = next_shard;
         next_shard = (next_shard + 1) % core.shards;
         if to == core.shard.id {
-<<<<<<< HEAD
-            serve_connection(&core, fd, kind);
-=======
             serve_kind(&core, fd, kind);
->>>>>>> http
         } else {
             core.hand_over(to, fd, kind);
         }
@@ -878,7 +858,7 @@ async fn accept_loop(core: Rc<Core>, acceptor: Acceptor, kind: ConnKind) {
 /// Starts serving an accepted connection of `kind` on this shard.
 pub(crate) fn serve_kind(core: &Rc<Core>, fd: OwnedFd, kind: ConnKind) {
     match kind {
-        ConnKind::Memcached => serve_connection(core, fd),
+        ConnKind::Memcached(tls) => serve_connection(core, fd, tls),
         ConnKind::Http => serve_http(core, fd),
     }
 }

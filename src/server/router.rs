@@ -163,13 +163,8 @@ pub enum Mail {
         /// The answer.
         body: Reply,
     },
-<<<<<<< HEAD
-    /// An accepted client connection for this shard to serve.
-    Connection(OwnedFd, crate::config::ListenTls),
-=======
     /// An accepted client connection for this shard to serve, and what it speaks.
     Connection(OwnedFd, super::ConnKind),
->>>>>>> http
 }
 
 /// A one-shot slot a task waits on until the answer from another shard arrives.
@@ -351,11 +346,7 @@ impl Core {
     }
 
     /// Hands an accepted connection to shard `to`.
-<<<<<<< HEAD
-    pub fn hand_over(&self, to: usize, fd: OwnedFd, kind: crate::config::ListenTls) {
-=======
     pub fn hand_over(&self, to: usize, fd: OwnedFd, kind: super::ConnKind) {
->>>>>>> http
         self.outbox.post(to, Mail::Connection(fd, kind));
     }
 
@@ -418,11 +409,7 @@ impl Core {
                         self.credits.release(from);
                     }
                 }
-<<<<<<< HEAD
-                Mail::Connection(fd, kind) => super::serve_connection(self, fd, kind),
-=======
                 Mail::Connection(fd, kind) => super::serve_kind(self, fd, kind),
->>>>>>> http
             }
         }
         *self.mail.borrow_mut() = mail;
