@@ -403,21 +403,7 @@ fn openssl_s_client_sees_the_chain() {
         eprintln!("note: openssl is not installed; ./tools/test-all installs it; skipped");
         return;
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("openssl s_client did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let (_, out) = wait_bounded(&mut child, Duration::from_secs(30), "openssl s_client");
     assert_eq!(
         out.matches("-----BEGIN CERTIFICATE-----").count(),
         2,
@@ -778,27 +764,42 @@ fn memtier_benchmark_over_tls() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("memtier ({protocol}) did not finish");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        let (status, out) = wait_bounded(
+            &mut child,
+            Duration::from_secs(120),
+            &format!("memtier ({protocol})"),
+        );
         assert!(status.success(), "memtier {protocol}: {status}\n{out}");
         assert!(out.contains("Totals"), "memtier {protocol}:\n{out}");
     }
     let mut c = connect(addr, &pki.client_config(false)).unwrap();
     assert_eq!(stat(&mut c, "ssl_handshake_errors"), 0);
+}
+
+/// Waits for `child` at most `limit` (killing it and failing the test past that); its exit
+/// status and what it wrote to its piped stdout.
+fn wait_bounded(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (status, out)
 }
